@@ -1,0 +1,67 @@
+#pragma once
+// The communicator concept: a group of ranks that all-reduce buffers (sum or average, in place
+// or out of place), all-reduce and all-gather scalars, broadcast and meet at a barrier. Every
+// implementation turns failures into dppf::communication_error on every rank.
+
+#include <concepts>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "buffer.hpp"
+#include "error.hpp"
+
+namespace dppf {
+
+/// Reduction of a collective. Buffers support sum and avg; scalars also min and max.
+enum class reduce_op { sum, avg, min, max };
+
+inline const char* to_string(reduce_op op) noexcept {
+  switch (op) {
+    case reduce_op::sum: return "sum";
+    case reduce_op::avg: return "avg";
+    case reduce_op::min: return "min";
+    case reduce_op::max: return "max";
+  }
+  return "?";
+}
+
+template <class C>
+concept communicator = requires(C& c, const C& cc, span_for<typename C::memory_space, float> x,
+                                span_for<typename C::memory_space, const float> y, double v) {
+  typename C::memory_space;
+  { cc.rank() } -> std::convertible_to<int>;
+  { cc.size() } -> std::convertible_to<int>;
+  c.all_reduce(y, x, reduce_op::avg);  // out of place
+  c.all_reduce(x, reduce_op::sum);     // in place
+  { c.all_reduce(v, reduce_op::max) } -> std::convertible_to<double>;
+  { c.all_gather(v) } -> std::same_as<std::vector<double>>;
+  c.broadcast(x, 0);
+  c.barrier();
+};
+
+/// Raises std::invalid_argument on every rank unless every rank passes the same n. One
+/// all-gather of a scalar, so mismatched sizes never leave a rank waiting in a later collective.
+template <communicator C>
+void require_same_size_on_all_ranks(C& comm, std::size_t n, const char* what) {
+  const std::vector<double> sizes = comm.all_gather(static_cast<double>(n));
+  for (std::size_t r = 0; r < sizes.size(); ++r)
+    if (sizes[r] != sizes[0])
+      detail::throw_invalid(std::string(what) + ": sizes differ across ranks (rank 0 has " +
+                            std::to_string(static_cast<std::size_t>(sizes[0])) + ", rank " + std::to_string(r) +
+                            " has " + std::to_string(static_cast<std::size_t>(sizes[r])) + "; this is rank " +
+                            std::to_string(comm.rank()) + ")");
+}
+
+/// Raises on every rank when `failed` is true on any rank: the way a rank that detected bad
+/// input tells the others, so every rank leaves the collective code path together.
+template <communicator C>
+void agree_or_throw(C& comm, bool failed, const std::string& what) {
+  if (comm.all_reduce(failed ? 1.0 : 0.0, reduce_op::max) != 0.0) {
+    if (failed) detail::throw_invalid(what);
+    throw communication_error("dppf: another rank failed: " + what);
+  }
+}
+
+}  // namespace dppf

@@ -1,0 +1,93 @@
+#pragma once
+// counting<C>: a communicator decorator that records every collective and the bytes it moved,
+// so tests and the trainer's report can show communication exactly as promised.
+
+#include <cstddef>
+#include <cstdint>
+#include <ranges>
+#include <utility>
+#include <vector>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+
+namespace dppf {
+
+/// What a counting communicator saw. Bytes are payload bytes this rank contributed (the
+/// "algorithm bytes" of nccl-tests: N * sizeof(T) for an all-reduce of N values).
+struct communication_counts {
+  std::uint64_t buffer_all_reduces = 0;
+  std::uint64_t scalar_all_reduces = 0;
+  std::uint64_t all_gathers = 0;
+  std::uint64_t broadcasts = 0;
+  std::uint64_t barriers = 0;
+  std::uint64_t buffer_values = 0;  // elements all-reduced or broadcast
+  std::uint64_t bytes = 0;          // all payload bytes, scalars included
+
+  std::uint64_t collectives() const noexcept {
+    return buffer_all_reduces + scalar_all_reduces + all_gathers + broadcasts + barriers;
+  }
+};
+
+template <communicator C>
+class counting {
+ public:
+  using memory_space = typename C::memory_space;
+
+  explicit counting(C inner) : inner_(std::move(inner)) {}
+
+  int rank() const { return inner_.rank(); }
+  int size() const { return inner_.size(); }
+
+  template <class In, class Out>
+  void all_reduce(const In& in, Out&& out, reduce_op op) {
+    inner_.all_reduce(in, std::forward<Out>(out), op);
+    record_buffer(in);
+  }
+  template <parameter_buffer B>
+  void all_reduce(B&& inout, reduce_op op) {
+    inner_.all_reduce(inout, op);
+    record_buffer(inout);
+  }
+  double all_reduce(double v, reduce_op op) {
+    const double r = inner_.all_reduce(v, op);
+    ++counts_.scalar_all_reduces;
+    counts_.bytes += sizeof(double);
+    return r;
+  }
+  std::vector<double> all_gather(double v) {
+    auto r = inner_.all_gather(v);
+    ++counts_.all_gathers;
+    counts_.bytes += sizeof(double);
+    return r;
+  }
+  template <parameter_buffer B>
+  void broadcast(B&& b, int root) {
+    inner_.broadcast(b, root);
+    ++counts_.broadcasts;
+    counts_.buffer_values += std::ranges::size(b);
+    counts_.bytes += std::ranges::size(b) * sizeof(std::ranges::range_value_t<B>);
+  }
+  void barrier() {
+    inner_.barrier();
+    ++counts_.barriers;
+  }
+
+  const communication_counts& counts() const noexcept { return counts_; }
+  void reset() noexcept { counts_ = {}; }
+  C& inner() noexcept { return inner_; }
+  const C& inner() const noexcept { return inner_; }
+
+ private:
+  template <class B>
+  void record_buffer(const B& b) {
+    ++counts_.buffer_all_reduces;
+    counts_.buffer_values += std::ranges::size(b);
+    counts_.bytes += std::ranges::size(b) * sizeof(std::ranges::range_value_t<B>);
+  }
+
+  C inner_;
+  communication_counts counts_;
+};
+
+}  // namespace dppf

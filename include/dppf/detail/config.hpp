@@ -1,0 +1,15 @@
+#pragma once
+// Compiler plumbing shared by every header. Detail only: not part of the public API.
+
+// Functors holding update math are compiled for host and device alike.
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define DPPF_HOST_DEVICE __host__ __device__
+#else
+#define DPPF_HOST_DEVICE
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DPPF_RESTRICT __restrict__
+#else
+#define DPPF_RESTRICT
+#endif

@@ -1,0 +1,129 @@
+#pragma once
+// dppf::sgd: stochastic gradient descent with exactly the update of torch.optim.SGD
+// (momentum, dampening, Nesterov, weight decay, maximize), including its first-step rule: the
+// momentum buffer starts as a copy of the first (decayed) gradient, without dampening.
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "buffer.hpp"
+#include "detail/config.hpp"
+#include "detail/validate.hpp"
+#include "executor.hpp"
+
+namespace dppf {
+
+struct sgd_options {
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+  bool maximize = false;
+};
+
+/// A worker's SGD state: the momentum buffer (empty without momentum) and the step count.
+template <class Buffer>
+struct sgd_state {
+  Buffer momentum_buffer;
+  std::int64_t step = 0;
+
+  template <class F>
+  void for_each_buffer(F&& f) {
+    if (!std::ranges::empty(momentum_buffer)) f("momentum_buffer", momentum_buffer);
+  }
+};
+
+namespace detail {
+
+// One SGD step on one element, in the order torch.optim.SGD applies its operations; scalars are
+// rounded to T as PyTorch rounds Python floats for a tensor of dtype T.
+template <class T>
+struct sgd_update {
+  T neg_lr, momentum, one_minus_dampening, weight_decay;
+  bool nesterov, maximize, first_step;
+
+  DPPF_HOST_DEVICE T direction(T& p, const T& g) const {
+    T d = maximize ? -g : g;
+    if (weight_decay != T(0)) d = d + weight_decay * p;
+    return d;
+  }
+  // Without momentum.
+  DPPF_HOST_DEVICE void operator()(T& p, const T& g) const { p = p + neg_lr * direction(p, g); }
+  // With a momentum buffer m.
+  DPPF_HOST_DEVICE void operator()(T& p, const T& g, T& m) const {
+    T d = direction(p, g);
+    m = first_step ? d : m * momentum + one_minus_dampening * d;
+    d = nesterov ? d + momentum * m : m;
+    p = p + neg_lr * d;
+  }
+};
+
+}  // namespace detail
+
+class sgd {
+ public:
+  using options_type = sgd_options;
+
+  explicit sgd(sgd_options options = {}) : options_(options) { validate(options_); }
+
+  const sgd_options& options() const noexcept { return options_; }
+  double lr() const noexcept { return options_.lr; }
+  /// Sets the learning rate (what a schedule does every step).
+  void set_lr(double lr) {
+    detail::require_option(lr >= 0.0, "sgd", "lr", lr, "must be >= 0");
+    options_.lr = lr;
+  }
+
+  /// State for n parameters of type T, allocated by (and in the memory space of) ex.
+  template <parameter_value T = float, executor E>
+  sgd_state<buffer_t<E, T>> init(const E& ex, std::size_t n) const {
+    detail::require_not_empty(n, "sgd::init: parameters");
+    return {options_.momentum != 0.0 ? ex.template allocate<T>(n) : ex.template allocate<T>(0), 0};
+  }
+  template <executor E, parameter_buffer P>
+    requires runs_on<E, P>
+  auto init(const E& ex, const P& params) const {
+    return init<std::remove_cv_t<buffer_element_t<const P&>>>(ex, std::ranges::size(params));
+  }
+
+  /// One torch.optim.SGD step: params -= lr * direction(grads, state).
+  template <executor E, parameter_buffer P, parameter_buffer G, class S>
+    requires runs_on<E, P> && runs_on<E, G>
+  void step(const E& ex, P&& params, const G& grads, S& state) const {
+    using T = std::remove_cv_t<buffer_element_t<P>>;
+    const std::size_t n = std::ranges::size(params);
+    detail::require_not_empty(n, "sgd::step: parameters");
+    detail::require_same_size(n, std::ranges::size(grads), "sgd::step: gradients");
+    const detail::sgd_update<T> f{static_cast<T>(-options_.lr),
+                                  static_cast<T>(options_.momentum),
+                                  static_cast<T>(1.0 - options_.dampening),
+                                  static_cast<T>(options_.weight_decay),
+                                  options_.nesterov,
+                                  options_.maximize,
+                                  state.step == 0};
+    if (options_.momentum != 0.0) {
+      detail::require_same_size(n, std::ranges::size(state.momentum_buffer), "sgd::step: momentum buffer");
+      ex.transform(f, view(params), view(grads), view(state.momentum_buffer));
+    } else {
+      ex.transform(f, view(params), view(grads));
+    }
+    ++state.step;
+  }
+
+ private:
+  static void validate(const sgd_options& o) {
+    detail::require_option(o.lr >= 0.0, "sgd", "lr", o.lr, "must be >= 0");
+    detail::require_option(o.momentum >= 0.0, "sgd", "momentum", o.momentum, "must be >= 0");
+    detail::require_option(o.dampening >= 0.0 && o.dampening <= 1.0, "sgd", "dampening", o.dampening, "must be in [0, 1]");
+    detail::require_option(o.weight_decay >= 0.0, "sgd", "weight_decay", o.weight_decay, "must be >= 0");
+    detail::require_option(!o.nesterov || o.momentum > 0.0, "sgd", "nesterov", "true",
+                           "requires momentum > 0 (momentum is 0)");
+    detail::require_option(!o.nesterov || o.dampening == 0.0, "sgd", "nesterov", "true", "requires dampening = 0");
+  }
+
+  sgd_options options_;
+};
+
+}  // namespace dppf

@@ -1,0 +1,43 @@
+#pragma once
+// The communicator of a group of one: every collective is the identity.
+
+#include <algorithm>
+#include <vector>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+
+namespace dppf {
+
+/// One rank, no communication. all_reduce with avg or sum copies (out of place) or does nothing.
+struct single {
+  using memory_space = host_space;
+
+  int rank() const noexcept { return 0; }
+  int size() const noexcept { return 1; }
+
+  template <host_buffer In, host_buffer Out>
+  void all_reduce(const In& in, Out&& out, reduce_op op) {
+    require_buffer_op(op);
+    detail::require_same_size(std::ranges::size(in), std::ranges::size(out), "single::all_reduce output");
+    std::ranges::copy(in, std::ranges::begin(out));
+  }
+  template <host_buffer B>
+  void all_reduce(B&&, reduce_op op) {
+    require_buffer_op(op);
+  }
+  double all_reduce(double v, reduce_op) { return v; }
+  std::vector<double> all_gather(double v) { return {v}; }
+  template <host_buffer B>
+  void broadcast(B&&, int root) {
+    detail::require(root == 0, "single::broadcast: root must be 0");
+  }
+  void barrier() {}
+
+ private:
+  static void require_buffer_op(reduce_op op) {
+    detail::require(op == reduce_op::sum || op == reduce_op::avg, "all_reduce of a buffer supports sum and avg only");
+  }
+};
+
+}  // namespace dppf

@@ -1,0 +1,278 @@
+#pragma once
+// An in-process group of M workers, one per std::thread. Reductions add the ranks' values in
+// rank order, in double, so results are deterministic and identical on every rank. A worker
+// that fails aborts the group: every other worker's pending or next collective raises
+// dppf::communication_error instead of waiting forever; a timeout bounds every wait.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+#include "error.hpp"
+
+namespace dppf {
+
+struct threads_options {
+  /// Longest wait at any collective before every rank raises communication_error.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+};
+
+namespace detail {
+
+// What each rank posts for one collective.
+struct thread_slot {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::size_t n = 0;
+  std::size_t element_size = 0;
+  double scalar = 0.0;
+};
+
+struct thread_group {
+  thread_group(int m, threads_options o) : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)) {
+    detail::require(m >= 1, "threads: the group size must be at least 1");
+  }
+
+  int size;
+  threads_options options;
+  std::vector<thread_slot> slots;
+  std::vector<double> scratch;  // the reduced buffer, one slice written by each rank
+
+  std::mutex mutex;
+  std::condition_variable arrived;
+  int waiting = 0;
+  std::size_t generation = 0;
+  bool aborted = false;
+  std::string abort_reason;
+
+  void abort(const std::string& why) {
+    {
+      std::lock_guard lock(mutex);
+      if (!aborted) abort_reason = why;
+      aborted = true;
+    }
+    arrived.notify_all();
+  }
+
+  [[noreturn]] void raise_aborted() const {
+    throw communication_error("dppf::threads: group aborted (" + abort_reason + ")");
+  }
+
+  // All ranks meet here. Raises on abort and on timeout (and then aborts the group).
+  void barrier() {
+    std::unique_lock lock(mutex);
+    if (aborted) raise_aborted();
+    const std::size_t gen = generation;
+    if (++waiting == size) {
+      waiting = 0;
+      ++generation;
+      arrived.notify_all();
+      return;
+    }
+    const bool done = arrived.wait_for(lock, options.timeout, [&] { return generation != gen || aborted; });
+    if (generation != gen) return;
+    if (!done && !aborted) {
+      aborted = true;
+      abort_reason = "timed out after " + std::to_string(options.timeout.count()) + " ms in a collective";
+      arrived.notify_all();
+    }
+    raise_aborted();
+  }
+};
+
+}  // namespace detail
+
+class thread_member;
+
+/// An in-process group of M workers; `member(r)` is worker r's communicator.
+class threads {
+ public:
+
+  explicit threads(int size, threads_options options = {}) : state_(std::make_shared<detail::thread_group>(size, options)) {}
+
+  int size() const noexcept { return state_->size; }
+
+  /// The communicator of worker `rank`, to be used from that worker's thread only.
+  thread_member member(int rank) const;
+
+  /// Marks the group failed: every rank's current and later collectives raise.
+  void abort(const std::string& why) const { state_->abort(why); }
+
+  /// Runs f(member(r)) on M threads and joins them. If any worker throws, the group is aborted
+  /// (so the others raise instead of waiting) and the first exception is rethrown here.
+  template <class F>
+  void run(F&& f) const {
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size()));
+    std::vector<std::thread> pool;
+    pool.reserve(errors.size());
+    for (int r = 0; r < size(); ++r)
+      pool.emplace_back([&, r] {
+        try {
+          f(member(r));
+        } catch (...) {
+          errors[static_cast<std::size_t>(r)] = std::current_exception();
+          abort("rank " + std::to_string(r) + " failed");
+        }
+      });
+    for (auto& t : pool) t.join();
+    // Prefer the root cause over the communication_errors it caused on the other ranks.
+    std::exception_ptr first_other;
+    for (const auto& e : errors) {
+      if (!e) continue;
+      try {
+        std::rethrow_exception(e);
+      } catch (const communication_error&) {
+        if (!first_other) first_other = e;
+      } catch (...) {
+        std::rethrow_exception(e);
+      }
+    }
+    if (first_other) std::rethrow_exception(first_other);
+  }
+
+ private:
+  std::shared_ptr<detail::thread_group> state_;
+};
+
+/// One worker's view of a `threads` group; models `communicator`.
+class thread_member {
+ public:
+  using memory_space = host_space;
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return state_->size; }
+
+  /// out = sum (or average) over ranks of in. Sizes are checked on every rank together.
+  template <host_buffer In, host_buffer Out>
+  void all_reduce(const In& in, Out&& out, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<Out>>;
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+    reduce_buffers<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
+  }
+
+  template <host_buffer B>
+  void all_reduce(B&& inout, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    T* p = std::ranges::data(inout);
+    reduce_buffers<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+  }
+
+  double all_reduce(double v, reduce_op op) {
+    post({.scalar = v});
+    double acc = state_->slots[0].scalar;
+    for (int r = 1; r < size(); ++r) {
+      const double x = state_->slots[static_cast<std::size_t>(r)].scalar;
+      switch (op) {
+        case reduce_op::sum:
+        case reduce_op::avg: acc += x; break;
+        case reduce_op::min: acc = x < acc ? x : acc; break;
+        case reduce_op::max: acc = x > acc ? x : acc; break;
+      }
+    }
+    if (op == reduce_op::avg) acc /= size();
+    state_->barrier();  // nobody posts again before everyone has read
+    return acc;
+  }
+
+  std::vector<double> all_gather(double v) {
+    post({.scalar = v});
+    std::vector<double> all(static_cast<std::size_t>(size()));
+    for (std::size_t r = 0; r < all.size(); ++r) all[r] = state_->slots[r].scalar;
+    state_->barrier();
+    return all;
+  }
+
+  template <host_buffer B>
+  void broadcast(B&& b, int root) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    if (root < 0 || root >= size()) detail::throw_invalid("threads::broadcast: root " + std::to_string(root) + " out of range");
+    post({.out = std::ranges::data(b), .n = std::ranges::size(b), .element_size = sizeof(T)});
+    check_sizes("threads::broadcast");
+    const detail::thread_slot& src = state_->slots[static_cast<std::size_t>(root)];
+    if (rank_ != root) std::copy_n(static_cast<const T*>(src.out), src.n, std::ranges::data(b));
+    state_->barrier();  // root's buffer must not change before everyone has copied it
+  }
+
+  void barrier() { state_->barrier(); }
+
+ private:
+  friend class threads;
+  thread_member(std::shared_ptr<detail::thread_group> s, int rank) : state_(std::move(s)), rank_(rank) {}
+
+  void post(detail::thread_slot s) {
+    state_->slots[static_cast<std::size_t>(rank_)] = s;
+    state_->barrier();
+  }
+
+  // Every rank sees every rank's size, so all of them raise together.
+  void check_sizes(const char* who) const {
+    const detail::thread_slot& mine = state_->slots[0];
+    for (int r = 1; r < size(); ++r) {
+      const detail::thread_slot& other = state_->slots[static_cast<std::size_t>(r)];
+      if (other.n != mine.n || other.element_size != mine.element_size)
+        detail::throw_invalid(std::string(who) + ": buffer sizes differ across ranks (rank 0 has " + std::to_string(mine.n) +
+                              " elements of " + std::to_string(mine.element_size) + " bytes, rank " + std::to_string(r) +
+                              " has " + std::to_string(other.n) + " of " + std::to_string(other.element_size) +
+                              "; this is rank " + std::to_string(rank_) + ")");
+    }
+  }
+
+  // Reduce-scatter into the shared scratch (each rank one slice, ranks added in order), then
+  // every rank copies the whole result out. Two barriers; inputs are free again after the first.
+  template <class T>
+  void reduce_buffers(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    if (op != reduce_op::sum && op != reduce_op::avg)
+      detail::throw_invalid(std::string("threads::all_reduce of a buffer supports sum and avg, not ") + to_string(op));
+    detail::require_same_size(n_in, n_out, "threads::all_reduce output");
+    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T)});
+    try {
+      check_sizes("threads::all_reduce");
+    } catch (...) {
+      barrier_noexcept();
+      throw;
+    }
+    auto& scratch = state_->scratch;
+    if (rank_ == 0 && scratch.size() < n_in) scratch.resize(n_in);
+    state_->barrier();  // scratch is large enough
+    const std::size_t m = static_cast<std::size_t>(size());
+    const std::size_t begin = n_in * static_cast<std::size_t>(rank_) / m;
+    const std::size_t end = n_in * (static_cast<std::size_t>(rank_) + 1) / m;
+    const double inv = 1.0 / static_cast<double>(m);
+    for (std::size_t i = begin; i < end; ++i) {
+      double acc = 0.0;
+      for (std::size_t r = 0; r < m; ++r) acc += static_cast<double>(static_cast<const T*>(state_->slots[r].in)[i]);
+      scratch[i] = op == reduce_op::avg ? acc * inv : acc;
+    }
+    state_->barrier();  // scratch complete; inputs no longer read
+    for (std::size_t i = 0; i < n_in; ++i) out[i] = static_cast<T>(scratch[i]);
+  }
+
+  // Keeps the barrier count aligned across ranks after every rank raised the same error.
+  void barrier_noexcept() noexcept {
+    try {
+      state_->barrier();
+    } catch (...) {
+    }
+  }
+
+  std::shared_ptr<detail::thread_group> state_;
+  int rank_;
+};
+
+inline thread_member threads::member(int rank) const {
+  if (rank < 0 || rank >= size())
+    detail::throw_invalid("threads::member: rank " + std::to_string(rank) + " is outside [0, " + std::to_string(size()) + ")");
+  return {state_, rank};
+}
+
+}  // namespace dppf
