@@ -1,0 +1,247 @@
+#pragma once
+// dppf::trainer: composes a local optimizer, a consensus rule, a communicator and an executor.
+// It owns no model: the user's code computes gradients into a buffer and calls step(), which runs
+// the local optimizer step and, every tau steps, the rule's sync. State (optimizer, rule, scratch)
+// is allocated through the executor on the first step, for the parameters' element type.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <tuple>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+#include "consensus.hpp"
+#include "counting.hpp"
+#include "detail/validate.hpp"
+#include "executor.hpp"
+#include "schedule.hpp"
+
+namespace dppf {
+
+struct trainer_options {
+  std::int64_t tau = 4;           ///< local steps between syncs
+  std::int64_t warmup_steps = 0;  ///< for the first W steps the push is off ...
+  std::int64_t warmup_tau = 0;    ///< ... and syncs come every warmup_tau steps (0: every tau)
+  bool average_optimizer_state = false;  ///< average momentum / Adam moments at every sync
+  non_finite_policy on_non_finite = non_finite_policy::raise;
+};
+
+/// The trainer's report: the last sync's report plus counters.
+struct trainer_stats : sync_report {
+  std::int64_t steps = 0;       ///< local steps taken
+  std::int64_t syncs = 0;       ///< syncs run
+  std::uint64_t bytes = 0;      ///< payload bytes this rank sent through collectives, in total
+  std::uint64_t sync_bytes = 0; ///< of which in the last sync (for data parallel: the last step)
+  std::uint64_t collectives = 0;
+};
+
+/// No learning-rate schedule: the optimizer's lr is used as it is.
+struct fixed_lr {};
+
+template <class Optimizer, consensus Consensus, communicator Comm, executor Exec, class Schedule = fixed_lr>
+class trainer {
+ public:
+  trainer(Optimizer optimizer, Consensus rule, Comm comm, Exec ex, trainer_options options = {}, Schedule schedule = {})
+      : optimizer_(std::move(optimizer)),
+        rule_(std::move(rule)),
+        comm_(std::move(comm)),
+        ex_(std::move(ex)),
+        options_(options),
+        schedule_(std::move(schedule)),
+        base_lr_(optimizer_.lr()) {
+    detail::require_option(options_.tau >= 1, "trainer", "tau", options_.tau, "must be >= 1");
+    detail::require_option(options_.warmup_steps >= 0, "trainer", "warmup_steps", options_.warmup_steps, "must be >= 0");
+    detail::require_option(options_.warmup_tau >= 0, "trainer", "warmup_tau", options_.warmup_tau, "must be >= 0");
+  }
+
+  /// One local step on this worker (gradients in `grads`, optionally its loss) and, when due, the
+  /// sync. Collective: every rank calls step() the same number of times.
+  template <parameter_buffer P, parameter_buffer G>
+    requires runs_on<Exec, P> && runs_on<Exec, G>
+  void step(P&& params, const G& grads, double loss = std::numeric_limits<double>::quiet_NaN()) {
+    step_impl(params, grads, loss, static_cast<std::span<float>*>(nullptr));
+  }
+
+  /// As above, and `buffers` (non-trainable state such as BatchNorm statistics) is averaged at
+  /// every sync, never pushed.
+  template <parameter_buffer P, parameter_buffer G, parameter_buffer B>
+    requires runs_on<Exec, P> && runs_on<Exec, G> && runs_on<Exec, B>
+  void step(P&& params, const G& grads, double loss, B&& buffers) {
+    auto v = view(buffers);
+    step_impl(params, grads, loss, &v);
+  }
+
+  /// x_bar on every rank (in place): the model to evaluate and deliver. Collective.
+  template <parameter_buffer P>
+    requires runs_on<Exec, P>
+  void average(P&& params) {
+    detail::require_not_empty(std::ranges::size(params), "trainer::average: parameters");
+    require_same_size_on_all_ranks(comm_, std::ranges::size(params), "trainer::average: parameters");
+    comm_.all_reduce(view(params), reduce_op::avg);
+  }
+
+  trainer_stats stats() const {
+    trainer_stats s;
+    static_cast<sync_report&>(s) = last_;
+    s.steps = steps_;
+    s.syncs = syncs_;
+    s.bytes = comm_.counts().bytes;
+    s.sync_bytes = sync_bytes_;
+    s.collectives = comm_.counts().collectives();
+    return s;
+  }
+
+  std::int64_t steps() const noexcept { return steps_; }
+  std::int64_t syncs() const noexcept { return syncs_; }
+  const trainer_options& options() const noexcept { return options_; }
+  Optimizer& optimizer() noexcept { return optimizer_; }
+  const Consensus& rule() const noexcept { return rule_; }
+  counting<Comm>& communicator() noexcept { return comm_; }
+  const Exec& executor() const noexcept { return ex_; }
+
+  /// True when the step with this 0-based index ends with a sync.
+  bool syncs_after(std::int64_t step) const noexcept {
+    if constexpr (Consensus::averages_gradients) return false;
+    const bool warm = step < options_.warmup_steps;
+    const std::int64_t every = warm && options_.warmup_tau > 0 ? options_.warmup_tau : options_.tau;
+    return (step + 1) % every == 0;
+  }
+
+  /// The learning rate for a 0-based step.
+  double lr_at(std::int64_t step) const {
+    if constexpr (std::is_same_v<Schedule, fixed_lr>) {
+      (void)step;
+      return base_lr_;
+    } else {
+      return schedule_(step);
+    }
+  }
+
+  /// Per-element-type workspace: optimizer state, the rule's state and the scratch buffer.
+  template <class T>
+  struct workspace {
+    using buffer_type = buffer_t<Exec, T>;
+    decltype(std::declval<const Optimizer&>().template init<T>(std::declval<const Exec&>(), std::size_t{1})) optimizer_state;
+    typename Consensus::template state<buffer_type> rule_state{};
+    buffer_type scratch;
+  };
+
+  /// The workspace for T, or nullptr before the first step with T. (Checkpoints read it.)
+  template <class T>
+  workspace<T>* state() noexcept {
+    auto& w = std::get<std::optional<workspace<T>>>(workspaces_);
+    return w ? &*w : nullptr;
+  }
+
+  /// Restores counters saved by a checkpoint.
+  void restore_counters(std::int64_t steps, std::int64_t syncs, double loss_sum, std::int64_t loss_count) {
+    steps_ = steps;
+    syncs_ = syncs;
+    loss_sum_ = loss_sum;
+    loss_count_ = loss_count;
+  }
+  std::pair<double, std::int64_t> loss_accumulator() const noexcept { return {loss_sum_, loss_count_}; }
+
+ private:
+  template <class T>
+  using ctx_type = sync_context<Exec, counting<Comm>, T>;
+
+  template <class P, class G, class B>
+  void step_impl(P& params, const G& grads, double loss, B* buffers) {
+    using T = std::remove_cv_t<buffer_element_t<P&>>;
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const G&>>>,
+                  "parameters and gradients must have the same element type");
+    const std::size_t n = std::ranges::size(params);
+    detail::require_not_empty(n, "trainer::step: parameters");
+    detail::require_same_size(n, std::ranges::size(grads), "trainer::step: gradients");
+    workspace<T>& ws = prepare<T>(params);
+    detail::require_same_size(std::ranges::size(ws.scratch), n, "trainer::step: parameters (size changed since the first step)");
+
+    const double lr = lr_at(steps_);
+    optimizer_.set_lr(lr);
+    ctx_type<T> ctx = context<T>(params, grads, ws, lr);
+    if (!std::isnan(loss)) {
+      loss_sum_ += loss;
+      ++loss_count_;
+    }
+
+    if constexpr (Consensus::averages_gradients) {
+      const auto before = comm_.counts().bytes;
+      rule_.average_gradients(ctx);
+      optimizer_.step(ex_, params, typename ctx_type<T>::const_view_type(ctx.scratch), ws.optimizer_state);
+      sync_bytes_ = comm_.counts().bytes - before;
+      ++steps_;
+      return;
+    } else {
+      optimizer_.step(ex_, params, grads, ws.optimizer_state);
+      const bool due = syncs_after(steps_);
+      ++steps_;
+      if (!due) return;
+      const auto before = comm_.counts().bytes;
+      ctx.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : std::numeric_limits<double>::quiet_NaN();
+      last_ = rule_.sync(ctx, ws.rule_state);
+      if (buffers) comm_.all_reduce(*buffers, reduce_op::avg);
+      if (options_.average_optimizer_state)
+        ws.optimizer_state.for_each_buffer([&](const char*, auto& b) { comm_.all_reduce(view(b), reduce_op::avg); });
+      sync_bytes_ = comm_.counts().bytes - before;
+      ++syncs_;
+      loss_sum_ = 0.0;
+      loss_count_ = 0;
+    }
+  }
+
+  template <class T, class P, class G>
+  ctx_type<T> context(P& params, const G& grads, workspace<T>& ws, double lr) {
+    ctx_type<T> ctx{ex_, comm_, view(params), view(ws.scratch), view(grads)};
+    ctx.lr_ratio = base_lr_ > 0.0 ? lr / base_lr_ : 1.0;
+    ctx.warmup = steps_ < options_.warmup_steps;
+    ctx.on_non_finite = options_.on_non_finite;
+    return ctx;
+  }
+
+  // The first step with element type T allocates the workspace, checks that every rank has the
+  // same number of parameters (collectively, so no rank is left waiting) and lets the rule
+  // initialize its state (e.g. the EASGD center, DiLoCo's global model).
+  template <class T, class P>
+  workspace<T>& prepare(P& params) {
+    auto& slot = std::get<std::optional<workspace<T>>>(workspaces_);
+    if (slot) return *slot;
+    const std::size_t n = std::ranges::size(params);
+    require_same_size_on_all_ranks(comm_, n, "trainer: parameters");
+    workspace<T> ws{optimizer_.template init<T>(ex_, n), {}, ex_.template allocate<T>(n)};
+    const std::span<const T> no_grads{};
+    ctx_type<T> ctx{ex_, comm_, view(params), view(ws.scratch), typename ctx_type<T>::const_view_type(no_grads.data(), 0)};
+    rule_.init(ctx, ws.rule_state);
+    slot.emplace(std::move(ws));
+    return *slot;
+  }
+
+  Optimizer optimizer_;
+  Consensus rule_;
+  counting<Comm> comm_;
+  Exec ex_;
+  trainer_options options_;
+  Schedule schedule_;
+  double base_lr_;
+  std::tuple<std::optional<workspace<float>>, std::optional<workspace<double>>> workspaces_;
+  sync_report last_{};
+  std::int64_t steps_ = 0;
+  std::int64_t syncs_ = 0;
+  std::uint64_t sync_bytes_ = 0;
+  double loss_sum_ = 0.0;
+  std::int64_t loss_count_ = 0;
+};
+
+template <class Optimizer, class Consensus, class Comm, class Exec>
+trainer(Optimizer, Consensus, Comm, Exec, trainer_options) -> trainer<Optimizer, Consensus, Comm, Exec, fixed_lr>;
+template <class Optimizer, class Consensus, class Comm, class Exec>
+trainer(Optimizer, Consensus, Comm, Exec) -> trainer<Optimizer, Consensus, Comm, Exec, fixed_lr>;
+
+}  // namespace dppf
