@@ -222,7 +222,7 @@ class thread_member {
       if (other.n != mine.n || other.element_size != mine.element_size)
         detail::throw_invalid(std::string(who) + ": buffer sizes differ across ranks (rank 0 has " + std::to_string(mine.n) +
                               " elements of " + std::to_string(mine.element_size) + " bytes, rank " + std::to_string(r) +
-                              " has " + std::to_string(other.n) + " elements of " + std::to_string(other.element_size) +
+                              " has " + std::to_string(other.n) + " elements of " + std::to_string(other.element_size) + " bytes" +
                               "; this is rank " + std::to_string(rank_) + ")");
     }
   }
