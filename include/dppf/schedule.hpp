@@ -1,6 +1,9 @@
 #pragma once
 // Learning-rate schedules: small callables `double operator()(std::int64_t step) const` giving
-// the rate for a 0-based step. They compose: warmup{.steps = 500, .then = cosine{...}}.
+// the rate for a 0-based step. They compose: warmup{.steps = 500, .then = cosine_lr{...}}.
+// Being aggregates (designated initializers), they check their fields when called; a bad field
+// throws std::invalid_argument naming it. They use closed forms, where torch.optim.lr_scheduler
+// updates the rate recursively: the two agree to rounding (tests/test_optimizers.cpp).
 
 #include <cmath>
 #include <cstdint>
@@ -28,28 +31,35 @@ struct step_lr {
   double gamma = 0.1;
 
   double operator()(std::int64_t step) const {
+    detail::require_option(lr >= 0.0, "step_lr", "lr", lr, "must be >= 0");
     detail::require_option(step_size > 0, "step_lr", "step_size", step_size, "must be > 0");
+    detail::require_option(gamma >= 0.0, "step_lr", "gamma", gamma, "must be >= 0");
     return lr * std::pow(gamma, static_cast<double>(step / step_size));
   }
 };
 
-/// Cosine annealing from lr to min_lr over total_steps (then min_lr), as
-/// torch.optim.lr_scheduler.CosineAnnealingLR's closed form with T_max = total_steps.
+/// Cosine annealing from lr to min_lr over total_steps, then min_lr: the closed form of
+/// torch.optim.lr_scheduler.CosineAnnealingLR with T_max = total_steps up to step T_max (torch
+/// continues as a cosine of period 2 T_max, rising again; this stays at min_lr).
 struct cosine_lr {
   double lr = 1e-3;
   std::int64_t total_steps = 1;
   double min_lr = 0.0;
 
   double operator()(std::int64_t step) const {
+    detail::require_option(lr >= 0.0, "cosine_lr", "lr", lr, "must be >= 0");
     detail::require_option(total_steps > 0, "cosine_lr", "total_steps", total_steps, "must be > 0");
+    detail::require_option(min_lr >= 0.0, "cosine_lr", "min_lr", min_lr, "must be >= 0");
     if (step >= total_steps) return min_lr;
     const double progress = static_cast<double>(step) / static_cast<double>(total_steps);
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
   }
 };
 
-/// Linear warm-up over `steps` steps, from start_factor * then(0) to then(steps), then `then`.
-/// `then` sees steps counted from the end of the warm-up.
+/// Linear warm-up: start_factor * then(0) at step 0, rising linearly to then(0) at step `steps`;
+/// from there on then(step - steps) (`then` counts its steps from the end of the warm-up). With a
+/// constant `then` this is torch.optim.lr_scheduler.LinearLR(start_factor, end_factor = 1,
+/// total_iters = steps), which however needs start_factor > 0.
 template <lr_schedule Then = constant_lr>
 struct warmup {
   std::int64_t steps = 0;
@@ -58,6 +68,8 @@ struct warmup {
 
   double operator()(std::int64_t step) const {
     detail::require_option(steps >= 0, "warmup", "steps", steps, "must be >= 0");
+    detail::require_option(start_factor >= 0.0 && start_factor <= 1.0, "warmup", "start_factor", start_factor,
+                           "must be in [0, 1]");
     if (step >= steps) return then(step - steps);
     const double frac = static_cast<double>(step) / static_cast<double>(steps);
     return then(0) * (start_factor + (1.0 - start_factor) * frac);
