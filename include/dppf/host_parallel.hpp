@@ -37,7 +37,7 @@ struct host_parallel {
   void transform_indexed(F f, B&&... b) const {
     const std::size_t n = detail::common_size("host_parallel::transform", b...);
     const int teams = team_size(n);
-#pragma omp parallel num_threads(teams) if (teams > 1)
+DPPF_OMP(parallel num_threads(teams) if (teams > 1))
     {
       const auto [begin, end] = block(n, teams);
       F local = f;
@@ -57,7 +57,7 @@ struct host_parallel {
     const std::size_t chunks = detail::chunk_count(n);
     std::vector<double> partial(chunks);
     const int teams = team_size(n);
-#pragma omp parallel for schedule(static) num_threads(teams) if (teams > 1)
+DPPF_OMP(parallel for schedule(static) num_threads(teams) if (teams > 1))
     for (std::int64_t c = 0; c < static_cast<std::int64_t>(chunks); ++c) {
       const std::size_t begin = static_cast<std::size_t>(c) * detail::reduce_chunk;
       F local = f;

@@ -13,3 +13,12 @@
 #else
 #define DPPF_RESTRICT
 #endif
+
+// OpenMP pragmas that vanish without -fopenmp, so consumers building without OpenMP see no
+// unknown-pragma warnings (host_parallel then runs sequentially, with identical results).
+#if defined(_OPENMP)
+#define DPPF_OMP(directive) _Pragma(DPPF_STRINGIFY(omp directive))
+#else
+#define DPPF_OMP(directive)
+#endif
+#define DPPF_STRINGIFY(x) #x
