@@ -17,10 +17,12 @@ namespace valley {
 inline std::string draw(const landscape& land, const std::vector<std::vector<std::vector<double>>>& paths,
                         const std::vector<std::vector<double>>& mean_path, const std::string& title) {
   const double x0 = -1.5, x1 = 4.5, y0 = -2.0, y1 = 2.0;
-  const int w = 720, h = 480, cells_x = 120, cells_y = 80;
+  const int w = 720, h = 480, cells_x = 72, cells_y = 48;
   const auto px = [&](double x) { return (x - x0) / (x1 - x0) * w; };
   const auto py = [&](double y) { return h - (y - y0) / (y1 - y0) * h; };
   std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(1);
   s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << w << "' height='" << h + 30 << "' font-family='sans-serif'>\n";
   // Loss shading: darker is lower.
   std::vector<double> point(land.sharp.center.size(), 0.0);
@@ -47,8 +49,8 @@ inline std::string draw(const landscape& land, const std::vector<std::vector<std
   s << "'/>\n";
   if (!mean_path.empty())
     s << "<circle cx='" << px(mean_path.back()[0]) << "' cy='" << py(mean_path.back()[1]) << "' r='5' fill='white'/>\n";
-  s << "<text x='10' y='" << h + 20 << "' font-size='14'>" << title
-    << " (sharp basin at (0,0), width 0.15; wide basin at (2.2,0), width 1.0; white: mean of the workers)</text>\n";
+  s << "<text x='10' y='" << h + 20 << "' font-size='13'>" << title
+    << " -- sharp basin at (0,0), wide at (2.2,0); white: the workers' mean</text>\n";
   s << "</svg>\n";
   return s.str();
 }
