@@ -11,3 +11,18 @@ add_test(NAME checkpoint_python_reader
           sh $<TARGET_FILE:dppf_checkpoint_sample> ${CMAKE_CURRENT_BINARY_DIR}/checkpoint_sample.safetensors
           ${PROJECT_SOURCE_DIR}/tools/read_checkpoint.py)
 set_tests_properties(checkpoint_python_reader PROPERTIES LABELS reliability SKIP_RETURN_CODE 77)
+
+# The fuzz corpus, replayed with the ordinary compiler (no libFuzzer needed).
+dppf_add_test(test_checkpoint_corpus test_checkpoint_corpus.cpp LABELS reliability)
+target_compile_definitions(test_checkpoint_corpus PRIVATE DPPF_FUZZ_CORPUS_DIR="${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus")
+target_include_directories(test_checkpoint_corpus PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+
+# libFuzzer on the reader for a bounded time (scripts/fuzz.sh builds it with clang, ASan and
+# UBSan; skipped when no clang with libFuzzer is installed). Label `fuzz`; select or exclude
+# with ctest -L fuzz / -LE fuzz. Longer runs: scripts/fuzz.sh 3600.
+set(DPPF_FUZZ_SECONDS 30 CACHE STRING "Seconds the fuzz_safetensors CTest entry fuzzes for")
+add_test(NAME fuzz_safetensors
+  COMMAND sh ${PROJECT_SOURCE_DIR}/scripts/fuzz.sh ${DPPF_FUZZ_SECONDS} ${CMAKE_CURRENT_BINARY_DIR}/fuzz)
+math(EXPR _dppf_fuzz_timeout "${DPPF_FUZZ_SECONDS} + 300")
+set_tests_properties(fuzz_safetensors PROPERTIES LABELS "reliability;fuzz" SKIP_RETURN_CODE 77
+  TIMEOUT ${_dppf_fuzz_timeout})
