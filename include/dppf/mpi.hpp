@@ -1,0 +1,307 @@
+#pragma once
+// dppf::mpi: the communicator of a group of MPI processes (host buffers), and mpi_environment,
+// an RAII MPI_Init_thread / MPI_Finalize. Needs MPI (link dppf::mpi), not CUDA.
+//
+// * The constructor duplicates the given MPI_Comm (MPI_Comm_dup, collective over it) and sets
+//   MPI_ERRORS_RETURN on the duplicate only, so the caller's communicator, its error handler and
+//   its message matching are left alone. Copies of a dppf::mpi share the duplicate; the last one
+//   frees it (skipped when MPI is already finalized).
+// * Every MPI return code is checked; a failure raises dppf::communication_error naming the
+//   operation, the MPI call, this rank and MPI_Error_string's text.
+// * Before every buffer collective, one all-reduce of a few integers (options.check_arguments)
+//   makes all ranks agree that sizes, element types and roots match and that no rank rejected
+//   its arguments, so bad input raises on every rank instead of leaving some waiting forever.
+// * Buffers of more than INT_MAX elements are split into several MPI calls.
+// * A dppf::mpi and its copies are used by one thread at a time, and every rank calls the
+//   collectives in the same order (as for any MPI communicator).
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+#include "detail/validate.hpp"
+#include "error.hpp"
+
+namespace dppf {
+
+struct mpi_options {
+  /// Agree on the arguments of every buffer collective first (one all-reduce of 7 integers),
+  /// so that a size, element type or root that differs across ranks, or arguments one rank
+  /// rejected, raise on every rank. Off saves that collective; a mismatch is then undefined
+  /// behaviour in MPI (it may hang, truncate or fail), and a rank that rejects its own
+  /// arguments raises alone while the others wait in the collective.
+  bool check_arguments = true;
+  /// Most elements passed to one MPI call (MPI counts are int); larger buffers are split.
+  std::size_t max_elements_per_call = static_cast<std::size_t>(INT_MAX);
+};
+
+namespace detail {
+
+inline std::string mpi_error_text(int code) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return "unknown MPI error code " + std::to_string(code);
+  return std::string(text, static_cast<std::size_t>(std::clamp(length, 0, MPI_MAX_ERROR_STRING))) + " (MPI error code " +
+         std::to_string(code) + ")";
+}
+
+/// Turns an MPI return code into communication_error naming the operation, the call and the rank.
+inline void mpi_check(int code, const char* operation, const char* call, int rank) {
+  if (code == MPI_SUCCESS) return;
+  throw communication_error(std::string("dppf::mpi::") + operation + ": " + call + " failed" +
+                            (rank >= 0 ? " on rank " + std::to_string(rank) : std::string()) + ": " + mpi_error_text(code));
+}
+
+template <class T>
+MPI_Datatype mpi_datatype() noexcept {
+  if constexpr (std::is_same_v<T, float>)
+    return MPI_FLOAT;
+  else
+    return MPI_DOUBLE;
+}
+
+// Owns the duplicated communicator; frees it unless MPI is gone already.
+struct mpi_comm_handle {
+  MPI_Comm comm = MPI_COMM_NULL;
+  mpi_comm_handle() = default;
+  mpi_comm_handle(const mpi_comm_handle&) = delete;
+  mpi_comm_handle& operator=(const mpi_comm_handle&) = delete;
+  ~mpi_comm_handle() {
+    int finalized = 1;
+    if (comm != MPI_COMM_NULL && MPI_Finalized(&finalized) == MPI_SUCCESS && !finalized) MPI_Comm_free(&comm);
+  }
+};
+
+}  // namespace detail
+
+/// The communicator over an MPI intra-communicator, e.g. `dppf::mpi{MPI_COMM_WORLD}`. MPI must
+/// be initialized (see mpi_environment). Construction is collective over `comm`.
+///
+/// Buffer all-reduce supports sum and avg; avg is MPI_SUM followed by a local scaling by 1/M
+/// (MPI has no average), so the sum is accumulated in the buffer's element type in the MPI
+/// library's order. Scalars (double) support sum, avg, min and max.
+class mpi {
+ public:
+  using memory_space = host_space;
+
+  explicit mpi(MPI_Comm comm, mpi_options options = {}) : options_(options), handle_(std::make_shared<detail::mpi_comm_handle>()) {
+    detail::require_option(options.max_elements_per_call >= 1 && options.max_elements_per_call <= static_cast<std::size_t>(INT_MAX),
+                           "mpi_options", "max_elements_per_call", options.max_elements_per_call, "must be in [1, INT_MAX]");
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (!initialized || finalized)
+      throw communication_error("dppf::mpi: MPI is not initialized (or already finalized); create a dppf::mpi_environment first");
+    if (comm == MPI_COMM_NULL) detail::throw_invalid("mpi: the communicator is MPI_COMM_NULL");
+    int inter = 0;
+    detail::mpi_check(MPI_Comm_test_inter(comm, &inter), "mpi", "MPI_Comm_test_inter", -1);
+    detail::mpi_check(MPI_Comm_rank(comm, &rank_), "mpi", "MPI_Comm_rank", -1);
+    if (inter) detail::throw_invalid("mpi: an inter-communicator is not supported; pass an intra-communicator");
+    detail::mpi_check(MPI_Comm_dup(comm, &handle_->comm), "mpi", "MPI_Comm_dup", rank_);
+    detail::mpi_check(MPI_Comm_set_errhandler(handle_->comm, MPI_ERRORS_RETURN), "mpi", "MPI_Comm_set_errhandler", rank_);
+    detail::mpi_check(MPI_Comm_size(handle_->comm, &size_), "mpi", "MPI_Comm_size", rank_);
+  }
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  const mpi_options& options() const noexcept { return options_; }
+  /// The duplicated communicator this object works on (e.g. to bootstrap NCCL).
+  MPI_Comm native_handle() const noexcept { return handle_->comm; }
+
+  /// out = sum (or average) over ranks of in. `in` and `out` may be the same buffer.
+  template <host_buffer In, host_buffer Out>
+  void all_reduce(const In& in, Out&& out, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<Out>>;
+    static_assert(!std::is_const_v<buffer_element_t<Out>>, "dppf::mpi::all_reduce: the output buffer is read-only");
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+    reduce_buffer<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
+  }
+
+  /// inout = sum (or average) over ranks of inout.
+  template <host_buffer B>
+  void all_reduce(B&& inout, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi::all_reduce: the buffer is read-only");
+    T* p = std::ranges::data(inout);
+    reduce_buffer<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+  }
+
+  /// Sum, average, minimum or maximum of one double over ranks. Every rank must pass the same op.
+  double all_reduce(double v, reduce_op op) {
+    MPI_Op mop = MPI_SUM;
+    switch (op) {
+      case reduce_op::sum:
+      case reduce_op::avg: mop = MPI_SUM; break;
+      case reduce_op::min: mop = MPI_MIN; break;
+      case reduce_op::max: mop = MPI_MAX; break;
+      default:
+        detail::throw_invalid("mpi::all_reduce: invalid reduce_op " + std::to_string(static_cast<int>(op)) + " for a scalar");
+    }
+    double r = 0.0;
+    detail::mpi_check(MPI_Allreduce(&v, &r, 1, MPI_DOUBLE, mop, comm()), "all_reduce", "MPI_Allreduce", rank_);
+    return op == reduce_op::avg ? r / size_ : r;
+  }
+
+  /// Every rank's v, in rank order.
+  std::vector<double> all_gather(double v) {
+    std::vector<double> all(static_cast<std::size_t>(size_));
+    detail::mpi_check(MPI_Allgather(&v, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, comm()), "all_gather", "MPI_Allgather", rank_);
+    return all;
+  }
+
+  /// Copies root's buffer into every rank's buffer.
+  template <host_buffer B>
+  void broadcast(B&& b, int root) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi::broadcast: the buffer is read-only");
+    const std::size_t n = std::ranges::size(b);
+    std::string error;
+    if (root < 0 || root >= size_)
+      error = "mpi::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size_) + ")";
+    agree_on_arguments("broadcast", n, sizeof(T), root, error);
+    T* p = std::ranges::data(b);
+    for (std::size_t offset = 0; offset < n; offset += options_.max_elements_per_call) {
+      const int count = static_cast<int>(std::min(options_.max_elements_per_call, n - offset));
+      detail::mpi_check(MPI_Bcast(p + offset, count, detail::mpi_datatype<T>(), root, comm()), "broadcast", "MPI_Bcast", rank_);
+    }
+  }
+
+  void barrier() { detail::mpi_check(MPI_Barrier(comm()), "barrier", "MPI_Barrier", rank_); }
+
+ private:
+  MPI_Comm comm() const noexcept { return handle_->comm; }
+
+  template <class T>
+  void reduce_buffer(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    std::string error;
+    if (op != reduce_op::sum && op != reduce_op::avg) {
+      error = std::string("mpi::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
+    } else if (n_in != n_out) {
+      error = "mpi::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in) +
+              " (the input's size)";
+    } else if (in != out && n_in != 0) {
+      // MPI forbids aliased send and receive buffers; identical ones are run in place.
+      const auto a = reinterpret_cast<std::uintptr_t>(in), b = reinterpret_cast<std::uintptr_t>(out);
+      const std::uintptr_t bytes = n_in * sizeof(T);
+      if (a < b + bytes && b < a + bytes) error = "mpi::all_reduce: the input and output buffers overlap";
+    }
+    agree_on_arguments("all_reduce", n_in, sizeof(T), 0, error);
+    for (std::size_t offset = 0; offset < n_in; offset += options_.max_elements_per_call) {
+      const int count = static_cast<int>(std::min(options_.max_elements_per_call, n_in - offset));
+      const void* send = in == out ? MPI_IN_PLACE : static_cast<const void*>(in + offset);
+      detail::mpi_check(MPI_Allreduce(send, out + offset, count, detail::mpi_datatype<T>(), MPI_SUM, comm()), "all_reduce",
+                        "MPI_Allreduce", rank_);
+    }
+    if (op == reduce_op::avg && size_ > 1) {
+      const double inv = 1.0 / static_cast<double>(size_);
+      for (std::size_t i = 0; i < n_in; ++i) out[i] = static_cast<T>(out[i] * inv);
+    }
+  }
+
+  // One all-reduce (max) of {n, -n, bytes, -bytes, root, -root, failed rank + 1}: every rank
+  // learns whether any rank rejected its arguments and whether sizes, types and roots agree, and
+  // then all raise together. Only on a mismatch, an all-gather names the ranks that differ.
+  void agree_on_arguments(const char* operation, std::size_t n, std::size_t element_size, int root, const std::string& error) {
+    if (!options_.check_arguments) {
+      if (!error.empty()) detail::throw_invalid(error);
+      return;
+    }
+    const auto count = static_cast<long long>(n), bytes = static_cast<long long>(element_size);
+    long long v[7] = {count, -count, bytes, -bytes, root, -root, error.empty() ? 0 : rank_ + 1LL};
+    detail::mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_LONG_LONG, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
+    if (!error.empty()) detail::throw_invalid(error);
+    if (v[6] != 0)
+      throw communication_error(std::string("dppf::mpi::") + operation + ": rank " + std::to_string(v[6] - 1) +
+                                " rejected its arguments, so rank " + std::to_string(rank_) + " stops too");
+    if (v[0] == -v[1] && v[2] == -v[3] && v[4] == -v[5]) return;
+
+    long long mine[3] = {count, bytes, root};
+    std::vector<long long> all(3 * static_cast<std::size_t>(size_));
+    detail::mpi_check(MPI_Allgather(mine, 3, MPI_LONG_LONG, all.data(), 3, MPI_LONG_LONG, comm()), operation, "MPI_Allgather",
+                      rank_);
+    const bool sizes_differ = v[0] != -v[1] || v[2] != -v[3];
+    const auto describe = [&](std::size_t r) {
+      return sizes_differ ? std::to_string(all[3 * r]) + " elements of " + std::to_string(all[3 * r + 1]) + " bytes"
+                          : "root " + std::to_string(all[3 * r + 2]);
+    };
+    const auto differs = [&](std::size_t r) {
+      return sizes_differ ? all[3 * r] != all[0] || all[3 * r + 1] != all[1] : all[3 * r + 2] != all[2];
+    };
+    std::string msg = std::string("mpi::") + operation + ": " + (sizes_differ ? "buffer sizes" : "roots") +
+                      " differ across ranks (rank 0 has " + describe(0);
+    std::size_t listed = 0, more = 0;
+    for (std::size_t r = 1; r < static_cast<std::size_t>(size_); ++r) {
+      if (!differs(r)) continue;
+      if (listed++ < 4)
+        msg += ", rank " + std::to_string(r) + " has " + describe(r);
+      else
+        ++more;
+    }
+    if (more) msg += ", and " + std::to_string(more) + " more ranks differ";
+    detail::throw_invalid(msg + "; this is rank " + std::to_string(rank_) + ")");
+  }
+
+  mpi_options options_;
+  std::shared_ptr<detail::mpi_comm_handle> handle_;
+  int rank_ = -1;
+  int size_ = 0;
+};
+
+/// Initializes MPI (MPI_Init_thread) unless it already is, and finalizes it on destruction if
+/// this object initialized it. Create it first in main(), before any dppf::mpi.
+class mpi_environment {
+ public:
+  explicit mpi_environment(int required_thread_level = MPI_THREAD_FUNNELED)
+      : mpi_environment(nullptr, nullptr, required_thread_level) {}
+  mpi_environment(int& argc, char**& argv, int required_thread_level = MPI_THREAD_FUNNELED)
+      : mpi_environment(&argc, &argv, required_thread_level) {}
+
+  mpi_environment(const mpi_environment&) = delete;
+  mpi_environment& operator=(const mpi_environment&) = delete;
+
+  ~mpi_environment() {
+    int finalized = 1;
+    if (owner_ && MPI_Finalized(&finalized) == MPI_SUCCESS && !finalized) MPI_Finalize();
+  }
+
+  /// The thread support level MPI provides (MPI_THREAD_SINGLE ... MPI_THREAD_MULTIPLE).
+  int thread_level() const noexcept { return provided_; }
+  /// Whether this object initialized MPI (and so finalizes it).
+  bool owner() const noexcept { return owner_; }
+
+ private:
+  mpi_environment(int* argc, char*** argv, int required) {
+    detail::require_option(required >= MPI_THREAD_SINGLE && required <= MPI_THREAD_MULTIPLE, "mpi_environment",
+                           "required_thread_level", required, "must be one of MPI_THREAD_SINGLE ... MPI_THREAD_MULTIPLE");
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (finalized) throw communication_error("dppf::mpi_environment: MPI was finalized already and cannot be initialized again");
+    if (initialized) {
+      detail::mpi_check(MPI_Query_thread(&provided_), "mpi_environment", "MPI_Query_thread", -1);
+    } else {
+      detail::mpi_check(MPI_Init_thread(argc, argv, required, &provided_), "mpi_environment", "MPI_Init_thread", -1);
+      owner_ = true;
+    }
+    if (provided_ < required) {
+      if (owner_) MPI_Finalize();
+      throw communication_error("dppf::mpi_environment: MPI provides thread level " + std::to_string(provided_) +
+                                ", less than the required " + std::to_string(required));
+    }
+  }
+
+  int provided_ = MPI_THREAD_SINGLE;
+  bool owner_ = false;
+};
+
+}  // namespace dppf
