@@ -1,0 +1,150 @@
+#pragma once
+// Output of the Fashion-MNIST example: JSON lines, the closing markdown table and the SVG of test
+// accuracy and valley width over epochs.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "train.hpp"
+
+namespace fmnist {
+
+inline std::string number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+inline std::string number(const std::optional<double>& v) { return v ? number(*v) : "null"; }
+
+/// The tau a method really uses: 1 for ddp (a gradient all-reduce every step), none for single.
+inline std::string effective_tau(const run_options& o) {
+  if (o.method == "ddp") return "1";
+  if (o.method == "single") return "null";
+  return std::to_string(o.tau);
+}
+inline int effective_workers(const run_options& o) { return o.method == "single" ? 1 : o.workers; }
+
+inline std::string epoch_json(const run_options& o, const epoch_record& e) {
+  std::ostringstream s;
+  s << "{\"method\": \"" << o.method << "\", \"epoch\": " << e.epoch << ", \"train_acc\": " << number(e.train_acc)
+    << ", \"test_acc\": " << number(e.test_acc) << ", \"train_loss\": " << number(e.train_loss)
+    << ", \"test_loss\": " << number(e.test_loss) << ", \"minibatch_loss\": " << number(e.minibatch_loss)
+    << ", \"relaxed_mv\": " << number(e.relaxed_mv) << ", \"comm_bytes\": " << e.comm_bytes
+    << ", \"wall_s\": " << number(e.wall_s) << "}";
+  return s.str();
+}
+
+inline std::string result_json(const run_result& r) {
+  const epoch_record& e = r.last();
+  std::ostringstream s;
+  s << "{\"method\": \"" << r.options.method << "\", \"workers\": " << effective_workers(r.options)
+    << ", \"tau\": " << effective_tau(r.options) << ", \"epochs\": " << r.options.epochs
+    << ", \"train_acc\": " << number(e.train_acc) << ", \"test_acc\": " << number(e.test_acc)
+    << ", \"gen_gap\": " << number(e.train_acc - e.test_acc) << ", \"train_loss\": " << number(e.train_loss)
+    << ", \"test_loss\": " << number(e.test_loss) << ", \"relaxed_mv\": " << number(e.relaxed_mv)
+    << ", \"imv\": " << number(r.imv) << ", \"hessian_top\": " << number(r.hessian_top)
+    << ", \"comm_bytes\": " << r.comm_bytes << ", \"wall_s\": " << number(r.wall_s) << "}";
+  return s.str();
+}
+
+inline std::string human_bytes(double b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000.0 && u < 4) {
+    b /= 1000.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g %s", b, units[u]);
+  return buf;
+}
+
+inline std::string markdown_table(const std::vector<run_result>& results) {
+  std::ostringstream s;
+  s << "| method | M | tau | epochs | train acc | test acc | gen gap | train loss | test loss | relaxed MV | IMV | "
+       "Hessian top | comm / worker | wall s |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  char buf[512];
+  for (const run_result& r : results) {
+    const epoch_record& e = r.last();
+    std::snprintf(buf, sizeof buf, "| %s | %d | %s | %d | %.4f | %.4f | %+.4f | %.4f | %.4f | %.4g | %s | %s | %s | %.1f |\n",
+                  r.options.method.c_str(), effective_workers(r.options), effective_tau(r.options).c_str(),
+                  r.options.epochs, e.train_acc, e.test_acc, e.train_acc - e.test_acc, e.train_loss, e.test_loss,
+                  e.relaxed_mv, r.imv ? number(*r.imv).c_str() : "n/a",
+                  r.hessian_top ? number(*r.hessian_top).c_str() : "n/a", human_bytes(static_cast<double>(r.comm_bytes)).c_str(),
+                  r.wall_s);
+    s << buf;
+  }
+  return s.str();
+}
+
+/// Two panels over epochs, one line per method: test accuracy of x_bar and the relaxed valley
+/// width mean_i ||x_i - x_bar|| at the epoch's last sync.
+inline std::string draw_svg(const std::vector<run_result>& results) {
+  const char* colors[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
+  const int pw = 420, ph = 300, ml = 60, mt = 40, gap = 90;
+  int max_epoch = 1;
+  for (const auto& r : results) max_epoch = std::max(max_epoch, r.options.epochs);
+  struct panel {
+    const char* title;
+    double lo, hi;
+    double (*get)(const epoch_record&);
+  };
+  double acc_lo = 1.0, acc_hi = 0.0, mv_hi = 0.0;
+  for (const auto& r : results)
+    for (const auto& e : r.epochs) {
+      acc_lo = std::min(acc_lo, e.test_acc);
+      acc_hi = std::max(acc_hi, e.test_acc);
+      mv_hi = std::max(mv_hi, std::isfinite(e.relaxed_mv) ? e.relaxed_mv : 0.0);
+    }
+  acc_lo = std::floor(acc_lo * 50.0) / 50.0;
+  acc_hi = std::ceil(acc_hi * 50.0) / 50.0;
+  if (acc_hi <= acc_lo) acc_hi = acc_lo + 0.02;
+  if (mv_hi <= 0.0) mv_hi = 1.0;
+  const panel panels[2] = {{"test accuracy of x_bar", acc_lo, acc_hi, [](const epoch_record& e) { return e.test_acc; }},
+                           {"valley width: mean_i ||x_i - x_bar||", 0.0, mv_hi * 1.1,
+                            [](const epoch_record& e) { return e.relaxed_mv; }}};
+  std::ostringstream s;
+  const int width = ml + 2 * pw + gap + 20, height = mt + ph + 80;
+  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
+    << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n";
+  for (int p = 0; p < 2; ++p) {
+    const panel& pn = panels[p];
+    const int x0 = ml + p * (pw + gap), y0 = mt;
+    const auto px = [&](double epoch) { return x0 + (max_epoch > 1 ? (epoch - 1) / (max_epoch - 1) : 0.5) * pw; };
+    const auto py = [&](double v) { return y0 + ph - (v - pn.lo) / (pn.hi - pn.lo) * ph; };
+    s << "<text x='" << x0 + pw / 2 << "' y='" << y0 - 12 << "' text-anchor='middle' font-size='14'>" << pn.title << "</text>\n";
+    s << "<rect x='" << x0 << "' y='" << y0 << "' width='" << pw << "' height='" << ph << "' fill='none' stroke='black'/>\n";
+    for (int t = 0; t <= 4; ++t) {
+      const double v = pn.lo + (pn.hi - pn.lo) * t / 4.0;
+      s << "<text x='" << x0 - 6 << "' y='" << py(v) + 4 << "' text-anchor='end'>" << number(std::round(v * 1e4) / 1e4)
+        << "</text>\n<line x1='" << x0 << "' x2='" << x0 + pw << "' y1='" << py(v) << "' y2='" << py(v)
+        << "' stroke='#ddd'/>\n";
+    }
+    for (int e = 1; e <= max_epoch; ++e)
+      s << "<text x='" << px(e) << "' y='" << y0 + ph + 16 << "' text-anchor='middle'>" << e << "</text>\n";
+    s << "<text x='" << x0 + pw / 2 << "' y='" << y0 + ph + 34 << "' text-anchor='middle'>epoch</text>\n";
+    for (std::size_t k = 0; k < results.size(); ++k) {
+      s << "<polyline fill='none' stroke-width='2' stroke='" << colors[k % 8] << "' points='";
+      for (const auto& e : results[k].epochs) s << px(e.epoch) << "," << py(pn.get(e)) << " ";
+      s << "'/>\n";
+      for (const auto& e : results[k].epochs)
+        s << "<circle r='3' fill='" << colors[k % 8] << "' cx='" << px(e.epoch) << "' cy='" << py(pn.get(e)) << "'/>\n";
+    }
+  }
+  for (std::size_t k = 0; k < results.size(); ++k) {
+    const int x = ml + static_cast<int>(k) * 110, y = mt + ph + 60;
+    s << "<rect x='" << x << "' y='" << y - 10 << "' width='14' height='4' fill='" << colors[k % 8] << "'/><text x='"
+      << x + 20 << "' y='" << y - 4 << "'>" << results[k].options.method << "</text>\n";
+  }
+  s << "</svg>\n";
+  return s.str();
+}
+
+}  // namespace fmnist

@@ -1,0 +1,233 @@
+#pragma once
+// The training driver of the Fashion-MNIST example: M workers (one thread each, a dppf::threads
+// group), each with its own shard of the training set that it reshuffles every epoch, its own
+// copy of the MLP's flat parameter buffer, and a dppf::trainer that runs the local SGD step and,
+// every tau steps, the consensus rule of the chosen method. After every epoch the workers'
+// mean x_bar is evaluated on the full training and test sets (each worker evaluates one slice).
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <dppf/dppf.hpp>
+
+#include "idx.hpp"
+#include "mlp.hpp"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace fmnist {
+
+inline const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> names{"dppf", "local_sgd", "elastic", "leader", "grawa", "diloco", "ddp", "single"};
+  return names;
+}
+
+struct run_options {
+  std::string method = "dppf";
+  int workers = 4;
+  std::int64_t tau = 8;
+  double alpha = 0.1;    ///< DPPF pull; also the pull of elastic, leader and grawa
+  double lambda = 0.05;  ///< DPPF push
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  int epochs = 4;
+  std::size_t batch = 64;  ///< per worker and step
+  std::uint64_t seed = 1;
+  std::vector<std::size_t> sizes{784, 512, 512, 10};
+  std::size_t sharpness_samples = 2048;  ///< training examples in the sharpness oracles
+};
+
+/// Metrics of x_bar after one epoch.
+struct epoch_record {
+  int epoch = 0;
+  double train_loss = 0.0, train_acc = 0.0, test_loss = 0.0, test_acc = 0.0;
+  double minibatch_loss = 0.0;  ///< mean training minibatch loss of the workers during the epoch
+  double relaxed_mv = 0.0;      ///< mean_i ||x_i - target|| at the epoch's last sync
+  std::uint64_t comm_bytes = 0; ///< per worker, so far
+  double wall_s = 0.0;          ///< since the start of training
+};
+
+struct run_result {
+  run_options options;
+  std::vector<epoch_record> epochs;
+  std::optional<double> imv, hessian_top;  ///< empty when the estimators are not available
+  std::int64_t steps = 0, syncs = 0;
+  std::uint64_t comm_bytes = 0;
+  double wall_s = 0.0;
+  const epoch_record& last() const { return epochs.back(); }
+};
+
+/// What the progress display sees, from worker 0, every step.
+struct progress_info {
+  const std::string& method;
+  int epoch, epochs;
+  std::int64_t step, steps_per_epoch;
+  double loss;             ///< running mean of worker 0's minibatch loss this epoch
+  double samples_per_s;    ///< all workers together
+};
+
+struct callbacks {
+  std::function<void(const progress_info&)> progress;
+  std::function<void(const run_options&, const epoch_record&)> epoch;
+};
+
+inline void validate(const run_options& o, std::size_t train_count) {
+  const auto& names = method_names();
+  if (std::find(names.begin(), names.end(), o.method) == names.end())
+    throw std::invalid_argument("--method: unknown method '" + o.method +
+                                "' (choose from dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single)");
+  if (o.workers < 1) throw std::invalid_argument("--workers: must be >= 1, got " + std::to_string(o.workers));
+  if (o.tau < 1) throw std::invalid_argument("--tau: must be >= 1, got " + std::to_string(o.tau));
+  if (o.epochs < 1) throw std::invalid_argument("--epochs: must be >= 1, got " + std::to_string(o.epochs));
+  if (o.batch < 1) throw std::invalid_argument("--batch: must be >= 1");
+  if (!(o.lr > 0.0)) throw std::invalid_argument("--lr: must be > 0");
+  const std::size_t m = o.method == "single" ? 1 : static_cast<std::size_t>(o.workers);
+  if (train_count / m < o.batch)
+    throw std::invalid_argument("--batch: " + std::to_string(o.batch) + " is larger than a worker's shard of " +
+                                std::to_string(train_count / m) + " examples");
+}
+
+namespace detail {
+
+// The example's local worker: its shard, model, buffers and batch assembly.
+struct worker_data {
+  std::vector<std::size_t> shard;
+  std::vector<float> xb;
+  std::vector<std::uint8_t> yb;
+};
+
+// Runs the training of one method with rule `rule` on `group`.
+template <class Rule>
+run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const dataset& train, const dataset& test,
+                      const callbacks& cb) {
+  const int m = o.method == "single" ? 1 : o.workers;
+  dppf::threads group(m);
+  const std::size_t shard_size = train.count / static_cast<std::size_t>(m);
+  const std::int64_t steps_per_epoch = static_cast<std::int64_t>(shard_size / o.batch);
+
+  // One global permutation deals the shards, so every shard sees every class.
+  std::vector<std::size_t> perm(train.count);
+  std::iota(perm.begin(), perm.end(), std::size_t{0});
+  std::mt19937_64 deal(o.seed ^ 0x9e3779b97f4a7c15ull);
+  std::shuffle(perm.begin(), perm.end(), deal);
+
+  // Several worker threads: one BLAS thread each, so they do not oversubscribe the cores.
+  openblas_set_num_threads(m > 1 ? 1 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  run_result result;
+  result.options = o;
+  result.epochs.resize(static_cast<std::size_t>(o.epochs));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+
+  group.run([&](dppf::thread_member comm) {
+    const int r = comm.rank();
+    dppf::thread_member eval_comm = comm;  // uncounted: evaluation traffic is not training traffic
+    mlp<float> model(o.sizes);
+    std::vector<float> params(model.size()), grads(model.size()), xbar(model.size());
+    model.init(params, o.seed);  // the same start on every worker
+    worker_data w;
+    w.shard.assign(perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r)),
+                   perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r + 1)));
+    w.xb.resize(o.batch * train.dim);
+    w.yb.resize(o.batch);
+    std::mt19937_64 rng(o.seed * 1000003ull + static_cast<std::uint64_t>(r));
+
+    dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule, comm,
+                     dppf::host{}, {.tau = tau}};
+
+    // Each worker evaluates one slice of each set; the sums are all-reduced.
+    const auto slice = [&](const dataset& d) {
+      const std::size_t per = (d.count + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
+      const std::size_t begin = std::min(d.count, per * static_cast<std::size_t>(r));
+      return std::pair{begin, std::min(d.count, begin + per) - begin};
+    };
+    const auto evaluate = [&](const dataset& d) {
+      const auto [begin, n] = slice(d);
+      eval_sums s = n ? model.evaluate(xbar, d.x.data() + begin * d.dim, d.y.data() + begin, n) : eval_sums{};
+      std::vector<double> v{s.loss, s.correct, s.count};
+      eval_comm.all_reduce(v, dppf::reduce_op::sum);
+      return std::pair{v[0] / v[2], v[1] / v[2]};
+    };
+
+    for (int e = 0; e < o.epochs; ++e) {
+      std::shuffle(w.shard.begin(), w.shard.end(), rng);
+      double loss_sum = 0.0;
+      const auto epoch_start = std::chrono::steady_clock::now();
+      for (std::int64_t s = 0; s < steps_per_epoch; ++s) {
+        for (std::size_t i = 0; i < o.batch; ++i) {
+          const std::size_t k = w.shard[static_cast<std::size_t>(s) * o.batch + i];
+          std::copy_n(train.x.data() + k * train.dim, train.dim, w.xb.data() + i * train.dim);
+          w.yb[i] = train.y[k];
+        }
+        const double loss = model.loss_and_grad(params, w.xb.data(), w.yb.data(), o.batch, grads);
+        tr.step(params, grads, loss);
+        loss_sum += loss;
+        if (r == 0 && cb.progress) {
+          const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+          const double seen = static_cast<double>(s + 1) * static_cast<double>(o.batch) * m;
+          cb.progress(progress_info{o.method, e + 1, o.epochs, s + 1, steps_per_epoch,
+                                    loss_sum / static_cast<double>(s + 1), dt > 0.0 ? seen / dt : 0.0});
+        }
+      }
+      const double mb_loss = eval_comm.all_reduce(loss_sum / static_cast<double>(steps_per_epoch), dppf::reduce_op::avg);
+      std::copy(params.begin(), params.end(), xbar.begin());
+      eval_comm.all_reduce(xbar, dppf::reduce_op::avg);
+      const auto [train_loss, train_acc] = evaluate(train);
+      const auto [test_loss, test_acc] = evaluate(test);
+      const dppf::trainer_stats st = tr.stats();
+      // Every rank agrees on every value above, so rank 0 records them.
+      if (r == 0) {
+        epoch_record& rec = result.epochs[static_cast<std::size_t>(e)];
+        rec = {e + 1, train_loss, train_acc, test_loss, test_acc, mb_loss, st.mean_distance, st.bytes, seconds()};
+        if (cb.epoch) cb.epoch(o, rec);
+      }
+      eval_comm.barrier();
+    }
+    const dppf::trainer_stats st = tr.stats();
+    tr.average(params);  // the deliverable model, x_bar, on every worker
+    if (r == 0) {
+      result.steps = st.steps;
+      result.syncs = st.syncs;
+      result.comm_bytes = st.bytes;
+    }
+  });
+  result.wall_s = seconds();
+  return result;
+}
+
+}  // namespace detail
+
+/// Trains one method on `train`, evaluates x_bar on `train` and `test` after every epoch.
+inline run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb = {}) {
+  validate(o, train.count);
+  if (train.dim != o.sizes.front() || test.dim != o.sizes.front())
+    throw std::invalid_argument("fashion_mnist: the model expects " + std::to_string(o.sizes.front()) +
+                                " inputs but the data has " + std::to_string(train.dim));
+  const std::string& m = o.method;
+  if (m == "dppf") return detail::train_with(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda}}, o.tau, o, train, test, cb);
+  if (m == "local_sgd") return detail::train_with(dppf::local_sgd{}, o.tau, o, train, test, cb);
+  if (m == "elastic") return detail::train_with(dppf::elastic{{.alpha = o.alpha}}, o.tau, o, train, test, cb);
+  if (m == "leader") return detail::train_with(dppf::leader{{.pull = o.alpha}}, o.tau, o, train, test, cb);
+  if (m == "grawa") return detail::train_with(dppf::grawa{{.alpha = o.alpha}}, o.tau, o, train, test, cb);
+  if (m == "diloco") return detail::train_with(dppf::diloco{}, o.tau, o, train, test, cb);
+  if (m == "ddp") return detail::train_with(dppf::data_parallel{}, 1, o, train, test, cb);
+  // single: one worker on all the data, never synchronizing.
+  return detail::train_with(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max(), o, train, test, cb);
+}
+
+}  // namespace fmnist

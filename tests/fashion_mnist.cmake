@@ -1,0 +1,15 @@
+# The Fashion-MNIST example's IDX reader, MLP and training driver (examples/fashion_mnist).
+# Needs OpenBLAS and zlib; the end-to-end test also needs the Debian package dataset-fashion-mnist.
+include(${PROJECT_SOURCE_DIR}/examples/fashion_mnist/deps.cmake)
+if(FMNIST_DEPS_FOUND)
+  dppf_add_test(test_fashion_mnist test_fashion_mnist.cpp LIBS fmnist_deps LABELS fashion_mnist)
+  target_compile_definitions(test_fashion_mnist PRIVATE FMNIST_DATA_DIR="${FMNIST_DATA_DIR}")
+  if(FMNIST_DATA_FOUND)
+    dppf_add_test(test_fashion_mnist_train test_fashion_mnist_train.cpp LIBS fmnist_deps LABELS fashion_mnist)
+    target_compile_definitions(test_fashion_mnist_train PRIVATE FMNIST_DATA_DIR="${FMNIST_DATA_DIR}")
+  else()
+    message(STATUS "dppf: test_fashion_mnist_train skipped: no Fashion-MNIST files in ${FMNIST_DATA_DIR}")
+  endif()
+else()
+  message(STATUS "dppf: Fashion-MNIST tests skipped: missing ${FMNIST_DEPS_MISSING}")
+endif()

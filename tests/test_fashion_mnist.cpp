@@ -1,0 +1,337 @@
+// The Fashion-MNIST example's building blocks: the IDX reader on good and corrupt files written
+// here, and the MLP's forward pass and gradient against plain double loops and finite differences.
+
+#include <doctest/doctest.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "idx.hpp"
+#include "mlp.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<unsigned char> idx_bytes(unsigned char type, const std::vector<std::uint32_t>& dims,
+                                     const std::vector<std::uint8_t>& values) {
+  std::vector<unsigned char> b{0, 0, type, static_cast<unsigned char>(dims.size())};
+  for (std::uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<unsigned char>(d >> s));
+  b.insert(b.end(), values.begin(), values.end());
+  return b;
+}
+
+struct temp_dir {
+  fs::path path;
+  temp_dir() {
+    path = fs::temp_directory_path() / ("dppf_fmnist_" + std::to_string(std::random_device{}()));
+    fs::create_directories(path);
+  }
+  ~temp_dir() { fs::remove_all(path); }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+void write_gz(const std::string& path, const std::vector<unsigned char>& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  if (!bytes.empty()) REQUIRE(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())) == static_cast<int>(bytes.size()));
+  REQUIRE(gzclose(f) == Z_OK);
+}
+
+std::vector<unsigned char> read_raw(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_raw(const std::string& path, const std::vector<unsigned char>& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::uint8_t> random_bytes(std::size_t n, unsigned seed, int hi = 255) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> u(0, hi);
+  std::vector<std::uint8_t> v(n);
+  for (auto& x : v) x = static_cast<std::uint8_t>(u(rng));
+  return v;
+}
+
+std::string error_of(const std::string& images, const std::string& labels) {
+  try {
+    (void)fmnist::load_idx_pair(images, labels);
+  } catch (const fmnist::data_error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("IDX reader reads gzip'd and plain files written by the test, every value") {
+  temp_dir dir;
+  const std::size_t n = 7, rows = 5, cols = 3;
+  const auto pixels = random_bytes(n * rows * cols, 1);
+  const auto labels = random_bytes(n, 2, 9);
+  write_gz(dir.file("img.gz"), idx_bytes(0x08, {n, rows, cols}, pixels));
+  write_gz(dir.file("lab.gz"), idx_bytes(0x08, {n}, labels));
+  write_raw(dir.file("img.raw"), idx_bytes(0x08, {n, rows, cols}, pixels));
+
+  for (const char* name : {"img.gz", "img.raw"}) {
+    const fmnist::idx_array a = fmnist::read_idx(dir.file(name), 3);
+    REQUIRE(a.dims == std::vector<std::uint32_t>{n, rows, cols});
+    CHECK(a.values == pixels);
+  }
+  const fmnist::dataset d = fmnist::load_idx_pair(dir.file("img.gz"), dir.file("lab.gz"));
+  REQUIRE(d.count == n);
+  REQUIRE(d.dim == rows * cols);
+  CHECK(d.y == labels);
+  for (std::size_t i = 0; i < pixels.size(); ++i)
+    CHECK(d.x[i] == doctest::Approx((pixels[i] / 255.0 - 0.2860) / 0.3530).epsilon(1e-6));
+
+  const fmnist::dataset first = fmnist::load_idx_pair(dir.file("img.gz"), dir.file("lab.gz"), 3);
+  CHECK(first.count == 3);
+  CHECK(first.x.size() == 3 * rows * cols);
+  CHECK(std::vector<float>(d.x.begin(), d.x.begin() + 3 * rows * cols) == first.x);
+}
+
+TEST_CASE("IDX reader rejects missing, corrupt, truncated and inconsistent files with clear errors") {
+  temp_dir dir;
+  const std::size_t n = 6;
+  const auto pixels = random_bytes(n * 4 * 4, 3);
+  const auto labels = random_bytes(n, 4, 9);
+  const std::string img = dir.file("img.gz"), lab = dir.file("lab.gz");
+  write_gz(img, idx_bytes(0x08, {n, 4, 4}, pixels));
+  write_gz(lab, idx_bytes(0x08, {n}, labels));
+  REQUIRE(error_of(img, lab) == "no error");
+
+  SUBCASE("missing file") {
+    CHECK(error_of(dir.file("nope.gz"), lab) == dir.file("nope.gz") + ": cannot open (does the file exist and is it readable?)");
+  }
+  SUBCASE("bad magic number") {
+    write_gz(img, {0x12, 0x34, 0x08, 0x03, 0, 0, 0, 1});
+    CHECK(error_of(img, lab).find("bad magic number") != std::string::npos);
+  }
+  SUBCASE("unsupported element type") {
+    write_gz(img, idx_bytes(0x0D, {n, 4, 4}, pixels));
+    CHECK(error_of(img, lab) == img + ": element type code 13 is not supported (expected 8, unsigned byte)");
+  }
+  SUBCASE("labels given where images are expected (wrong number of dimensions)") {
+    CHECK(error_of(lab, lab) == lab + ": has 1 dimension(s), expected 3 (magic 0x00000803)");
+  }
+  SUBCASE("a zero dimension") {
+    write_gz(img, idx_bytes(0x08, {n, 0, 4}, {}));
+    CHECK(error_of(img, lab) == img + ": dimension 1 is zero");
+  }
+  SUBCASE("empty file") {
+    write_gz(img, {});
+    CHECK(error_of(img, lab) == img + ": truncated: the magic number needs 4 bytes but only 0 could be read");
+  }
+  SUBCASE("header cut inside the dimensions") {
+    auto b = idx_bytes(0x08, {n, 4, 4}, {});
+    b.resize(10);
+    write_gz(img, b);
+    CHECK(error_of(img, lab) == img + ": truncated: the dimension sizes needs 4 bytes but only 2 could be read");
+  }
+  SUBCASE("fewer pixels than the header declares") {
+    write_gz(img, idx_bytes(0x08, {n, 4, 4}, std::vector<std::uint8_t>(pixels.begin(), pixels.end() - 5)));
+    CHECK(error_of(img, lab) == img + ": truncated: the data needs 96 bytes but only 91 could be read");
+  }
+  SUBCASE("more bytes than the header declares") {
+    auto more = pixels;
+    more.push_back(7);
+    write_gz(img, idx_bytes(0x08, {n, 4, 4}, more));
+    CHECK(error_of(img, lab) == img + ": trailing bytes after the 96 data bytes the header declares");
+  }
+  SUBCASE("gzip stream cut short") {
+    auto raw = read_raw(img);
+    raw.resize(raw.size() / 2);
+    write_raw(img, raw);
+    const std::string e = error_of(img, lab);
+    CHECK(e.rfind(img + ": ", 0) == 0);
+    const bool says_truncated_or_corrupt = e.find("truncated") != std::string::npos || e.find("corrupt") != std::string::npos;
+    CHECK_MESSAGE(says_truncated_or_corrupt, e);
+  }
+  SUBCASE("gzip stream with damaged compressed data") {
+    // Incompressible data keeps the deflate stream long; damage the middle, leave header and trailer.
+    write_gz(img, idx_bytes(0x08, {200, 16, 16}, random_bytes(200 * 256, 5)));
+    auto raw = read_raw(img);
+    for (std::size_t i = raw.size() / 3; i < raw.size() / 3 + 64; ++i) raw[i] = static_cast<unsigned char>(raw[i] ^ 0xA5);
+    write_raw(img, raw);
+    const std::string e = error_of(img, lab);
+    CHECK(e.rfind(img + ": ", 0) == 0);
+    const bool reported = e.find("corrupt gzip data") != std::string::npos || e.find("truncated") != std::string::npos;
+    CHECK_MESSAGE(reported, e);
+  }
+  SUBCASE("images and labels of different counts") {
+    write_gz(lab, idx_bytes(0x08, {n - 1}, std::vector<std::uint8_t>(labels.begin(), labels.end() - 1)));
+    CHECK(error_of(img, lab) == img + " holds 6 images but " + lab + " holds 5 labels");
+  }
+  SUBCASE("label out of range") {
+    auto bad = labels;
+    bad[4] = 10;
+    write_gz(lab, idx_bytes(0x08, {n}, bad));
+    CHECK(error_of(img, lab) == lab + ": label 10 of item 4 is out of range [0, 10)");
+  }
+}
+
+TEST_CASE("Fashion-MNIST files of the Debian package have the expected shapes" * doctest::skip(!fs::exists(FMNIST_DATA_DIR "/t10k-images-idx3-ubyte.gz"))) {
+  const fmnist::dataset test = fmnist::load_split(FMNIST_DATA_DIR, "t10k");
+  CHECK(test.count == 10000);
+  CHECK(test.dim == 784);
+  std::vector<int> per_class(10, 0);
+  for (auto y : test.y) ++per_class[y];
+  for (int c : per_class) CHECK(c == 1000);  // the test set is balanced
+}
+
+namespace {
+
+// The loss of the MLP with plain double loops, no BLAS: the independent reference.
+double reference_loss(const std::vector<std::size_t>& sizes, const std::vector<double>& p, const std::vector<double>& x,
+                      const std::vector<std::uint8_t>& y, std::size_t batch) {
+  double total = 0.0;
+  for (std::size_t i = 0; i < batch; ++i) {
+    std::vector<double> a(x.begin() + static_cast<std::ptrdiff_t>(i * sizes[0]),
+                          x.begin() + static_cast<std::ptrdiff_t>((i + 1) * sizes[0]));
+    std::size_t off = 0;
+    for (std::size_t l = 1; l < sizes.size(); ++l) {
+      const std::size_t in = sizes[l - 1], out = sizes[l];
+      std::vector<double> z(out);
+      for (std::size_t o = 0; o < out; ++o) {
+        double s = p[off + in * out + o];  // bias after the weights
+        for (std::size_t k = 0; k < in; ++k) s += p[off + o * in + k] * a[k];
+        z[o] = l + 1 < sizes.size() ? std::max(s, 0.0) : s;
+      }
+      off += in * out + out;
+      a = z;
+    }
+    double m = a[0];
+    for (double v : a) m = std::max(m, v);
+    double sum = 0.0;
+    for (double v : a) sum += std::exp(v - m);
+    total += m + std::log(sum) - a[y[i]];
+  }
+  return total / static_cast<double>(batch);
+}
+
+struct problem {
+  std::vector<std::size_t> sizes{13, 9, 7, 4};
+  std::size_t batch = 6;
+  std::vector<double> params, x;
+  std::vector<std::uint8_t> y;
+  explicit problem(unsigned seed) {
+    fmnist::mlp<double> net(sizes);
+    params.resize(net.size());
+    net.init(params, seed);
+    std::mt19937 rng(seed + 100);
+    std::normal_distribution<double> g(0.0, 1.0);
+    // Larger biases than the default init keep most ReLUs clearly on or off (finite differences
+    // must not straddle a kink).
+    for (auto& v : params) v += 0.1 * g(rng);
+    x.resize(batch * sizes[0]);
+    for (auto& v : x) v = g(rng);
+    std::uniform_int_distribution<int> cls(0, static_cast<int>(sizes.back()) - 1);
+    for (std::size_t i = 0; i < batch; ++i) y.push_back(static_cast<std::uint8_t>(cls(rng)));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("MLP layout names every tensor in one flat buffer") {
+  fmnist::mlp<float> net({784, 512, 512, 10});
+  const auto& L = net.layout();
+  REQUIRE(L.size() == 6);
+  CHECK(net.size() == 784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10);
+  CHECK(L[0].name == "fc1.weight");
+  CHECK(L[0].size == 784 * 512);
+  CHECK(L[1].name == "fc1.bias");
+  CHECK(L[1].offset == 784 * 512);
+  CHECK(L[5].name == "fc3.bias");
+  CHECK(L[5].offset + L[5].size == net.size());
+  std::vector<float> wrong(10), g(10);
+  CHECK_THROWS_WITH(net.init(wrong, 1), doctest::Contains("mlp::init: parameters has 10 elements but the layout covers"));
+}
+
+TEST_CASE("MLP loss matches plain double loops (float and double)") {
+  for (unsigned seed : {1u, 2u, 3u}) {
+    problem pr(seed);
+    const double want = reference_loss(pr.sizes, pr.params, pr.x, pr.y, pr.batch);
+    fmnist::mlp<double> net(pr.sizes);
+    std::vector<double> g(net.size());
+    CHECK(net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g) == doctest::Approx(want).epsilon(1e-12));
+    CHECK(net.loss(pr.params, pr.x.data(), pr.y.data(), pr.batch) == doctest::Approx(want).epsilon(1e-12));
+
+    fmnist::mlp<float> netf(pr.sizes);
+    std::vector<float> pf(pr.params.begin(), pr.params.end()), xf(pr.x.begin(), pr.x.end()), gf(netf.size());
+    CHECK(netf.loss_and_grad(pf, xf.data(), pr.y.data(), pr.batch, gf) == doctest::Approx(want).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("MLP gradient matches central finite differences in double, every parameter") {
+  for (unsigned seed : {4u, 5u}) {
+    problem pr(seed);
+    fmnist::mlp<double> net(pr.sizes);
+    std::vector<double> g(net.size());
+    net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g);
+    const double h = 1e-6;
+    double gmax = 0.0;
+    for (double v : g) gmax = std::max(gmax, std::abs(v));
+    REQUIRE(gmax > 1e-3);  // a gradient that is all zeros would pass trivially
+    for (std::size_t k = 0; k < pr.params.size(); ++k) {
+      std::vector<double> p = pr.params;
+      p[k] = pr.params[k] + h;
+      const double up = reference_loss(pr.sizes, p, pr.x, pr.y, pr.batch);
+      p[k] = pr.params[k] - h;
+      const double down = reference_loss(pr.sizes, p, pr.x, pr.y, pr.batch);
+      const double fd = (up - down) / (2 * h);
+      INFO("parameter " << k << " seed " << seed);
+      CHECK(std::abs(g[k] - fd) <= 1e-7 + 1e-5 * std::abs(fd));
+    }
+  }
+}
+
+TEST_CASE("MLP float gradient matches the double gradient, every parameter") {
+  problem pr(6);
+  fmnist::mlp<double> net(pr.sizes);
+  std::vector<double> g(net.size());
+  net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g);
+  fmnist::mlp<float> netf(pr.sizes);
+  std::vector<float> pf(pr.params.begin(), pr.params.end()), xf(pr.x.begin(), pr.x.end()), gf(netf.size());
+  netf.loss_and_grad(pf, xf.data(), pr.y.data(), pr.batch, gf);
+  double gmax = 0.0;
+  for (double v : g) gmax = std::max(gmax, std::abs(v));
+  for (std::size_t k = 0; k < g.size(); ++k) {
+    INFO("parameter " << k);
+    CHECK(std::abs(static_cast<double>(gf[k]) - g[k]) <= 1e-5 * gmax);
+  }
+}
+
+TEST_CASE("MLP evaluate counts correct predictions like an argmax over reference logits") {
+  problem pr(7);
+  fmnist::mlp<double> net(pr.sizes);
+  // Labels that make exactly the reference's argmax right on even rows.
+  std::vector<std::uint8_t> y(pr.batch);
+  for (std::size_t i = 0; i < pr.batch; ++i) {
+    double best = -1e300;
+    std::uint8_t arg = 0;
+    for (std::uint8_t c = 0; c < pr.sizes.back(); ++c) {
+      std::vector<std::uint8_t> one{c};
+      std::vector<double> xi(pr.x.begin() + static_cast<std::ptrdiff_t>(i * pr.sizes[0]),
+                             pr.x.begin() + static_cast<std::ptrdiff_t>((i + 1) * pr.sizes[0]));
+      const double nll = reference_loss(pr.sizes, pr.params, xi, one, 1);  // lowest loss = largest logit
+      if (-nll > best) best = -nll, arg = c;
+    }
+    y[i] = i % 2 == 0 ? arg : static_cast<std::uint8_t>((arg + 1) % pr.sizes.back());
+  }
+  const fmnist::eval_sums s = net.evaluate(pr.params, pr.x.data(), y.data(), pr.batch, 4);  // chunks of 4: two passes
+  CHECK(s.count == pr.batch);
+  CHECK(s.correct == pr.batch / 2);
+  CHECK(s.loss / s.count == doctest::Approx(reference_loss(pr.sizes, pr.params, pr.x, y, pr.batch)).epsilon(1e-12));
+}
