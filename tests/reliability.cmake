@@ -26,3 +26,6 @@ add_test(NAME fuzz_safetensors
 math(EXPR _dppf_fuzz_timeout "${DPPF_FUZZ_SECONDS} + 300")
 set_tests_properties(fuzz_safetensors PROPERTIES LABELS "reliability;fuzz" SKIP_RETURN_CODE 77
   TIMEOUT ${_dppf_fuzz_timeout})
+
+# Checkpoints of optimizer states and trainers: resume bit for bit, collective failure.
+dppf_add_test(test_checkpoint test_checkpoint.cpp LABELS reliability)

@@ -1,0 +1,492 @@
+// Checkpoints: optimizer states, random engines and whole trainers saved and restored, with
+// training continued from the restore compared bit for bit against an uninterrupted run; and
+// every way a restore can fail, on every rank, with nothing changed.
+
+#include <doctest/doctest.h>
+
+#include <dppf/adamw.hpp>
+#include <dppf/checkpoint.hpp>
+#include <dppf/consensus/data_parallel.hpp>
+#include <dppf/consensus/diloco.hpp>
+#include <dppf/consensus/elastic.hpp>
+#include <dppf/consensus/grawa.hpp>
+#include <dppf/consensus/leader.hpp>
+#include <dppf/consensus/local_sgd.hpp>
+#include <dppf/consensus/pull_push.hpp>
+#include <dppf/host.hpp>
+#include <dppf/host_parallel.hpp>
+#include <dppf/schedule.hpp>
+#include <dppf/sgd.hpp>
+#include <dppf/threads.hpp>
+#include <dppf/trainer.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+#include "test_checkpoint_files.hpp"
+
+using dppf::checkpoint_error;
+using dppf::safetensors;
+using dppf_test::check_throws_with;
+
+namespace {
+
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// A deterministic, non-trivial gradient of the parameters, the step and the worker: every step
+// depends on the state, so any difference after a restore grows instead of vanishing.
+template <class T>
+std::vector<T> gradient(const std::vector<T>& p, int step, int rank = 0) {
+  std::vector<T> g(p.size());
+  for (std::size_t i = 0; i < p.size(); ++i)
+    g[i] = static_cast<T>(std::sin(1.3 * static_cast<double>(p[i]) + 0.1 * step + 0.01 * static_cast<double>(i) +
+                                   0.7 * rank) +
+                          0.5 * static_cast<double>(p[i]));
+  return g;
+}
+
+template <class T>
+double loss_of(const std::vector<T>& p, int step, int rank) {
+  double s = 0.0;
+  for (T x : p) s += static_cast<double>(x) * static_cast<double>(x);
+  return s + 0.01 * step + 0.1 * rank;
+}
+
+// Every buffer of a state, in for_each_buffer order, with its name.
+template <class State>
+auto buffers_of(State& s) {
+  std::vector<std::pair<std::string, std::vector<double>>> out;
+  s.for_each_buffer([&](const char* name, auto& b) { out.emplace_back(name, std::vector<double>(b.begin(), b.end())); });
+  return out;
+}
+
+template <class T, class Opt>
+void check_optimizer_resume(const Opt& opt, int k) {
+  const dppf::host ex;
+  dppf_test::temp_dir dir("optimizer");
+  const std::size_t n = 37;
+  const auto p0 = dppf_test::random_vector<T>(n, 7);
+
+  auto p = p0;
+  auto full = opt.init(ex, p);
+  for (int t = 0; t < 2 * k; ++t) opt.step(ex, p, gradient(p, t), full);
+
+  auto q = p0;
+  auto first = opt.init(ex, q);
+  for (int t = 0; t < k; ++t) opt.step(ex, q, gradient(q, t), first);
+  safetensors out;
+  dppf::save_buffer(out, "params", q);
+  dppf::save_state(out, "optimizer", first);
+  out.save(dir.path / "opt.safetensors");
+
+  // A fresh process: parameters and state from the file only.
+  const safetensors in = safetensors::load(dir.path / "opt.safetensors");
+  std::vector<T> resumed(n, T(-99));
+  auto state = opt.init(ex, resumed);
+  dppf::load_buffer(in, "params", resumed);
+  dppf::load_state(in, "optimizer", state);
+  CHECK(state.step == k);
+  for (int t = k; t < 2 * k; ++t) opt.step(ex, resumed, gradient(resumed, t), state);
+
+  CHECK(same_bits(resumed, p));
+  CHECK(state.step == full.step);
+  const auto a = buffers_of(state), b = buffers_of(full);
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    CHECK(a[i].first == b[i].first);
+    CHECK(same_bits(a[i].second, b[i].second));
+  }
+
+  // Control: continuing with the parameters but a fresh optimizer state does not reproduce the
+  // run, so the comparison above would catch a state that was not restored.
+  std::vector<T> params_only(n);
+  dppf::load_buffer(in, "params", params_only);
+  auto fresh = opt.init(ex, params_only);
+  for (int t = k; t < 2 * k; ++t) opt.step(ex, params_only, gradient(params_only, t), fresh);
+  CHECK_FALSE(same_bits(params_only, p));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("checkpoint of sgd and adamw state resumes bit for bit", T, float, double) {
+  SUBCASE("sgd with momentum, nesterov, weight decay") {
+    check_optimizer_resume<T>(dppf::sgd{{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-2, .nesterov = true}}, 6);
+  }
+  SUBCASE("sgd with dampening") { check_optimizer_resume<T>(dppf::sgd{{.lr = 0.05, .momentum = 0.8, .dampening = 0.3}}, 5); }
+  SUBCASE("adamw") { check_optimizer_resume<T>(dppf::adamw{{.lr = 0.01, .weight_decay = 0.1}}, 7); }
+  SUBCASE("adamw amsgrad") { check_optimizer_resume<T>(dppf::adamw{{.lr = 0.01, .amsgrad = true}}, 4); }
+}
+
+TEST_CASE("checkpoint load_state rejects a state of other options and changes nothing") {
+  const dppf::host ex;
+  const dppf::sgd with_momentum{{.lr = 0.1, .momentum = 0.9}};
+  const dppf::sgd plain{{.lr = 0.1}};
+  std::vector<float> p(5, 1.0f);
+  auto s = with_momentum.init(ex, p);
+  with_momentum.step(ex, p, std::vector<float>(5, 0.5f), s);
+  safetensors f;
+  dppf::save_state(f, "optimizer", s);
+  CHECK(f.contains("optimizer.momentum_buffer"));
+  CHECK(f.scalar<std::int64_t>("optimizer.step") == 1);
+  const safetensors in = safetensors::parse(f.serialize(), "opt.safetensors");
+
+  auto no_momentum = plain.init(ex, p);
+  check_throws_with<checkpoint_error>([&] { dppf::load_state(in, "optimizer", no_momentum); },
+                                      "tensor 'optimizer.momentum_buffer' has no counterpart in the live state");
+  CHECK(no_momentum.step == 0);
+
+  safetensors g;
+  dppf::save_state(g, "optimizer", no_momentum);
+  auto target = with_momentum.init(ex, p);
+  check_throws_with<checkpoint_error>([&] { dppf::load_state(g, "optimizer", target); },
+                                      "no tensor 'optimizer.momentum_buffer'");
+
+  std::vector<float> longer(6);
+  auto wrong_size = with_momentum.init(ex, longer);
+  check_throws_with<checkpoint_error>([&] { dppf::load_state(in, "optimizer", wrong_size); },
+                                      "tensor 'optimizer.momentum_buffer' has 5 elements (shape [5]), the live buffer has 6");
+
+  std::vector<double> pd(5);
+  auto wrong_type = with_momentum.init(ex, pd);
+  wrong_type.step = 3;
+  check_throws_with<checkpoint_error>([&] { dppf::load_state(in, "optimizer", wrong_type); },
+                                      "tensor 'optimizer.momentum_buffer' has dtype F32, the live buffer has F64");
+  CHECK(wrong_type.step == 3);
+
+  // A counter of the wrong dtype, with the buffer right: the buffer must not be written either.
+  safetensors h;
+  h.add("optimizer.momentum_buffer", std::vector<float>(5, 42.0f));
+  h.add_scalar("optimizer.step", 1.5);
+  auto untouched = with_momentum.init(ex, p);
+  check_throws_with<checkpoint_error>([&] { dppf::load_state(h, "optimizer", untouched); },
+                                      "tensor 'optimizer.step' has dtype F64, the live buffer has I64");
+  CHECK(untouched.momentum_buffer == std::vector<float>(5, 0.0f));
+
+  const dppf::adamw ams{{.amsgrad = true}};
+  auto adam_state = dppf::adamw{}.init(ex, p);
+  safetensors a;
+  dppf::save_state(a, "optimizer", adam_state);
+  auto ams_state = ams.init(ex, p);
+  check_throws_with<checkpoint_error>([&] { dppf::load_state(a, "optimizer", ams_state); },
+                                      "no tensor 'optimizer.max_exp_avg_sq'");
+}
+
+TEST_CASE("checkpoint of a random engine continues its sequence") {
+  std::mt19937_64 engine(2024);
+  for (int i = 0; i < 1000; ++i) (void)engine();
+  safetensors f;
+  dppf::save_rng(f, "data", engine);
+  const safetensors in = safetensors::parse(f.serialize());
+  std::mt19937_64 restored(1);
+  dppf::load_rng(in, "data", restored);
+  for (int i = 0; i < 100; ++i) CHECK(restored() == engine());
+
+  safetensors bad;
+  bad.set_metadata("rng.data", "12 not-a-number");
+  std::mt19937_64 keep(5);
+  const std::mt19937_64 copy = keep;
+  check_throws_with<checkpoint_error>([&] { dppf::load_rng(bad, "data", keep); },
+                                      "metadata 'rng.data' is not a valid state of this engine type");
+  CHECK(keep == copy);
+  check_throws_with<checkpoint_error>([&] { dppf::load_rng(bad, "other", keep); }, "no metadata entry 'rng.other'");
+}
+
+namespace {
+
+// One worker's result: its parameters and every buffer and counter of its trainer.
+struct worker_result {
+  std::vector<double> params;
+  std::vector<std::pair<std::string, std::vector<double>>> optimizer, consensus;
+  std::int64_t steps = 0, syncs = 0, optimizer_step = 0;
+  std::pair<double, std::int64_t> loss;
+};
+
+template <class T, class Trainer>
+worker_result result_of(Trainer& tr, const std::vector<T>& x) {
+  worker_result r;
+  r.params.assign(x.begin(), x.end());
+  auto* ws = tr.template state<T>();
+  REQUIRE(ws != nullptr);
+  r.optimizer = buffers_of(ws->optimizer_state);
+  r.consensus = buffers_of(ws->rule_state);
+  r.optimizer_step = ws->optimizer_state.step;
+  r.steps = tr.steps();
+  r.syncs = tr.syncs();
+  r.loss = tr.loss_accumulator();
+  return r;
+}
+
+template <class T>
+void check_same(const worker_result& got, const worker_result& want) {
+  CHECK(same_bits(got.params, want.params));
+  CHECK(got.steps == want.steps);
+  CHECK(got.syncs == want.syncs);
+  CHECK(got.optimizer_step == want.optimizer_step);
+  CHECK(std::memcmp(&got.loss.first, &want.loss.first, sizeof(double)) == 0);
+  CHECK(got.loss.second == want.loss.second);
+  REQUIRE(got.optimizer.size() == want.optimizer.size());
+  for (std::size_t i = 0; i < got.optimizer.size(); ++i) CHECK(same_bits(got.optimizer[i].second, want.optimizer[i].second));
+  REQUIRE(got.consensus.size() == want.consensus.size());
+  for (std::size_t i = 0; i < got.consensus.size(); ++i) CHECK(same_bits(got.consensus[i].second, want.consensus[i].second));
+}
+
+constexpr int workers = 3;
+constexpr std::size_t params_n = 23;
+
+template <class T>
+std::vector<T> initial_params(int rank) {
+  return dppf_test::random_vector<T>(params_n, 100 + static_cast<std::uint64_t>(rank));
+}
+
+// Trains steps [from, to) on every worker.
+template <class T, class Trainer>
+void train(Trainer& tr, std::vector<T>& x, int rank, int from, int to) {
+  for (int t = from; t < to; ++t) tr.step(x, gradient(x, t, rank), loss_of(x, t, rank));
+}
+
+// Runs 2k steps uninterrupted, and k steps + save + restore into fresh trainers (fresh groups,
+// parameters overwritten with garbage) + k steps; compares every worker bit for bit.
+template <class T, class MakeTrainer>
+void check_trainer_resume(MakeTrainer make, int k) {
+  dppf_test::temp_dir dir("trainer");
+  std::vector<worker_result> uninterrupted(workers), resumed(workers);
+  dppf::threads(workers).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    auto x = initial_params<T>(comm.rank());
+    train(tr, x, comm.rank(), 0, 2 * k);
+    uninterrupted[static_cast<std::size_t>(comm.rank())] = result_of<T>(tr, x);
+  });
+  const auto path = [&](int r) { return dir.path / ("ckpt-" + std::to_string(r) + ".safetensors"); };
+  dppf::threads(workers).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    auto x = initial_params<T>(comm.rank());
+    train(tr, x, comm.rank(), 0, k);
+    dppf::save_trainer(path(comm.rank()), tr, x);
+  });
+  dppf::threads(workers).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    std::vector<T> x(params_n, T(1234));
+    dppf::load_trainer(path(comm.rank()), tr, x);
+    CHECK(tr.steps() == k);
+    train(tr, x, comm.rank(), k, 2 * k);
+    resumed[static_cast<std::size_t>(comm.rank())] = result_of<T>(tr, x);
+  });
+  for (int r = 0; r < workers; ++r) {
+    INFO("rank " << r);
+    check_same<T>(resumed[static_cast<std::size_t>(r)], uninterrupted[static_cast<std::size_t>(r)]);
+  }
+  CHECK(uninterrupted[0].steps == 2 * k);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("checkpoint of a trainer resumes bit for bit through threads", T, float, double) {
+  const dppf::trainer_options every3{.tau = 3};
+  // k = 7: the checkpoint falls between two syncs (steps 6 and 9), so the loss accumulator and
+  // the mid-period optimizer state must be restored exactly.
+  SUBCASE("pull_push with sgd and a warm-up cosine schedule") {
+    using schedule = dppf::warmup<dppf::cosine_lr>;
+    const schedule lr{.steps = 3, .then = {.lr = 0.05, .total_steps = 20}};
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer<dppf::sgd, dppf::pull_push, dppf::thread_member, dppf::host, schedule>(
+          dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::pull_push{{.alpha = 0.3, .lambda = 0.05}}, comm, dppf::host{},
+          {.tau = 3, .warmup_steps = 4, .warmup_tau = 2}, lr);
+    }, 7);
+  }
+  SUBCASE("elastic with adamw on host_parallel") {
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host_parallel{}, every3};
+    }, 7);
+  }
+  SUBCASE("diloco with sgd") {
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.5}}, dppf::diloco{}, comm, dppf::host{}, every3};
+    }, 7);
+  }
+  SUBCASE("leader with adamw amsgrad and averaged optimizer state") {
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer{dppf::adamw{{.lr = 0.01, .amsgrad = true}}, dppf::leader{}, comm, dppf::host{},
+                           dppf::trainer_options{.tau = 3, .average_optimizer_state = true}};
+    }, 7);
+  }
+  SUBCASE("grawa, local_sgd and data_parallel") {
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer{dppf::sgd{{.lr = 0.05}}, dppf::grawa{}, comm, dppf::host{}, every3};
+    }, 5);
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::local_sgd{}, comm, dppf::host{}, every3};
+    }, 4);
+    check_trainer_resume<T>([&](dppf::thread_member comm) {
+      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::data_parallel{}, comm, dppf::host{}};
+    }, 5);
+  }
+}
+
+TEST_CASE("checkpoint of a trainer taken before its first step restores the parameters only") {
+  dppf_test::temp_dir dir("before-first-step");
+  const auto make = [](dppf::thread_member comm) {
+    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host{}};
+  };
+  std::vector<std::vector<float>> want(2), got(2);
+  dppf::threads(2).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    auto x = initial_params<float>(comm.rank());
+    const auto f = dppf::save_trainer(tr, x);
+    CHECK(f.metadata("dppf.workspace") == "0");
+    CHECK_FALSE(f.contains("optimizer.momentum_buffer"));
+    f.save(dir.path / ("c" + std::to_string(comm.rank())));
+    train(tr, x, comm.rank(), 0, 5);
+    want[static_cast<std::size_t>(comm.rank())] = x;
+  });
+  dppf::threads(2).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    std::vector<float> x(params_n);
+    dppf::load_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
+    CHECK(tr.template state<float>() == nullptr);
+    train(tr, x, comm.rank(), 0, 5);
+    got[static_cast<std::size_t>(comm.rank())] = x;
+  });
+  CHECK(same_bits(got[0], want[0]));
+  CHECK(same_bits(got[1], want[1]));
+}
+
+namespace {
+
+using failing_trainer = dppf::trainer<dppf::sgd, dppf::elastic, dppf::thread_member, dppf::host>;
+
+failing_trainer make_failing(dppf::thread_member comm) {
+  return failing_trainer(dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host{},
+                         {.tau = 2});
+}
+
+// Saves 3 workers after 3 steps into dir/ckpt-<r>.safetensors.
+void write_group(const std::filesystem::path& dir) {
+  dppf::threads(workers).run([&](dppf::thread_member comm) {
+    auto tr = make_failing(comm);
+    auto x = initial_params<float>(comm.rank());
+    train(tr, x, comm.rank(), 0, 3);
+    dppf::save_trainer(dir / ("ckpt-" + std::to_string(comm.rank()) + ".safetensors"), tr, x);
+  });
+}
+
+// Every rank tries to restore the file `file_of(rank)`; returns each rank's error message, after
+// checking that nothing changed on any rank (parameters, counters, and, for a trainer that had
+// stepped, its optimizer state).
+template <class FileOf>
+std::vector<std::string> restore_everywhere(FileOf file_of, bool stepped_before) {
+  std::vector<std::string> errors(workers);
+  dppf::threads group(workers, {.timeout = std::chrono::seconds(30)});
+  group.run([&](dppf::thread_member comm) {
+    auto tr = make_failing(comm);
+    auto x = initial_params<float>(comm.rank() + 10);
+    if (stepped_before) train(tr, x, comm.rank(), 0, 1);
+    const auto before = x;
+    const std::vector<float> momentum_before =
+        stepped_before ? tr.state<float>()->optimizer_state.momentum_buffer : std::vector<float>{};
+    const auto steps_before = tr.steps();
+    try {
+      dppf::load_trainer(file_of(comm.rank()), tr, x);
+    } catch (const checkpoint_error& e) {
+      errors[static_cast<std::size_t>(comm.rank())] = e.what();
+    }
+    CHECK(same_bits(x, before));
+    CHECK(tr.steps() == steps_before);
+    if (stepped_before) CHECK(same_bits(tr.state<float>()->optimizer_state.momentum_buffer, momentum_before));
+  });
+  return errors;
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's file is bad") {
+  dppf_test::temp_dir dir("failing");
+  write_group(dir.path);
+  const auto file = [&](int r) { return dir.path / ("ckpt-" + std::to_string(r) + ".safetensors"); };
+
+  SUBCASE("a truncated file on rank 1") {
+    std::filesystem::resize_file(file(1), std::filesystem::file_size(file(1)) - 3);
+    for (bool stepped : {false, true}) {
+      const auto errors = restore_everywhere(file, stepped);
+      CHECK(errors[1].find("run past the data area") != std::string::npos);
+      CHECK(errors[1].find(file(1).string()) != std::string::npos);
+      for (int r : {0, 2}) {
+        INFO("rank " << r << ": " << errors[static_cast<std::size_t>(r)]);
+        CHECK(errors[static_cast<std::size_t>(r)].find("rank(s) 1 could not restore their checkpoint; this is rank " +
+                                                       std::to_string(r)) != std::string::npos);
+      }
+    }
+  }
+  SUBCASE("a missing file on rank 2") {
+    std::filesystem::remove(file(2));
+    const auto errors = restore_everywhere(file, false);
+    CHECK(errors[2].find("cannot open: No such file or directory") != std::string::npos);
+    CHECK(errors[0].find("rank(s) 2 could not restore") != std::string::npos);
+  }
+  SUBCASE("files swapped between ranks 0 and 1") {
+    const auto errors = restore_everywhere([&](int r) { return file(r == 0 ? 1 : r == 1 ? 0 : r); }, false);
+    CHECK(errors[0].find("metadata dppf.rank is '1', this run has '0'") != std::string::npos);
+    CHECK(errors[1].find("metadata dppf.rank is '0', this run has '1'") != std::string::npos);
+    CHECK(errors[2].find("rank(s) 0, 1 could not restore") != std::string::npos);
+  }
+  SUBCASE("a checkpoint of another optimizer configuration") {
+    // Rank 0's file without its momentum buffer (saved by a run without momentum).
+    safetensors f = safetensors::load(file(0));
+    safetensors g;
+    for (const auto& [k, v] : f.metadata()) g.set_metadata(k, v);
+    for (const auto& [name, info] : f.tensors())
+      if (name != "optimizer.momentum_buffer") g.add_bytes(name, info.type, info.shape, f.bytes(name));
+    g.save(file(0));
+    for (bool stepped : {false, true}) {
+      const auto errors = restore_everywhere(file, stepped);
+      CHECK(errors[0].find("no tensor 'optimizer.momentum_buffer'") != std::string::npos);
+      CHECK(errors[1].find("rank(s) 0 could not restore") != std::string::npos);
+    }
+  }
+  SUBCASE("a consensus state of the wrong size, found only once the workspace exists") {
+    safetensors f = safetensors::load(file(1));
+    safetensors g;
+    for (const auto& [k, v] : f.metadata()) g.set_metadata(k, v);
+    for (const auto& [name, info] : f.tensors())
+      if (name != "consensus.center") g.add_bytes(name, info.type, info.shape, f.bytes(name));
+    g.add("consensus.center", std::vector<float>(params_n + 1));
+    g.save(file(1));
+    for (bool stepped : {false, true}) {
+      const auto errors = restore_everywhere(file, stepped);
+      CHECK(errors[1].find("tensor 'consensus.center' has 24 elements (shape [24]), the live buffer has 23") !=
+            std::string::npos);
+      CHECK(errors[2].find("rank(s) 1 could not restore") != std::string::npos);
+    }
+  }
+  SUBCASE("a world size that differs") {
+    dppf::threads(1).run([&](dppf::thread_member comm) {
+      auto tr = make_failing(comm);
+      std::vector<float> x(params_n);
+      check_throws_with<checkpoint_error>([&] { dppf::load_trainer(file(0), tr, x); },
+                                          "metadata dppf.world_size is '3', this run has '1'");
+    });
+  }
+  SUBCASE("parameters of another size") {
+    dppf::threads(workers).run([&](dppf::thread_member comm) {
+      auto tr = make_failing(comm);
+      std::vector<float> x(params_n + comm.rank());  // rank 0 matches, the others do not
+      std::string error;
+      try {
+        dppf::load_trainer(file(comm.rank()), tr, x);
+      } catch (const checkpoint_error& e) {
+        error = e.what();
+      }
+      if (comm.rank() == 0) CHECK(error.find("rank(s) 1, 2 could not restore") != std::string::npos);
+      else CHECK(error.find("tensor 'params' has 23 elements (shape [23]), the live buffer has") != std::string::npos);
+    });
+  }
+}
