@@ -1,7 +1,14 @@
-// dppf_checkpoint_sample FILE: writes a safetensors file with values given by simple formulas,
-// which tools/read_checkpoint.py --verify-sample recomputes with numpy (an independent reader).
+// dppf_checkpoint_sample FILE [TRAINER_FILE]: writes a safetensors file with values given by
+// simple formulas, which tools/read_checkpoint.py --verify-sample recomputes with numpy (an
+// independent reader), and a trainer checkpoint whose trajectory --verify-trainer-sample
+// re-simulates in numpy.
 
-#include <dppf/safetensors.hpp>
+#include <dppf/checkpoint.hpp>
+#include <dppf/consensus/elastic.hpp>
+#include <dppf/host.hpp>
+#include <dppf/sgd.hpp>
+#include <dppf/single.hpp>
+#include <dppf/trainer.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -9,8 +16,8 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s FILE\n", argv[0]);
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: %s FILE [TRAINER_FILE]\n", argv[0]);
     return 2;
   }
   try {
@@ -41,6 +48,15 @@ int main(int argc, char** argv) {
     st.set_metadata("writer", "dppf_checkpoint_sample");
     st.set_metadata("note", "quote \" backslash \\ newline \n e-acute \xc3\xa9");
     st.save(argv[1]);
+    if (argc == 3) {
+      // One worker, SGD with momentum on f(x) = |x|^2 / 2 (gradient x), EASGD every 2 steps;
+      // 5 steps, so the checkpoint falls after the syncs at steps 2 and 4 and one more step.
+      dppf::trainer tr{dppf::sgd{{.lr = 0.1, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.25}}, dppf::single{},
+                       dppf::host{}, {.tau = 2}};
+      std::vector<float> x{1.0f, -2.0f, 3.0f, 0.5f};
+      for (int t = 0; t < 5; ++t) tr.step(x, std::vector<float>(x), 0.5 * t);
+      dppf::save_trainer(argv[2], tr, x);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

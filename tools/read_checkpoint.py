@@ -7,6 +7,9 @@ struct and numpy: no code shared with dppf's C++ reader, so a bug in one shows a
   read_checkpoint.py --compare A B        exit 1 unless A and B hold the same tensors, bit for bit
   read_checkpoint.py --verify-sample FILE check the file written by dppf_checkpoint_sample
                                           against values computed here with numpy
+  read_checkpoint.py --verify-trainer-sample FILE
+                                          check its trainer checkpoint: layout, counters, and
+                                          the trajectory re-simulated here in float64
 
 Exits 77 (CTest's skip code) when numpy is missing, 2 on a malformed file, 1 on a mismatch.
 """
@@ -171,6 +174,48 @@ def verify_sample(path):
     return 1 if problems else 0
 
 
+def verify_trainer_sample(path):
+    """dppf_checkpoint_sample's trainer: one worker, torch.optim.SGD(lr=0.1, momentum=0.9) on
+    |x|^2/2, EASGD (alpha = beta = 0.25) every 2 steps, 5 steps, losses 0.5 t."""
+    metadata, tensors, _ = read(path)
+    problems = []
+    want_meta = {"dppf.checkpoint": "trainer 1", "dppf.rank": "0", "dppf.world_size": "1",
+                 "dppf.element_type": "F32", "dppf.workspace": "1"}
+    if metadata != want_meta:
+        problems.append(f"metadata {metadata} != {want_meta}")
+    layout = {"params": ("<f4", (4,)), "optimizer.momentum_buffer": ("<f4", (4,)), "optimizer.step": ("<i8", ()),
+              "consensus.center": ("<f4", (4,)), "trainer.steps": ("<i8", ()), "trainer.syncs": ("<i8", ()),
+              "trainer.loss_sum": ("<f8", ()), "trainer.loss_count": ("<i8", ())}
+    if set(tensors) != set(layout):
+        problems.append(f"tensors {sorted(tensors)} != {sorted(layout)}")
+    for name, (dt, shape) in layout.items():
+        a = tensors.get(name)
+        if a is not None and (a.dtype != np.dtype(dt) or a.shape != shape):
+            problems.append(f"{name}: {a.dtype} {a.shape}, expected {dt} {shape}")
+    x = np.array([1.0, -2.0, 3.0, 0.5])
+    center, buf, syncs = x.copy(), None, 0
+    for t in range(5):
+        g = x.copy()
+        buf = g if buf is None else 0.9 * buf + g
+        x = x - 0.1 * buf
+        if (t + 1) % 2 == 0:
+            x, center = x - 0.25 * (x - center), center + 0.25 * (x - center)
+            syncs += 1
+    counters = {"optimizer.step": 5, "trainer.steps": 5, "trainer.syncs": syncs, "trainer.loss_count": 1,
+                "trainer.loss_sum": 2.0}
+    for name, want in counters.items():
+        if name in tensors and tensors[name].item() != want:
+            problems.append(f"{name} = {tensors[name].item()}, expected {want}")
+    for name, want in (("params", x), ("optimizer.momentum_buffer", buf), ("consensus.center", center)):
+        if name in tensors and not np.allclose(tensors[name].astype(np.float64), want, rtol=1e-6, atol=1e-7):
+            problems.append(f"{name} = {tensors[name]}, expected {want}")
+    for p in problems:
+        print(p)
+    if not problems:
+        print(f"{path}: trainer checkpoint layout, counters and trajectory match")
+    return 1 if problems else 0
+
+
 def main(argv):
     try:
         if len(argv) == 2 and argv[0] == "--json":
@@ -179,6 +224,8 @@ def main(argv):
             return compare(argv[1], argv[2])
         if len(argv) == 2 and argv[0] == "--verify-sample":
             return verify_sample(argv[1])
+        if len(argv) == 2 and argv[0] == "--verify-trainer-sample":
+            return verify_trainer_sample(argv[1])
         if len(argv) == 1 and not argv[0].startswith("-"):
             return describe(argv[0], False)
     except (Malformed, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
