@@ -40,7 +40,8 @@ struct config {
 
 const char* usage_text =
     "usage: fashion_mnist [--method LIST] [--workers M] [--tau T] [--alpha A] [--lambda L] [--lr LR]\n"
-    "                     [--momentum MU] [--weight-decay WD] [--epochs E] [--batch B] [--seed S]\n"
+    "                     [--momentum MU] [--weight-decay WD] [--outer-lr LR] [--outer-momentum MU]\n"
+    "                     [--epochs E] [--batch B] [--seed S]\n"
     "                     [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...]\n"
     "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
@@ -109,6 +110,8 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--lr") r.lr = parse<double>(flag, value);
     else if (flag == "--momentum") r.momentum = parse<double>(flag, value);
     else if (flag == "--weight-decay") r.weight_decay = parse<double>(flag, value);
+    else if (flag == "--outer-lr") r.outer_lr = parse<double>(flag, value);
+    else if (flag == "--outer-momentum") r.outer_momentum = parse<double>(flag, value);
     else if (flag == "--epochs") r.epochs = parse<int>(flag, value), epochs_given = true;
     else if (flag == "--batch") r.batch = parse<std::size_t>(flag, value);
     else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, value);

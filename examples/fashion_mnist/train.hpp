@@ -44,6 +44,8 @@ struct run_options {
   double lr = 0.05;
   double momentum = 0.9;
   double weight_decay = 0.0;
+  double outer_lr = 0.7;        ///< DiLoCo's outer Nesterov SGD
+  double outer_momentum = 0.5;  // 0.9 (the paper's, for hundreds of inner steps) diverges at tau <= 8 here
   int epochs = 4;
   std::size_t batch = 64;  ///< per worker and step
   std::uint64_t seed = 1;
@@ -224,7 +226,7 @@ inline run_result train(const run_options& o, const dataset& train, const datase
   if (m == "elastic") return detail::train_with(dppf::elastic{{.alpha = o.alpha}}, o.tau, o, train, test, cb);
   if (m == "leader") return detail::train_with(dppf::leader{{.pull = o.alpha}}, o.tau, o, train, test, cb);
   if (m == "grawa") return detail::train_with(dppf::grawa{{.alpha = o.alpha}}, o.tau, o, train, test, cb);
-  if (m == "diloco") return detail::train_with(dppf::diloco{}, o.tau, o, train, test, cb);
+  if (m == "diloco") return detail::train_with(dppf::diloco{{.outer_lr = o.outer_lr, .outer_momentum = o.outer_momentum}}, o.tau, o, train, test, cb);
   if (m == "ddp") return detail::train_with(dppf::data_parallel{}, 1, o, train, test, cb);
   // single: one worker on all the data, never synchronizing.
   return detail::train_with(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max(), o, train, test, cb);
