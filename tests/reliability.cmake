@@ -21,11 +21,17 @@ target_include_directories(test_checkpoint_corpus PRIVATE ${CMAKE_CURRENT_SOURCE
 # UBSan; skipped when no clang with libFuzzer is installed). Label `fuzz`; select or exclude
 # with ctest -L fuzz / -LE fuzz. Longer runs: scripts/fuzz.sh 3600.
 set(DPPF_FUZZ_SECONDS 30 CACHE STRING "Seconds the fuzz_safetensors CTest entry fuzzes for")
+if(NOT CMAKE_CXX_FLAGS MATCHES "-fsanitize")  # the fuzzer has its own sanitizers: run it once
 add_test(NAME fuzz_safetensors
   COMMAND sh ${PROJECT_SOURCE_DIR}/scripts/fuzz.sh ${DPPF_FUZZ_SECONDS} ${CMAKE_CURRENT_BINARY_DIR}/fuzz)
 math(EXPR _dppf_fuzz_timeout "${DPPF_FUZZ_SECONDS} + 300")
 set_tests_properties(fuzz_safetensors PROPERTIES LABELS "reliability;fuzz" SKIP_RETURN_CODE 77
   TIMEOUT ${_dppf_fuzz_timeout})
+endif()
 
 # Checkpoints of optimizer states and trainers: resume bit for bit, collective failure.
 dppf_add_test(test_checkpoint test_checkpoint.cpp LABELS reliability)
+
+# The same over MPI processes (tests/mpi.cmake: mpiexec, one CTest test per process count).
+include(${CMAKE_CURRENT_LIST_DIR}/mpi.cmake)
+dppf_add_mpi_test(test_checkpoint_mpi test_checkpoint_mpi.cpp NP 3 1 LABELS reliability)

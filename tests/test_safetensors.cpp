@@ -161,9 +161,9 @@ TEST_CASE("safetensors round trip of every dtype is bit-exact") {
     return n;
   }();
   CHECK((8 + header) % 8 == 0);
-  for (const auto& [name, info] : got.tensors()) {
-    INFO(name);
-    CHECK((8 + header + info.begin) % dppf::dtype_size(info.type) == 0);
+  for (const auto& entry : got.tensors()) {
+    INFO(entry.first);
+    CHECK((8 + header + entry.second.begin) % dppf::dtype_size(entry.second.type) == 0);
   }
 }
 
