@@ -6,9 +6,14 @@
 
 #include <dppf/mpi.hpp>
 
+#include <cstdlib>
 #include <iostream>
 #include <streambuf>
 #include <string>
+
+// Under AddressSanitizer: Open MPI's libraries have no frame pointers, so leak reports need the
+// slow unwinder to reach a frame in libmpi that tests/sanitizers/lsan.supp can name.
+extern "C" const char* __asan_default_options() { return "fast_unwind_on_malloc=0"; }
 
 namespace {
 
@@ -44,6 +49,8 @@ class rank_prefix_buf : public std::streambuf {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Keep Open MPI's plugins loaded until exit, so sanitizer reports can name them.
+  ::setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 0);
   dppf::mpi_environment env(argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -5,8 +5,12 @@
 // counting<mpi>. Checks against MPI itself use raw MPI calls on MPI_COMM_WORLD.
 #include <doctest/doctest.h>
 
-#include <dppf/dppf.hpp>
+#include <dppf/consensus/pull_push.hpp>
+#include <dppf/counting.hpp>
+#include <dppf/host.hpp>
 #include <dppf/mpi.hpp>
+#include <dppf/sgd.hpp>
+#include <dppf/trainer.hpp>
 
 #include <unistd.h>
 
@@ -91,7 +95,7 @@ template <class T>
 bool same_on_all_ranks(const std::vector<T>& v) {
   std::vector<T> root = v;
   MPI_Bcast(root.data(), static_cast<int>(root.size()), world_type<T>(), 0, MPI_COMM_WORLD);
-  int same = std::memcmp(root.data(), v.data(), v.size() * sizeof(T)) == 0 ? 1 : 0;
+  int same = v.empty() || std::memcmp(root.data(), v.data(), v.size() * sizeof(T)) == 0 ? 1 : 0;
   MPI_Allreduce(MPI_IN_PLACE, &same, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   return same == 1;
 }
@@ -190,7 +194,8 @@ TEST_CASE_TEMPLATE("mpi all_reduce of buffers matches a double-precision sum on 
 TEST_CASE_TEMPLATE("mpi splits buffers larger than max_elements_per_call into several calls", T, float, double) {
   const int m = world_size(), rank = world_rank();
   // 1000003 = 3 * 300000 + 100003 and 7 = 3 * 2 + 1: full chunks and a remainder.
-  for (auto [n, chunk] : {std::pair<std::size_t, std::size_t>{1000003, 300000}, {7, 2}, {7, 7}, {7, 1}}) {
+  for (const auto& n_chunk : {std::pair<std::size_t, std::size_t>{1000003, 300000}, {7, 2}, {7, 7}, {7, 1}}) {
+    const std::size_t n = n_chunk.first, chunk = n_chunk.second;
     CAPTURE(n);
     CAPTURE(chunk);
     dppf::mpi comm{MPI_COMM_WORLD, {.max_elements_per_call = chunk}};
