@@ -24,6 +24,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -489,4 +490,32 @@ TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's
       else CHECK(error.find("tensor 'params' has 23 elements (shape [23]), the live buffer has") != std::string::npos);
     });
   }
+}
+
+TEST_CASE("checkpoint restores into a fresh trainer whose parameter buffer holds NaN") {
+  // With tau = 1 the trainer syncs on its first step; restoring must not sync on the NaN that a
+  // freshly allocated buffer may hold (the non-finite policy would raise).
+  dppf_test::temp_dir dir("nan");
+  const auto make = [](dppf::thread_member comm) {
+    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host{},
+                         dppf::trainer_options{.tau = 1}};
+  };
+  std::vector<std::vector<float>> want(2), got(2);
+  dppf::threads(2).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    auto x = initial_params<float>(comm.rank());
+    train(tr, x, comm.rank(), 0, 3);
+    dppf::save_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
+    train(tr, x, comm.rank(), 3, 6);
+    want[static_cast<std::size_t>(comm.rank())] = x;
+  });
+  dppf::threads(2).run([&](dppf::thread_member comm) {
+    auto tr = make(comm);
+    std::vector<float> x(params_n, std::numeric_limits<float>::quiet_NaN());
+    dppf::load_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
+    train(tr, x, comm.rank(), 3, 6);
+    got[static_cast<std::size_t>(comm.rank())] = x;
+  });
+  CHECK(same_bits(got[0], want[0]));
+  CHECK(same_bits(got[1], want[1]));
 }

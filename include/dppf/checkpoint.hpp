@@ -308,7 +308,13 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   std::vector<T> saved_params(std::ranges::begin(params), std::ranges::end(params));
   const std::int64_t old_steps = tr.steps(), old_syncs = tr.syncs();
   const auto [old_loss_sum, old_loss_count] = tr.loss_accumulator();
-  const bool stepped = workspace && detail::materialize_workspace(tr, params);
+  bool stepped = false;
+  if (workspace && tr.template state<T>() == nullptr) {
+    // The saved parameters (checked in step 1) are finite values a sync can work with, unlike
+    // whatever a fresh buffer holds.
+    in.read("params", std::span<T>(std::ranges::data(params), std::ranges::size(params)));
+    stepped = detail::materialize_workspace(tr, params);
+  }
   detail::restore_plan plan(in);
   std::int64_t steps = 0, syncs = 0, loss_count = 0;
   double loss_sum = 0.0;
