@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -185,18 +186,15 @@ using trainer_workspace_t = std::remove_pointer_t<decltype(std::declval<Trainer&
 // overwritten by the restore that follows: parameters, optimizer state, consensus state,
 // counters, loss accumulator (the learning rate is recomputed from the schedule every step).
 // Only statistics keep a trace of it (the last sync report, the communicator's byte counts).
-// Returns true when it had to take that step.
 template <class Trainer, class P>
-bool materialize_workspace(Trainer& tr, P& params) {
+void materialize_workspace(Trainer& tr, P& params) {
   using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
-  if (tr.template state<T>() != nullptr) return false;
+  if (tr.template state<T>() != nullptr) return;
   if constexpr (requires { tr.prepare(params); }) {
     tr.prepare(params);
-    return false;
   } else {
     const auto zeros = tr.executor().template allocate<T>(std::ranges::size(params));
     tr.step(params, zeros, 0.0);
-    return true;
   }
 }
 
@@ -290,7 +288,7 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
       dry.no_others("optimizer");
       dry.no_others("consensus");
     }
-  } catch (const checkpoint_error& e) {
+  } catch (const std::exception& e) {  // e.g. invalid_argument from init: still raise together
     error = e.what();
   }
   detail::agree(comm, error);
@@ -308,17 +306,17 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   std::vector<T> saved_params(std::ranges::begin(params), std::ranges::end(params));
   const std::int64_t old_steps = tr.steps(), old_syncs = tr.syncs();
   const auto [old_loss_sum, old_loss_count] = tr.loss_accumulator();
-  bool stepped = false;
-  if (workspace && tr.template state<T>() == nullptr) {
-    // The saved parameters (checked in step 1) are finite values a sync can work with, unlike
-    // whatever a fresh buffer holds.
-    in.read("params", std::span<T>(std::ranges::data(params), std::ranges::size(params)));
-    stepped = detail::materialize_workspace(tr, params);
-  }
+  const bool had_workspace = tr.template state<T>() != nullptr;
   detail::restore_plan plan(in);
   std::int64_t steps = 0, syncs = 0, loss_count = 0;
   double loss_sum = 0.0;
   try {
+    if (workspace && !had_workspace) {
+      // The saved parameters (checked in step 1) are finite values a sync can work with, unlike
+      // whatever a fresh buffer holds.
+      in.read("params", std::span<T>(std::ranges::data(params), std::ranges::size(params)));
+      detail::materialize_workspace(tr, params);
+    }
     plan.buffer("params", params);
     if (workspace) {
       auto* ws = tr.template state<T>();
@@ -334,7 +332,7 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
     plan.counter("trainer.loss_count", loss_count);
     plan.no_others("trainer");
     error.clear();
-  } catch (const checkpoint_error& e) {
+  } catch (const std::exception& e) {  // also a failure of the workspace's allocation or step
     error = e.what();
   }
   try {
@@ -342,7 +340,7 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   } catch (...) {
     std::ranges::copy(saved_params, std::ranges::begin(params));
     tr.restore_counters(old_steps, old_syncs, old_loss_sum, old_loss_count);
-    if (stepped)
+    if (!had_workspace && tr.template state<T>() != nullptr)
       tr.template state<T>()->optimizer_state = tr.optimizer().template init<T>(tr.executor(), saved_params.size());
     throw;
   }
