@@ -4,6 +4,7 @@
 // that fails aborts the group: every other worker's pending or next collective raises
 // dppf::communication_error instead of waiting forever; a timeout bounds every wait.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -46,7 +47,6 @@ struct thread_group {
   int size;
   threads_options options;
   std::vector<thread_slot> slots;
-  std::vector<double> scratch;  // the reduced buffer, one slice written by each rank
 
   std::mutex mutex;
   std::condition_variable arrived;
@@ -227,8 +227,10 @@ class thread_member {
     }
   }
 
-  // Reduce-scatter into the shared scratch (each rank one slice, ranks added in order), then
-  // every rank copies the whole result out. Two barriers; inputs are free again after the first.
+  // Rank r owns the slice [n r / M, n (r + 1) / M): it adds every rank's input there, in rank
+  // order and in double, and writes the rounded result straight into every rank's output. One
+  // read of the inputs and one write of the outputs, no shared scratch; slices are disjoint, so
+  // in-place calls are safe (each element is read on every rank before it is written).
   template <class T>
   void reduce_buffers(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
     if (op != reduce_op::sum && op != reduce_op::avg)
@@ -241,20 +243,35 @@ class thread_member {
       barrier_noexcept();
       throw;
     }
-    auto& scratch = state_->scratch;
-    if (rank_ == 0 && scratch.size() < n_in) scratch.resize(n_in);
-    state_->barrier();  // scratch is large enough
     const std::size_t m = static_cast<std::size_t>(size());
+    std::vector<const T*> ins(m);
+    std::vector<T*> outs(m);
+    for (std::size_t r = 0; r < m; ++r) {
+      ins[r] = static_cast<const T*>(state_->slots[r].in);
+      outs[r] = static_cast<T*>(state_->slots[r].out);
+    }
     const std::size_t begin = n_in * static_cast<std::size_t>(rank_) / m;
     const std::size_t end = n_in * (static_cast<std::size_t>(rank_) + 1) / m;
     const double inv = 1.0 / static_cast<double>(m);
-    for (std::size_t i = begin; i < end; ++i) {
-      double acc = 0.0;
-      for (std::size_t r = 0; r < m; ++r) acc += static_cast<double>(static_cast<const T*>(state_->slots[r].in)[i]);
-      scratch[i] = op == reduce_op::avg ? acc * inv : acc;
+    const bool average = op == reduce_op::avg;
+    // Blocks small enough for the double accumulators to stay in L1 while every input streams by.
+    constexpr std::size_t block = 2048;
+    double acc[block];
+    for (std::size_t b0 = begin; b0 < end; b0 += block) {
+      const std::size_t len = std::min(block, end - b0);
+      for (std::size_t i = 0; i < len; ++i) acc[i] = 0.0;
+      for (std::size_t r = 0; r < m; ++r) {
+        const T* x = ins[r] + b0;
+        for (std::size_t i = 0; i < len; ++i) acc[i] += static_cast<double>(x[i]);
+      }
+      if (average)
+        for (std::size_t i = 0; i < len; ++i) acc[i] *= inv;
+      for (std::size_t r = 0; r < m; ++r) {
+        T* y = outs[r] + b0;
+        for (std::size_t i = 0; i < len; ++i) y[i] = static_cast<T>(acc[i]);
+      }
     }
-    state_->barrier();  // scratch complete; inputs no longer read
-    for (std::size_t i = 0; i < n_in; ++i) out[i] = static_cast<T>(scratch[i]);
+    state_->barrier();  // every output complete; inputs no longer read
   }
 
   // Keeps the barrier count aligned across ranks after every rank raised the same error.
