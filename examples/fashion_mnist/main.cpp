@@ -22,6 +22,10 @@
 #include "report.hpp"
 #include "train.hpp"
 
+#ifdef FMNIST_WITH_MPI
+#include <dppf/mpi.hpp>
+#endif
+
 #ifndef FMNIST_DEFAULT_DATA_DIR
 #define FMNIST_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
 #endif
@@ -127,10 +131,12 @@ config parse_args(int argc, char** argv) {
     } else usage("unknown flag " + flag);
   }
   if (c.methods.empty()) usage("--method needs at least one method");
-  if (c.comm == "mpi" || c.comm == "nccl")
-    usage("--comm " + c.comm + ": this example drives its workers as threads of one process; the " + c.comm +
-          " engine is not wired into it (use --comm threads)");
-  if (c.comm != "threads") usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or nccl)");
+  if (c.comm == "nccl")
+    usage("--comm nccl: this example trains on the CPU; the nccl engine is not wired into it (use --comm threads or mpi)");
+#ifndef FMNIST_WITH_MPI
+  if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
+#endif
+  if (c.comm != "threads" && c.comm != "mpi") usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or nccl)");
   if (c.quick) {
     if (!epochs_given) c.run.epochs = 1;
     if (c.train_limit == 0) c.train_limit = 12000;
@@ -169,49 +175,77 @@ struct progress_display {
   }
 };
 
+// Runs every method of the list. launch/workers as for fmnist::train; rank 0 prints.
+template <class Launch>
+void run_all(const config& c, int workers, int rank, Launch&& launch) {
+  for (const auto& m : c.methods) {
+    fmnist::run_options o = c.run;
+    o.method = m;
+    fmnist::validate(o, 60000);  // flag errors before the data is read; sizes checked again below
+  }
+  const fmnist::dataset train = fmnist::load_split(c.data, "train", c.train_limit);
+  const fmnist::dataset test = fmnist::load_split(c.data, "t10k", c.test_limit);
+  if (rank == 0)
+    std::fprintf(stderr, "fashion_mnist: %zu training and %zu test images from %s, %d workers (%s)\n", train.count,
+                 test.count, c.data.c_str(), workers, c.comm.c_str());
+
+  progress_display bar;
+  fmnist::callbacks cb;
+  cb.progress = [&](const fmnist::progress_info& p) { bar(p); };
+  cb.epoch = [&](const fmnist::run_options& o, const fmnist::epoch_record& e) {
+    if (c.json) {
+      std::cout << fmnist::epoch_json(o, e) << std::endl;
+    } else {
+      std::fprintf(stderr, "%s epoch %d: x_bar train acc %.4f loss %.4f | test acc %.4f loss %.4f | relaxed MV %.4g | %.1f s\n",
+                   o.method.c_str(), e.epoch, e.train_acc, e.train_loss, e.test_acc, e.test_loss, e.relaxed_mv, e.wall_s);
+    }
+  };
+  std::vector<fmnist::run_result> results;
+  for (const auto& m : c.methods) {
+    fmnist::run_options o = c.run;
+    o.method = m;
+    o.workers = workers;
+    results.push_back(fmnist::train(o, train, test, cb, m == "single" ? 1 : workers, launch));
+    if (c.json && rank == 0) std::cout << fmnist::result_json(results.back()) << std::endl;
+  }
+  if (rank != 0) return;
+  if (!c.json) {
+    std::cout << "\n" << fmnist::markdown_table(results);
+    if (!results.front().imv)
+      std::cout << "\nIMV and Hessian top eigenvalue: n/a (the sharpness estimators are not in this build).\n";
+  }
+  if (!c.svg.empty()) {
+    std::ofstream f(c.svg);
+    f << fmnist::draw_svg(results);
+    if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const config c = parse_args(argc, argv);
   try {
-    for (const auto& m : c.methods) {
-      fmnist::run_options o = c.run;
-      o.method = m;
-      fmnist::validate(o, 60000);  // flag errors before the data is read; sizes checked again below
+    if (c.comm == "threads") {
+      run_all(c, c.run.workers, 0, [&](auto&& f, int m) {
+        dppf::threads group(m);
+        group.run(f);
+      });
+      return 0;
     }
-    const fmnist::dataset train = fmnist::load_split(c.data, "train", c.train_limit);
-    const fmnist::dataset test = fmnist::load_split(c.data, "t10k", c.test_limit);
-    std::fprintf(stderr, "fashion_mnist: %zu training and %zu test images from %s\n", train.count, test.count,
-                 c.data.c_str());
-
-    progress_display bar;
-    fmnist::callbacks cb;
-    cb.progress = [&](const fmnist::progress_info& p) { bar(p); };
-    cb.epoch = [&](const fmnist::run_options& o, const fmnist::epoch_record& e) {
-      if (c.json) {
-        std::cout << fmnist::epoch_json(o, e) << std::endl;
-      } else {
-        std::fprintf(stderr, "%s epoch %d: x_bar train acc %.4f loss %.4f | test acc %.4f loss %.4f | relaxed MV %.4g | %.1f s\n",
-                     o.method.c_str(), e.epoch, e.train_acc, e.train_loss, e.test_acc, e.test_loss, e.relaxed_mv, e.wall_s);
-      }
-    };
-    std::vector<fmnist::run_result> results;
-    for (const auto& m : c.methods) {
-      fmnist::run_options o = c.run;
-      o.method = m;
-      results.push_back(fmnist::train(o, train, test, cb));
-      if (c.json) std::cout << fmnist::result_json(results.back()) << std::endl;
+#ifdef FMNIST_WITH_MPI
+    // One worker per MPI process: M is the number of ranks.
+    dppf::mpi_environment env(argc, argv);
+    dppf::mpi comm{MPI_COMM_WORLD};
+    for (const auto& m : c.methods)
+      if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
+    try {
+      run_all(c, comm.size(), comm.rank(), [&](auto&& f, int) { f(comm); });
+    } catch (const std::exception& e) {
+      std::cerr << "fashion_mnist: error on rank " << comm.rank() << ": " << e.what() << "\n";
+      MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    if (!c.json) {
-      std::cout << "\n" << fmnist::markdown_table(results);
-      if (!results.front().imv)
-        std::cout << "\nIMV and Hessian top eigenvalue: n/a (the sharpness estimators are not in this build).\n";
-    }
-    if (!c.svg.empty()) {
-      std::ofstream f(c.svg);
-      f << fmnist::draw_svg(results);
-      if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
-    }
+#endif
   } catch (const std::exception& e) {
     std::cerr << "fashion_mnist: error: " << e.what() << "\n";
     return 1;

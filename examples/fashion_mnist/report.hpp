@@ -22,6 +22,12 @@ inline std::string number(double v) {
 }
 inline std::string number(const std::optional<double>& v) { return v ? number(*v) : "null"; }
 
+inline std::string tick(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", std::abs(v) < 1e-12 ? 0.0 : v);
+  return buf;
+}
+
 /// The tau a method really uses: 1 for ddp (a gradient all-reduce every step), none for single.
 inline std::string effective_tau(const run_options& o) {
   if (o.method == "ddp") return "1";
@@ -123,7 +129,7 @@ inline std::string draw_svg(const std::vector<run_result>& results) {
     s << "<rect x='" << x0 << "' y='" << y0 << "' width='" << pw << "' height='" << ph << "' fill='none' stroke='black'/>\n";
     for (int t = 0; t <= 4; ++t) {
       const double v = pn.lo + (pn.hi - pn.lo) * t / 4.0;
-      s << "<text x='" << x0 - 6 << "' y='" << py(v) + 4 << "' text-anchor='end'>" << number(std::round(v * 1e4) / 1e4)
+      s << "<text x='" << x0 - 6 << "' y='" << py(v) + 4 << "' text-anchor='end'>" << tick(v)
         << "</text>\n<line x1='" << x0 << "' x2='" << x0 + pw << "' y1='" << py(v) << "' y2='" << py(v)
         << "' stroke='#ddd'/>\n";
     }

@@ -1,7 +1,7 @@
 #pragma once
-// The training driver of the Fashion-MNIST example: M workers (one thread each, a dppf::threads
-// group), each with its own shard of the training set that it reshuffles every epoch, its own
-// copy of the MLP's flat parameter buffer, and a dppf::trainer that runs the local SGD step and,
+// The training driver of the Fashion-MNIST example: M workers (one thread each in a dppf::threads
+// group, or one MPI process each), each with its own shard of the training set that it reshuffles
+// every epoch, its own copy of the MLP's flat parameter buffer, and a dppf::trainer that runs the local SGD step and,
 // every tau steps, the consensus rule of the chosen method. After every epoch the workers'
 // mean x_bar is evaluated on the full training and test sets (each worker evaluates one slice).
 
@@ -112,12 +112,11 @@ struct worker_data {
   std::vector<std::uint8_t> yb;
 };
 
-// Runs the training of one method with rule `rule` on `group`.
-template <class Rule>
+// Runs the training of one method with rule `rule` on m workers; launch(f, m) calls f(comm)
+// for every worker of this process (all M as threads, or this process's rank under MPI).
+template <class Rule, class Launch>
 run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const dataset& train, const dataset& test,
-                      const callbacks& cb) {
-  const int m = o.method == "single" ? 1 : o.workers;
-  dppf::threads group(m);
+                      const callbacks& cb, int m, Launch&& launch) {
   const std::size_t shard_size = train.count / static_cast<std::size_t>(m);
   const std::int64_t steps_per_epoch = static_cast<std::int64_t>(shard_size / o.batch);
 
@@ -136,9 +135,9 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
   const auto t0 = std::chrono::steady_clock::now();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
 
-  group.run([&](dppf::thread_member comm) {
+  launch([&](auto comm) {
     const int r = comm.rank();
-    dppf::thread_member eval_comm = comm;  // uncounted: evaluation traffic is not training traffic
+    auto eval_comm = comm;  // uncounted: evaluation traffic is not training traffic
     mlp<float> model(o.sizes);
     std::vector<float> params(model.size()), grads(model.size()), xbar(model.size());
     model.init(params, o.seed);  // the same start on every worker
@@ -207,29 +206,42 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       result.syncs = st.syncs;
       result.comm_bytes = st.bytes;
     }
-  });
+  }, m);
   result.wall_s = seconds();
   return result;
 }
 
 }  // namespace detail
 
-/// Trains one method on `train`, evaluates x_bar on `train` and `test` after every epoch.
-inline run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb = {}) {
+/// Trains one method on `train` with m workers started by launch (see detail::train_with) and
+/// evaluates x_bar on `train` and `test` after every epoch; the result is complete on rank 0.
+template <class Launch>
+run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb, int m,
+                 Launch&& launch) {
   validate(o, train.count);
   if (train.dim != o.sizes.front() || test.dim != o.sizes.front())
     throw std::invalid_argument("fashion_mnist: the model expects " + std::to_string(o.sizes.front()) +
                                 " inputs but the data has " + std::to_string(train.dim));
-  const std::string& m = o.method;
-  if (m == "dppf") return detail::train_with(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda}}, o.tau, o, train, test, cb);
-  if (m == "local_sgd") return detail::train_with(dppf::local_sgd{}, o.tau, o, train, test, cb);
-  if (m == "elastic") return detail::train_with(dppf::elastic{{.alpha = o.alpha}}, o.tau, o, train, test, cb);
-  if (m == "leader") return detail::train_with(dppf::leader{{.pull = o.alpha}}, o.tau, o, train, test, cb);
-  if (m == "grawa") return detail::train_with(dppf::grawa{{.alpha = o.alpha}}, o.tau, o, train, test, cb);
-  if (m == "diloco") return detail::train_with(dppf::diloco{{.outer_lr = o.outer_lr, .outer_momentum = o.outer_momentum}}, o.tau, o, train, test, cb);
-  if (m == "ddp") return detail::train_with(dppf::data_parallel{}, 1, o, train, test, cb);
+  const std::string& k = o.method;
+  auto go = [&](auto rule, std::int64_t tau) { return detail::train_with(rule, tau, o, train, test, cb, m, launch); };
+  if (k == "dppf") return go(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda}}, o.tau);
+  if (k == "local_sgd") return go(dppf::local_sgd{}, o.tau);
+  if (k == "elastic") return go(dppf::elastic{{.alpha = o.alpha}}, o.tau);
+  if (k == "leader") return go(dppf::leader{{.pull = o.alpha}}, o.tau);
+  if (k == "grawa") return go(dppf::grawa{{.alpha = o.alpha}}, o.tau);
+  if (k == "diloco") return go(dppf::diloco{{.outer_lr = o.outer_lr, .outer_momentum = o.outer_momentum}}, o.tau);
+  if (k == "ddp") return go(dppf::data_parallel{}, 1);
   // single: one worker on all the data, never synchronizing.
-  return detail::train_with(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max(), o, train, test, cb);
+  return go(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max());
+}
+
+/// As above with the workers as threads of this process (a dppf::threads group).
+inline run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb = {}) {
+  const int m = o.method == "single" ? 1 : o.workers;
+  return fmnist::train(o, train, test, cb, m, [](auto&& f, int workers) {
+    dppf::threads group(workers);
+    group.run(f);
+  });
 }
 
 }  // namespace fmnist
