@@ -34,7 +34,7 @@ struct triad_result {
 // STREAM's rules: each array at least 4x the last-level cache (here 256 MiB against a 32 MiB L3),
 // arrays first touched by the threads that use them (same static schedule), best of several
 // repetitions after a warm-up (the machine is shared, so the best time is the least disturbed).
-inline triad_result measure_triad(int threads, std::size_t n = std::size_t{1} << 25, int repetitions = 12) {
+inline triad_result measure_triad(int threads, std::size_t n = std::size_t{1} << 25, int repetitions = 30) {
   // new double[] leaves the pages untouched, so the parallel initialization places them.
   std::unique_ptr<double[]> a(new double[n]), b(new double[n]), c(new double[n]);
   double* __restrict pa = a.get();

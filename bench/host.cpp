@@ -215,6 +215,9 @@ void register_executor(const std::string& name) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+#if defined(DPPF_BENCH_FLAGS)
+  benchmark::AddCustomContext("extra_compile_flags", DPPF_BENCH_FLAGS);
+#endif
   measure_host_limit();
   register_executor<dppf::host>("host");
   register_executor<dppf::host_parallel>("host_parallel");
