@@ -37,7 +37,7 @@ std::vector<T> gradient(const std::vector<T>& p, int step, int rank) {
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 // A directory every rank agrees on (named after rank 0's process id), removed at the end.
