@@ -52,8 +52,10 @@ const char* usage_text =
     "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
     "  defaults:   --workers 4 --tau 8 --alpha 0.1 --lambda 0.05 --lr 0.05 --momentum 0.9 --epochs 4\n"
     "              --batch 64 (per worker) --seed 1 --hidden 512,512\n"
-    "  --quick     1 epoch on the first 12000 training images (about a minute on 2 cores)\n"
-    "  --json      stdout carries only JSON lines: one per epoch, then one per method\n";
+    "  --quick     1 epoch on the first 12000 training images (seconds on 2 cores)\n"
+    "  --json      stdout carries only JSON lines: one per epoch, then one per method\n"
+    "  --comm mpi  one worker per MPI process (mpirun -np M fashion_mnist --comm mpi ...; --workers is\n"
+    "              ignored); threads (default) runs the M workers as threads of this process\n";
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "fashion_mnist: " << problem << "\n" << usage_text;
