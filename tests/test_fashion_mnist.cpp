@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "idx.hpp"
 #include "mlp.hpp"
+#include "report.hpp"
 
 namespace {
 
@@ -334,4 +336,37 @@ TEST_CASE("MLP evaluate counts correct predictions like an argmax over reference
   CHECK(s.count == pr.batch);
   CHECK(s.correct == pr.batch / 2);
   CHECK(s.loss / s.count == doctest::Approx(reference_loss(pr.sizes, pr.params, pr.x, y, pr.batch)).epsilon(1e-12));
+}
+
+TEST_CASE("fashion_mnist JSON epoch lines read back for --replot, every field the SVG uses") {
+  fmnist::run_options a, b;
+  a.method = "dppf";
+  b.method = "ddp";
+  std::stringstream s;
+  std::vector<fmnist::epoch_record> recs;
+  for (int e = 1; e <= 3; ++e) {
+    fmnist::epoch_record r;
+    r.epoch = e;
+    r.train_acc = 0.5 + 0.01 * e;
+    r.test_acc = 0.4 + 0.02 * e;
+    r.relaxed_mv = 1.25 * e;
+    recs.push_back(r);
+    s << fmnist::epoch_json(a, r) << "\n";
+  }
+  s << "{\"method\": \"dppf\", \"workers\": 4}\n" << fmnist::epoch_json(b, recs[0]) << "\n";
+  const auto runs = fmnist::parse_epoch_lines(s);
+  REQUIRE(runs.size() == 2);
+  CHECK(runs[0].options.method == "dppf");
+  CHECK(runs[1].options.method == "ddp");
+  REQUIRE(runs[0].epochs.size() == 3);
+  CHECK(runs[0].options.epochs == 3);
+  CHECK(runs[1].epochs.size() == 1);
+  for (std::size_t k = 0; k < 3; ++k) {
+    CHECK(runs[0].epochs[k].epoch == recs[k].epoch);
+    CHECK(runs[0].epochs[k].train_acc == doctest::Approx(recs[k].train_acc).epsilon(1e-6));
+    CHECK(runs[0].epochs[k].test_acc == doctest::Approx(recs[k].test_acc).epsilon(1e-6));
+    CHECK(runs[0].epochs[k].relaxed_mv == doctest::Approx(recs[k].relaxed_mv).epsilon(1e-6));
+  }
+  std::stringstream empty("{\"method\": \"dppf\", \"workers\": 4}\n");
+  CHECK_THROWS_WITH(fmnist::parse_epoch_lines(empty), "--replot: no epoch lines found");
 }

@@ -37,7 +37,7 @@ struct config {
   std::vector<std::string> methods{"dppf", "local_sgd", "ddp"};
   std::string comm = "threads";
   std::string data = FMNIST_DEFAULT_DATA_DIR;
-  std::string svg;
+  std::string svg, replot;
   std::size_t train_limit = 0, test_limit = 0;
   bool quick = false, json = false;
 };
@@ -48,6 +48,7 @@ const char* usage_text =
     "                     [--epochs E] [--batch B] [--seed S]\n"
     "                     [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...]\n"
+    "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
     "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
     "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
     "  defaults:   --workers 4 --tau 8 --alpha 0.1 --lambda 0.05 --lr 0.05 --momentum 0.9 --epochs 4\n"
@@ -124,6 +125,7 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--comm") c.comm = value;
     else if (flag == "--svg") c.svg = value;
     else if (flag == "--data") c.data = value;
+    else if (flag == "--replot") c.replot = value;
     else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
     else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
     else if (flag == "--hidden") {
@@ -228,6 +230,15 @@ void run_all(const config& c, int workers, int rank, Launch&& launch) {
 int main(int argc, char** argv) {
   const config c = parse_args(argc, argv);
   try {
+    if (!c.replot.empty()) {
+      if (c.svg.empty()) usage("--replot needs --svg PATH");
+      std::ifstream in(c.replot);
+      if (!in) throw std::runtime_error("--replot: cannot read " + c.replot);
+      std::ofstream f(c.svg);
+      f << fmnist::draw_svg(fmnist::parse_epoch_lines(in));
+      if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
+      return 0;
+    }
     if (c.comm == "threads") {
       run_all(c, c.run.workers, 0, [&](auto&& f, int m) {
         dppf::threads group(m);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <istream>
+#include <stdexcept>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -57,6 +59,35 @@ inline std::string result_json(const run_result& r) {
     << ", \"imv\": " << number(r.imv) << ", \"hessian_top\": " << number(r.hessian_top)
     << ", \"comm_bytes\": " << r.comm_bytes << ", \"wall_s\": " << number(r.wall_s) << "}";
   return s.str();
+}
+
+/// The epoch lines of `fashion_mnist --json` output back into results (for --replot).
+inline std::vector<run_result> parse_epoch_lines(std::istream& in) {
+  std::vector<run_result> out;
+  const auto field = [](const std::string& line, const std::string& key) {
+    const auto at = line.find("\"" + key + "\": ");
+    if (at == std::string::npos) throw std::runtime_error("--replot: no field '" + key + "' in: " + line);
+    return line.substr(at + key.size() + 4);
+  };
+  for (std::string line; std::getline(in, line);) {
+    if (line.find("\"epoch\": ") == std::string::npos) continue;
+    std::string method = field(line, "method");
+    method = method.substr(1, method.find('"', 1) - 1);
+    if (out.empty() || out.back().options.method != method) {
+      out.emplace_back();
+      out.back().options.method = method;
+      out.back().options.epochs = 0;
+    }
+    epoch_record e;
+    e.epoch = std::stoi(field(line, "epoch"));
+    e.test_acc = std::stod(field(line, "test_acc"));
+    e.train_acc = std::stod(field(line, "train_acc"));
+    e.relaxed_mv = std::stod(field(line, "relaxed_mv"));
+    out.back().epochs.push_back(e);
+    out.back().options.epochs = e.epoch;
+  }
+  if (out.empty()) throw std::runtime_error("--replot: no epoch lines found");
+  return out;
 }
 
 inline std::string human_bytes(double b) {
@@ -133,8 +164,9 @@ inline std::string draw_svg(const std::vector<run_result>& results) {
         << "</text>\n<line x1='" << x0 << "' x2='" << x0 + pw << "' y1='" << py(v) << "' y2='" << py(v)
         << "' stroke='#ddd'/>\n";
     }
+    const int every = (max_epoch + 9) / 10;  // at most about 10 epoch labels
     for (int e = 1; e <= max_epoch; ++e)
-      s << "<text x='" << px(e) << "' y='" << y0 + ph + 16 << "' text-anchor='middle'>" << e << "</text>\n";
+      if (e == 1 || e % every == 0) s << "<text x='" << px(e) << "' y='" << y0 + ph + 16 << "' text-anchor='middle'>" << e << "</text>\n";
     s << "<text x='" << x0 + pw / 2 << "' y='" << y0 + ph + 34 << "' text-anchor='middle'>epoch</text>\n";
     for (std::size_t k = 0; k < results.size(); ++k) {
       s << "<polyline fill='none' stroke-width='2' stroke='" << colors[k % 8] << "' points='";
