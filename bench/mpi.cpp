@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include <dppf/mpi.hpp>
@@ -74,6 +75,14 @@ std::int64_t iterations_for(std::int64_t n) { return std::clamp<std::int64_t>((s
 
 int main(int argc, char** argv) {
   dppf::mpi_environment env(argc, argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  // Only rank 0 writes --benchmark_out: google-benchmark opens (and truncates) that file on every
+  // process that sees the flag, even with a reporter that writes nothing.
+  if (rank != 0)
+    argc = static_cast<int>(std::remove_if(argv + 1, argv + argc, [](const char* a) {
+                              return std::string_view(a).starts_with("--benchmark_out");
+                            }) - argv);
   benchmark::Initialize(&argc, argv);
   dppf::mpi comm(MPI_COMM_WORLD);
   for (int e = 16; e <= 26; e += 2) {
@@ -92,8 +101,8 @@ int main(int argc, char** argv) {
   if (comm.rank() == 0) {
     benchmark::RunSpecifiedBenchmarks();
   } else {
-    null_reporter quiet, quiet_file;
-    benchmark::RunSpecifiedBenchmarks(&quiet, &quiet_file);
+    null_reporter quiet;
+    benchmark::RunSpecifiedBenchmarks(&quiet);
   }
   benchmark::Shutdown();
   return 0;
