@@ -1,0 +1,151 @@
+#pragma once
+// The kernels behind dppf::cuda. Detail only.
+//
+// * Every loop is grid-stride with 64-bit indices, so buffers beyond 2^31 elements work.
+// * When every buffer of a launch is aligned to V elements (16 bytes for float-only or
+//   double-only launches), each thread moves V elements per buffer with one vector load and
+//   store; the remainder (and every misaligned launch) runs element by element.
+// * Reductions accumulate in double: each thread over its grid-stride elements, then a CUB block
+//   reduction into one partial per block, then one block adds the partials. The grid depends
+//   only on n, so the result is the same run to run on a given device.
+
+#include <cuda/std/tuple>
+#include <cub/block/block_reduce.cuh>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include "../buffer.hpp"
+#include "config.hpp"
+
+namespace dppf::detail {
+
+inline constexpr int cuda_block = 256;
+inline constexpr std::size_t cuda_max_blocks = 65536;    // transforms: grid-stride beyond this
+inline constexpr std::size_t cuda_reduce_blocks = 1024;  // reductions: a fixed grid for n large
+
+// V elements of T (T may be const) in registers, loaded and stored as one aligned vector.
+template <class T, int V>
+struct cuda_lanes {
+  using U = std::remove_const_t<T>;
+  struct alignas(sizeof(U) * V) vec {
+    U v[V];
+  };
+  vec r;
+  __device__ void load(T* p, std::size_t j) { r = reinterpret_cast<const vec*>(p)[j]; }
+  __device__ void store(T* p, std::size_t j) const {
+    if constexpr (!std::is_const_v<T>) reinterpret_cast<vec*>(p)[j] = r;
+  }
+  __device__ T& at(int k) { return r.v[k]; }
+};
+
+// Lanes per vector: 16 bytes of the widest element type.
+template <class... T>
+inline constexpr int cuda_vector_lanes = int(16 / std::max({sizeof(T)...}));
+
+template <class... T>
+bool cuda_aligned(int lanes, T*... p) {
+  return ((reinterpret_cast<std::uintptr_t>(p) % (std::size_t(lanes) * sizeof(T)) == 0) && ...);
+}
+
+inline std::size_t cuda_blocks(std::size_t work, std::size_t cap) {
+  const std::size_t b = (work + cuda_block - 1) / cuda_block;
+  return b == 0 ? 1 : (b < cap ? b : cap);
+}
+
+// Calls op(i, p0[i], ..., pk[i]) once for every i in [0, n) this thread owns. Store: write the
+// non-const vector lanes back (transforms); reductions only read.
+template <int V, bool Store, class Op, class... T, std::size_t... K>
+__device__ void cuda_visit(Op& op, std::size_t n, bool vectorized, ::cuda::std::tuple<T*...> p,
+                           std::index_sequence<K...>) {
+  const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
+  const std::size_t tid = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  std::size_t done = 0;
+  if (vectorized) {
+    const std::size_t nv = n / V;
+    for (std::size_t j = tid; j < nv; j += stride) {
+      ::cuda::std::tuple<cuda_lanes<T, V>...> r;
+      (::cuda::std::get<K>(r).load(::cuda::std::get<K>(p), j), ...);
+#pragma unroll
+      for (int k = 0; k < V; ++k) op(j * V + std::size_t(k), ::cuda::std::get<K>(r).at(k)...);
+      if constexpr (Store) (::cuda::std::get<K>(r).store(::cuda::std::get<K>(p), j), ...);
+    }
+    done = nv * V;
+  }
+  for (std::size_t i = done + tid; i < n; i += stride) op(i, ::cuda::std::get<K>(p)[i]...);
+}
+
+template <int V, class F, class... T>
+__global__ void __launch_bounds__(cuda_block)
+    cuda_transform_kernel(F f, std::size_t n, bool vectorized, ::cuda::std::tuple<T*...> p) {
+  cuda_visit<V, true>(f, n, vectorized, p, std::index_sequence_for<T...>{});
+}
+
+template <class F>
+struct cuda_accumulate {
+  F f;
+  double sum;
+  template <class... X>
+  __device__ void operator()(std::size_t i, X&... x) {
+    sum += static_cast<double>(f(i, x...));
+  }
+};
+
+template <int V, class F, class... T>
+__global__ void __launch_bounds__(cuda_block)
+    cuda_reduce_kernel(F f, std::size_t n, bool vectorized, ::cuda::std::tuple<T*...> p, double* partial) {
+  cuda_accumulate<F> acc{f, 0.0};
+  cuda_visit<V, false>(acc, n, vectorized, p, std::index_sequence_for<T...>{});
+  using block_reduce = cub::BlockReduce<double, cuda_block>;
+  __shared__ typename block_reduce::TempStorage tmp;
+  const double s = block_reduce(tmp).Sum(acc.sum);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// One block adds the m partials, each thread a fixed subset, then a block reduction.
+// (A template so that a header-only kernel has one definition across translation units.)
+template <int Block = cuda_block>
+__global__ void __launch_bounds__(Block) cuda_reduce_partials(const double* partial, std::size_t m, double* out) {
+  double acc = 0.0;
+  for (std::size_t i = threadIdx.x; i < m; i += Block) acc += partial[i];
+  using block_reduce = cub::BlockReduce<double, Block>;
+  __shared__ typename block_reduce::TempStorage tmp;
+  const double s = block_reduce(tmp).Sum(acc);
+  if (threadIdx.x == 0) *out = s;
+}
+
+// Multi-tensor apply: up to Cap tensors (each a tuple of k same-length buffers) in one launch's
+// parameters. Tensor t covers the global indices [start[t], start[t + 1]); f sees the index
+// inside its tensor.
+template <std::size_t Cap, class... T>
+struct cuda_tensor_table {
+  ::cuda::std::tuple<T*...> p[Cap];
+  std::size_t start[Cap + 1];
+  int count;
+};
+
+// Tensors per launch: what fits in about 3.5 KiB of kernel parameters (the portable 4 KiB limit).
+template <class... T>
+inline constexpr std::size_t cuda_table_capacity = (3584 - 16) / (sizeof(::cuda::std::tuple<T*...>) + sizeof(std::size_t));
+
+template <std::size_t Cap, class F, class... T, std::size_t... K>
+__device__ void cuda_table_body(F& f, const cuda_tensor_table<Cap, T...>& table, std::index_sequence<K...>) {
+  const std::size_t total = table.start[table.count];
+  const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
+  int t = 0;
+  for (std::size_t g = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; g < total; g += stride) {
+    while (g >= table.start[t + 1]) ++t;  // g only grows: scan forward
+    const std::size_t i = g - table.start[t];
+    f(i, ::cuda::std::get<K>(table.p[t])[i]...);
+  }
+}
+
+template <std::size_t Cap, class F, class... T>
+__global__ void __launch_bounds__(cuda_block) cuda_multi_tensor_kernel(F f, cuda_tensor_table<Cap, T...> table) {
+  cuda_table_body(f, table, std::index_sequence_for<T...>{});
+}
+
+}  // namespace dppf::detail

@@ -1,0 +1,200 @@
+#pragma once
+// dppf::device_group: M virtual workers on one GPU in one process, for single-GPU research.
+// Each worker runs on its own host thread (group.run(f) calls f(member(r)) on M threads, like
+// dppf::threads) and owns its device buffers; a buffer all-reduce is one kernel on the group's
+// stream that adds every rank's element in rank order, in double, and writes the rounded result
+// into every rank's output: deterministic and identical on every rank. Scalars are reduced on
+// the host exactly as dppf::threads does. Rendezvous, abort on failure and the timeout are
+// dppf::threads' own.
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+#include "detail/cuda_check.cuh"
+#include "detail/cuda_kernels.cuh"
+#include "threads.hpp"
+
+namespace dppf {
+
+namespace detail {
+
+inline constexpr int device_group_max_ranks = 128;
+
+template <class T>
+struct device_group_table {
+  const T* in[device_group_max_ranks];
+  T* out[device_group_max_ranks];
+};
+
+// out_r[i] = (sum over r of in_r[i]) * scale for every rank r; all inputs are read before any
+// output of the same element is written, so in-place calls are safe.
+template <class T>
+__global__ void __launch_bounds__(cuda_block)
+    device_group_reduce_kernel(device_group_table<T> t, int m, std::size_t n, double scale) {
+  const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    double acc = 0.0;
+    for (int r = 0; r < m; ++r) acc += static_cast<double>(t.in[r][i]);
+    const T y = static_cast<T>(acc * scale);
+    for (int r = 0; r < m; ++r) t.out[r][i] = y;
+  }
+}
+
+struct device_group_state {
+  device_group_state(int m, cudaStream_t s, threads_options o) : host(m, o), stream(s), slots(std::size_t(m)) {
+    require(m <= device_group_max_ranks, "device_group: at most 128 ranks");
+  }
+  threads host;  // rendezvous, scalars, abort and timeout
+  cudaStream_t stream;
+  std::vector<thread_slot> slots;  // each rank's buffers for the collective in progress
+};
+
+}  // namespace detail
+
+class device_member;
+
+class device_group {
+ public:
+  /// M workers whose collectives run on `stream` (not owned).
+  explicit device_group(int size, cudaStream_t stream = nullptr, threads_options options = {})
+      : state_(std::make_shared<detail::device_group_state>(size, stream, options)) {}
+
+  int size() const noexcept { return state_->host.size(); }
+  cudaStream_t stream() const noexcept { return state_->stream; }
+
+  /// The communicator of worker `rank`, to be used from that worker's thread only.
+  device_member member(int rank) const;
+
+  void abort(const std::string& why) const { state_->host.abort(why); }
+
+  /// Runs f(member(r)) on M threads; a worker that throws aborts the group and its exception
+  /// is rethrown here (dppf::threads::run does the work).
+  template <class F>
+  void run(F&& f) const;
+
+ private:
+  std::shared_ptr<detail::device_group_state> state_;
+};
+
+/// One virtual worker's communicator; models `communicator` for device buffers.
+class device_member {
+ public:
+  using memory_space = device_space;
+
+  int rank() const noexcept { return host_.rank(); }
+  int size() const noexcept { return host_.size(); }
+
+  template <device_buffer In, device_buffer Out>
+  void all_reduce(const In& in, Out&& out, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<Out>>;
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+    reduce<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
+  }
+
+  template <device_buffer B>
+  void all_reduce(B&& inout, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    T* p = std::ranges::data(inout);
+    reduce<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+  }
+
+  double all_reduce(double v, reduce_op op) { return host_.all_reduce(v, op); }
+  std::vector<double> all_gather(double v) { return host_.all_gather(v); }
+
+  template <device_buffer B>
+  void broadcast(B&& b, int root) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    if (root < 0 || root >= size())
+      detail::throw_invalid("device_group::broadcast: root " + std::to_string(root) + " out of range");
+    const std::size_t n = std::ranges::size(b);
+    post({.out = std::ranges::data(b), .n = n, .element_size = sizeof(T)}, "device_group::broadcast");
+    if (rank() == root && n != 0) {
+      for (int r = 0; r < size(); ++r)
+        if (r != root)
+          detail::cuda_check(cudaMemcpyAsync(slot(r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
+                                             state_->stream),
+                             "device_group::broadcast: cudaMemcpyAsync");
+      finish_on_root("device_group::broadcast: cudaStreamSynchronize");
+    }
+    barrier();  // the root's copies are complete before anyone goes on
+  }
+
+  void barrier() { host_.barrier(); }
+
+ private:
+  friend class device_group;
+  device_member(std::shared_ptr<detail::device_group_state> s, thread_member host)
+      : state_(std::move(s)), host_(std::move(host)) {}
+
+  detail::thread_slot& slot(int r) const { return state_->slots[std::size_t(r)]; }
+
+  // Posts this rank's buffers and meets the others; then every rank compares every rank's size,
+  // so all raise together (and meet once more, keeping the barriers aligned).
+  void post(detail::thread_slot s, const char* who) {
+    slot(rank()) = s;
+    barrier();
+    std::string error;
+    for (int r = 1; r < size() && error.empty(); ++r)
+      if (slot(r).n != slot(0).n || slot(r).element_size != slot(0).element_size)
+        error = std::string(who) + ": buffer sizes differ across ranks (rank 0 has " + std::to_string(slot(0).n) +
+                " elements of " + std::to_string(slot(0).element_size) + " bytes, rank " + std::to_string(r) + " has " +
+                std::to_string(slot(r).n) + " elements of " + std::to_string(slot(r).element_size) +
+                " bytes; this is rank " + std::to_string(rank()) + ")";
+    if (!error.empty()) {
+      barrier();
+      detail::throw_invalid(error);
+    }
+  }
+
+  // The root's stream work must finish before the closing barrier; a failure aborts the group.
+  void finish_on_root(const char* what) {
+    try {
+      detail::cuda_check(cudaStreamSynchronize(state_->stream), what);
+    } catch (const std::exception& e) {
+      state_->host.abort(e.what());
+      throw;
+    }
+  }
+
+  template <class T>
+  void reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    if (op != reduce_op::sum && op != reduce_op::avg)
+      detail::throw_invalid(std::string("device_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op));
+    detail::require_same_size(n_in, n_out, "device_group::all_reduce output");
+    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T)}, "device_group::all_reduce");
+    if (rank() == 0 && n_in != 0) {
+      detail::device_group_table<T> t{};
+      for (int r = 0; r < size(); ++r) {
+        t.in[r] = static_cast<const T*>(slot(r).in);
+        t.out[r] = static_cast<T*>(slot(r).out);
+      }
+      const double scale = op == reduce_op::avg ? 1.0 / size() : 1.0;
+      const std::size_t blocks = detail::cuda_blocks(n_in, detail::cuda_max_blocks);
+      detail::device_group_reduce_kernel<T><<<unsigned(blocks), detail::cuda_block, 0, state_->stream>>>(t, size(), n_in, scale);
+      const cudaError_t launch = cudaGetLastError();
+      if (launch != cudaSuccess) state_->host.abort("device_group::all_reduce: kernel launch failed");
+      detail::cuda_check(launch, "device_group::all_reduce: kernel launch");
+      finish_on_root("device_group::all_reduce: cudaStreamSynchronize");
+    }
+    barrier();  // every output written before any rank goes on
+  }
+
+  std::shared_ptr<detail::device_group_state> state_;
+  thread_member host_;
+};
+
+inline device_member device_group::member(int rank) const { return {state_, state_->host.member(rank)}; }
+
+template <class F>
+void device_group::run(F&& f) const {
+  state_->host.run([&](thread_member m) { f(device_member(state_, m)); });
+}
+
+}  // namespace dppf

@@ -1,0 +1,264 @@
+#pragma once
+// dppf::nccl: a communicator of device buffers over NCCL, on one CUDA stream.
+//
+// * Made from a unique id, this rank and the group size (nccl::unique_id() on one rank, shipped
+//   to the others by any means), or from MPI with dppf/nccl_mpi.cuh.
+// * The communicator is non-blocking (ncclConfig_t::blocking = 0): no NCCL call can hang the
+//   caller. Every ncclResult_t is checked; every collective then waits for its completion by
+//   polling ncclCommGetAsyncError and the stream, up to options.timeout. An error or a timeout
+//   aborts the communicator (ncclCommAbort) and raises dppf::communication_error; the other
+//   ranks then fail in NCCL or reach their own timeout and raise too, never hang.
+// * Buffer all-reduces support sum and avg (ncclAvg), in place or out of place; scalars
+//   (double) also min and max. Buffer sizes are compared across ranks first (one scalar
+//   all-gather; options.check_sizes = false skips it).
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "buffer.hpp"
+#include "communicator.hpp"
+#include "detail/cuda_check.cuh"
+#include "detail/validate.hpp"
+#include "device_buffer.cuh"
+#include "error.hpp"
+
+namespace dppf {
+
+struct nccl_options {
+  /// Longest wait for any NCCL operation (including initialization) before aborting.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  /// Compare buffer sizes across ranks before each buffer collective (one scalar all-gather).
+  bool check_sizes = true;
+};
+
+namespace detail {
+
+template <class T>
+constexpr ncclDataType_t nccl_type() {
+  if constexpr (std::is_same_v<T, float>)
+    return ncclFloat;
+  else
+    return ncclDouble;
+}
+
+inline ncclRedOp_t nccl_op(reduce_op op) {
+  switch (op) {
+    case reduce_op::sum: return ncclSum;
+    case reduce_op::avg: return ncclAvg;
+    case reduce_op::min: return ncclMin;
+    case reduce_op::max: return ncclMax;
+  }
+  return ncclSum;
+}
+
+}  // namespace detail
+
+class nccl {
+ public:
+  using memory_space = device_space;
+
+  /// A fresh unique id (call on one rank, give it to all).
+  static ncclUniqueId unique_id() {
+    ncclUniqueId id;
+    const ncclResult_t r = ncclGetUniqueId(&id);
+    if (r != ncclSuccess)
+      throw communication_error(std::string("dppf::nccl: ncclGetUniqueId failed: ") + ncclGetErrorString(r));
+    return id;
+  }
+
+  /// Joins the group `id` as `rank` of `size`; collectives run on `stream` (not owned).
+  nccl(ncclUniqueId id, int rank, int size, cudaStream_t stream = nullptr, nccl_options options = {})
+      : rank_(rank), size_(size), stream_(stream), options_(options) {
+    detail::require_option(size >= 1, "nccl", "size", size, "must be >= 1");
+    detail::require_option(rank >= 0 && rank < size, "nccl", "rank", rank, "must be in [0, size)");
+    detail::require_option(options.timeout.count() > 0, "nccl", "timeout", options.timeout.count(), "must be > 0 ms");
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    const ncclResult_t r = ncclCommInitRankConfig(&comm_, size, id, rank, &config);
+    if (r != ncclSuccess && r != ncclInProgress) {
+      if (comm_) (void)ncclCommAbort(comm_);
+      comm_ = nullptr;
+      throw communication_error(std::string("dppf::nccl: ncclCommInitRankConfig failed on rank ") + std::to_string(rank) +
+                                ": " + ncclGetErrorString(r));
+    }
+    wait_nccl("ncclCommInitRankConfig");
+    scratch_ = device_array<double>(static_cast<std::size_t>(size) + 1, stream_);
+  }
+
+  nccl(const nccl&) = delete;
+  nccl& operator=(const nccl&) = delete;
+  nccl(nccl&& o) noexcept
+      : rank_(o.rank_), size_(o.size_), stream_(o.stream_), options_(o.options_),
+        comm_(std::exchange(o.comm_, nullptr)), scratch_(std::move(o.scratch_)) {}
+  nccl& operator=(nccl&&) = delete;
+
+  /// Finalizes (waiting at most the timeout) and destroys the communicator; aborts it if that fails.
+  ~nccl() {
+    if (!comm_) return;
+    ncclResult_t r = ncclCommFinalize(comm_);
+    if (r == ncclSuccess || r == ncclInProgress) {
+      try {
+        wait_nccl("ncclCommFinalize");  // aborts and nulls comm_ on failure
+      } catch (...) {
+      }
+    } else {
+      (void)ncclCommAbort(comm_);
+      comm_ = nullptr;
+    }
+    if (comm_) (void)ncclCommDestroy(comm_);
+  }
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  cudaStream_t stream() const noexcept { return stream_; }
+  ncclComm_t native_handle() const noexcept { return comm_; }
+
+  /// out = sum (or average) over ranks of in.
+  template <device_buffer In, device_buffer Out>
+  void all_reduce(const In& in, Out&& out, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<Out>>;
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+    require_buffer_op(op);
+    detail::require_same_size(std::ranges::size(in), std::ranges::size(out), "nccl::all_reduce output");
+    if (options_.check_sizes) require_same_size_on_all_ranks(*this, std::ranges::size(in), "nccl::all_reduce");
+    check(ncclAllReduce(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), detail::nccl_type<T>(),
+                        detail::nccl_op(op), comm_, stream_),
+          "ncclAllReduce");
+    wait("ncclAllReduce");
+  }
+
+  template <device_buffer B>
+  void all_reduce(B&& inout, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    require_buffer_op(op);
+    if (options_.check_sizes) require_same_size_on_all_ranks(*this, std::ranges::size(inout), "nccl::all_reduce");
+    T* p = std::ranges::data(inout);
+    check(ncclAllReduce(p, p, std::ranges::size(inout), detail::nccl_type<T>(), detail::nccl_op(op), comm_, stream_),
+          "ncclAllReduce");
+    wait("ncclAllReduce");
+  }
+
+  /// A scalar reduced over ranks (sum, avg, min or max), through the device.
+  double all_reduce(double v, reduce_op op) {
+    upload_scalar(v);
+    check(ncclAllReduce(scratch_.data(), scratch_.data(), 1, ncclDouble, detail::nccl_op(op), comm_, stream_),
+          "ncclAllReduce (scalar)");
+    return download(1).front();
+  }
+
+  /// Every rank's v, in rank order.
+  std::vector<double> all_gather(double v) {
+    upload_scalar(v);
+    check(ncclAllGather(scratch_.data(), scratch_.data() + 1, 1, ncclDouble, comm_, stream_), "ncclAllGather");
+    std::vector<double> all = download(static_cast<std::size_t>(size_) + 1);
+    all.erase(all.begin());
+    return all;
+  }
+
+  template <device_buffer B>
+  void broadcast(B&& b, int root) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    if (root < 0 || root >= size_) detail::throw_invalid("nccl::broadcast: root " + std::to_string(root) + " out of range");
+    if (options_.check_sizes) require_same_size_on_all_ranks(*this, std::ranges::size(b), "nccl::broadcast");
+    T* p = std::ranges::data(b);
+    check(ncclBroadcast(p, p, std::ranges::size(b), detail::nccl_type<T>(), root, comm_, stream_), "ncclBroadcast");
+    wait("ncclBroadcast");
+  }
+
+  void barrier() { (void)all_reduce(0.0, reduce_op::sum); }
+
+ private:
+  static void require_buffer_op(reduce_op op) {
+    detail::require(op == reduce_op::sum || op == reduce_op::avg, "nccl::all_reduce of a buffer supports sum and avg only");
+  }
+
+  void require_alive(const char* what) const {
+    if (!comm_) throw communication_error(std::string("dppf::nccl: ") + what + ": the communicator was aborted");
+  }
+
+  [[noreturn]] void fail(const std::string& why) {
+    if (comm_) (void)ncclCommAbort(comm_);
+    comm_ = nullptr;
+    throw communication_error("dppf::nccl: " + why + " on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+                              " (communicator aborted)");
+  }
+
+  // ncclInProgress is a queued non-blocking call: wait() finds out how it ends.
+  void check(ncclResult_t r, const char* what) {
+    require_alive(what);
+    if (r != ncclSuccess && r != ncclInProgress) {
+      const char* last = ncclGetLastError(comm_);
+      fail(std::string(what) + " failed: " + ncclGetErrorString(r) + (last && *last ? std::string(" (") + last + ")" : ""));
+    }
+  }
+
+  // Polls until NCCL has no call in progress on comm_ (init, finalize, enqueue).
+  void wait_nccl(const char* what) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    for (;;) {
+      require_alive(what);
+      ncclResult_t async = ncclSuccess;
+      const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
+      if (r != ncclSuccess) fail(std::string("ncclCommGetAsyncError failed during ") + what + ": " + ncclGetErrorString(r));
+      if (async == ncclSuccess) return;
+      if (async != ncclInProgress) fail(std::string(what) + " failed asynchronously: " + ncclGetErrorString(async));
+      if (std::chrono::steady_clock::now() > deadline)
+        fail(std::string(what) + " timed out after " + std::to_string(options_.timeout.count()) + " ms");
+      std::this_thread::yield();
+    }
+  }
+
+  // Waits for the collective just queued: NCCL done enqueuing, then the stream done, polling
+  // NCCL's asynchronous error all along.
+  void wait(const char* what) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    for (;;) {
+      require_alive(what);
+      ncclResult_t async = ncclSuccess;
+      const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
+      if (r != ncclSuccess) fail(std::string("ncclCommGetAsyncError failed during ") + what + ": " + ncclGetErrorString(r));
+      if (async != ncclSuccess && async != ncclInProgress)
+        fail(std::string(what) + " failed asynchronously: " + ncclGetErrorString(async));
+      if (async == ncclSuccess) {
+        const cudaError_t e = cudaStreamQuery(stream_);
+        if (e == cudaSuccess) return;
+        if (e != cudaErrorNotReady) fail(std::string(what) + ": CUDA error " + cudaGetErrorName(e) + " on the stream");
+      }
+      if (std::chrono::steady_clock::now() > deadline)
+        fail(std::string(what) + " timed out after " + std::to_string(options_.timeout.count()) + " ms");
+      std::this_thread::yield();
+    }
+  }
+
+  void upload_scalar(double v) {
+    require_alive("scalar collective");
+    detail::cuda_check(cudaMemcpyAsync(scratch_.data(), &v, sizeof(double), cudaMemcpyHostToDevice, stream_),
+                       "nccl: cudaMemcpyAsync (scalar)");
+  }
+
+  std::vector<double> download(std::size_t n) {
+    std::vector<double> out(n);
+    wait("scalar collective");
+    detail::cuda_check(cudaMemcpyAsync(out.data(), scratch_.data(), n * sizeof(double), cudaMemcpyDeviceToHost, stream_),
+                       "nccl: cudaMemcpyAsync (scalar result)");
+    wait("scalar collective (copy)");
+    return out;
+  }
+
+  int rank_;
+  int size_;
+  cudaStream_t stream_;
+  nccl_options options_;
+  ncclComm_t comm_ = nullptr;
+  device_array<double> scratch_;  // [scalar in/out, all-gather results (size)]
+};
+
+}  // namespace dppf
