@@ -357,22 +357,30 @@ TEST_CASE("adamw matches torch.optim.AdamW step by step") {
 
 TEST_CASE("sgd and adamw give bitwise-identical trajectories on host and host_parallel") {
   constexpr std::size_t n = 100003;  // not a multiple of any block size
-  const auto run = [&](const auto& opt, const auto& ex, auto zero) {
+  const auto inputs = [&](auto zero) {
     using T = decltype(zero);
-    std::vector<T> p = random_vector<T>(n, 11);
+    std::vector<std::vector<T>> v{random_vector<T>(n, 11)};
+    for (std::uint64_t t = 0; t < 4; ++t) v.push_back(random_vector<T>(n, 100 + t, 0.5));
+    return v;
+  };
+  const auto f_inputs = inputs(0.0f);
+  const auto d_inputs = inputs(0.0);
+  const auto run = [&](const auto& opt, const auto& ex, const auto& in) {
+    using T = typename std::decay_t<decltype(in)>::value_type::value_type;
+    std::vector<T> p = in[0];
     auto state = opt.init(ex, p);
-    for (std::uint64_t t = 0; t < 4; ++t) opt.step(ex, p, random_vector<T>(n, 100 + t, 0.5), state);
+    for (std::size_t t = 1; t < in.size(); ++t) opt.step(ex, p, in[t], state);
     std::vector<std::vector<T>> out{p};
     state.for_each_buffer([&](std::string_view, const auto& b) { out.emplace_back(b.begin(), b.end()); });
     return out;
   };
   const auto same = [&](const auto& opt, const std::string& set) {
-    for (int threads : {2, 3, 4}) {
+    for (int threads : {2, 3}) {
       CAPTURE(set);
       CAPTURE(threads);
       const dppf::host_parallel par{.threads = threads};
-      const auto f_host = run(opt, dppf::host{}, 0.0f), f_par = run(opt, par, 0.0f);
-      const auto d_host = run(opt, dppf::host{}, 0.0), d_par = run(opt, par, 0.0);
+      const auto f_host = run(opt, dppf::host{}, f_inputs), f_par = run(opt, par, f_inputs);
+      const auto d_host = run(opt, dppf::host{}, d_inputs), d_par = run(opt, par, d_inputs);
       REQUIRE(f_host.size() == f_par.size());
       REQUIRE(d_host.size() == d_par.size());
       for (std::size_t b = 0; b < f_host.size(); ++b) {
@@ -633,7 +641,9 @@ std::function<double(std::int64_t)> schedule_from(const std::map<std::string, st
 TEST_CASE("schedules match torch.optim.lr_scheduler") {
   const reference_data& ref = reference();
   std::size_t tested = 0;
-  for (const auto& [name, o] : ref.options) {
+  for (const auto& entry : ref.options) {  // not a structured binding: clang 14 cannot capture one
+    const std::string& name = entry.first;
+    const auto& o = entry.second;
     if (!o.contains("kind")) continue;
     CAPTURE(name);
     const auto schedule = schedule_from(o);
