@@ -7,7 +7,8 @@ Regenerate (needs Debian's python3-torch, PyTorch 1.13 CPU; CI never runs this):
     /usr/bin/python3 tools/make_reference.py            # writes tests/data/optim_reference.bin
 
 The output is deterministic for a given PyTorch build and CPU capability (fixed seeds, one
-thread). The committed file was made with PyTorch 1.13.1 (Debian 12), CPU capability AVX2: its
+thread). The committed file was made with Debian 12's python3-torch 1.13.1 (it reports 1.13.0a0), CPU
+capability AVX2 (ATEN_CPU_CAPABILITY unset on an AVX-512 machine): its
 vectorized kernels compute `a.add(b, alpha=s)` with a fused multiply-add, so other builds may
 differ from the committed numbers in the last bits, well inside the tests' tolerances.
 
