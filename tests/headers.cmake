@@ -38,7 +38,7 @@ if(CMAKE_SCRIPT_MODE_FILE)
   if(missing)
     list(JOIN missing ", " missing)
     message(FATAL_ERROR "dppf/dppf.hpp does not include: ${missing} (add them to the umbrella, or declare what "
-                        "they need beyond dppf::core with dppf_header_test_requires in tests/)")
+                        "they need beyond dppf::core with dppf_header_test_requires, or exclude them with dppf_umbrella_exclude, in tests/)")
   endif()
   list(LENGTH reached n)
   message(STATUS "dppf/dppf.hpp reaches all ${n} host-only headers it must")
