@@ -1,0 +1,205 @@
+// The GPU executors and the single-GPU group, against the host on random inputs: the test
+// bodies of executor_cases.hpp (odd sizes, misaligned offsets, every element; tolerances stated
+// there), plus what only the device has: 64-bit sizes, multi-tensor apply, determinism of the
+// reductions, and dppf::device_group.
+
+#include <dppf/cuda_executor.cuh>
+#include <dppf/device_group.cuh>
+#include <dppf/thrust.hpp>
+
+#include <thrust/system/cuda/execution_policy.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "gpu/device_mirror.hpp"
+#include "gpu/executor_cases.hpp"
+
+using dppf_gpu_test::device_mirror;
+
+namespace {
+
+// One stream per test, destroyed at the end.
+struct stream_guard {
+  cudaStream_t s = nullptr;
+  stream_guard() { dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  ~stream_guard() { cudaStreamDestroy(s); }
+};
+
+auto thrust_on(cudaStream_t s) { return dppf::thrust{thrust::cuda::par_nosync.on(s)}; }
+
+static_assert(dppf::executor<dppf::cuda>);
+static_assert(dppf::executor<decltype(thrust_on(nullptr))>);
+static_assert(std::same_as<decltype(thrust_on(nullptr))::memory_space, dppf::device_space>);
+static_assert(std::same_as<dppf::buffer_t<dppf::cuda, float>, dppf::device_array<float>>);
+static_assert(dppf::communicator<dppf::device_member>);
+
+struct index_value {
+  DPPF_HOST_DEVICE void operator()(std::size_t i, float& x) const { x = static_cast<float>(i % 8); }
+};
+struct as_double {
+  DPPF_HOST_DEVICE double operator()(const float& x) const { return x; }
+};
+
+}  // namespace
+
+TEST_CASE("cuda executor matches a double loop on every element") {
+  stream_guard s;
+  const dppf::cuda ex{s.s};
+  dppf_gpu_test::check_elementwise<device_mirror, float>(ex, false);
+  dppf_gpu_test::check_elementwise<device_mirror, double>(ex, false);
+}
+
+TEST_CASE("thrust cuda executor matches a double loop on every element") {
+  stream_guard s;
+  const auto ex = thrust_on(s.s);
+  dppf_gpu_test::check_elementwise<device_mirror, float>(ex, false);
+  dppf_gpu_test::check_elementwise<device_mirror, double>(ex, false);
+}
+
+TEST_CASE("cuda executor sgd and adamw steps match dppf::host") {
+  stream_guard s;
+  dppf_gpu_test::check_optimizers<device_mirror, float>(dppf::cuda{s.s}, false);
+  dppf_gpu_test::check_optimizers<device_mirror, double>(dppf::cuda{s.s}, false);
+}
+
+TEST_CASE("thrust cuda executor sgd and adamw steps match dppf::host") {
+  stream_guard s;
+  dppf_gpu_test::check_optimizers<device_mirror, float>(thrust_on(s.s), false);
+}
+
+TEST_CASE("gpu executors reject buffers of different sizes") {
+  stream_guard s;
+  dppf_gpu_test::check_size_mismatch<device_mirror, float>(dppf::cuda{s.s});
+  dppf_gpu_test::check_size_mismatch<device_mirror, float>(thrust_on(s.s));
+}
+
+TEST_CASE("cuda reductions give the same bits run to run") {
+  stream_guard s;
+  const dppf::cuda ex{s.s};
+  const auto x = dppf::to_device(dppf_test::random_vector<float>(3000017, 21), s.s);
+  const double first = dppf::squared_norm(ex, x);
+  for (int k = 0; k < 5; ++k) CHECK(dppf::squared_norm(ex, x) == first);
+}
+
+TEST_CASE("cuda executor handles buffers beyond 2^31 elements") {
+  const std::size_t n = (std::size_t{1} << 31) + 7;
+  std::size_t free_bytes = 0, total = 0;
+  dppf::detail::cuda_check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+  if (free_bytes < n * sizeof(float) + (std::size_t{1} << 30)) {
+    MESSAGE("skipped: needs " << n * sizeof(float) / (1 << 20) << " MiB of free device memory");
+    return;
+  }
+  stream_guard s;
+  const dppf::cuda ex{s.s};
+  auto x = ex.allocate<float>(n);
+  ex.transform_indexed(index_value{}, x);
+  // Sum of i % 8 over [0, n): whole periods of 28 plus the tail 0 + 1 + ... + 6.
+  const double want = double(n / 8) * 28.0 + 21.0;
+  CHECK(ex.transform_reduce(as_double{}, x) == want);
+  std::vector<float> tail(16);
+  dppf::detail::cuda_check(cudaMemcpy(tail.data(), x.data() + (n - 16), 16 * sizeof(float), cudaMemcpyDeviceToHost), "copy");
+  for (std::size_t k = 0; k < 16; ++k) CHECK(tail[k] == float((n - 16 + k) % 8));
+}
+
+TEST_CASE("cuda multi-tensor apply updates every tensor of a list like per-tensor host steps") {
+  stream_guard s;
+  const dppf::cuda ex{s.s};
+  // Odd sizes, an empty tensor, and more tensors than one launch holds.
+  std::vector<std::size_t> sizes = {1, 7, 0, 1000003, 33};
+  for (int k = 0; k < 300; ++k) sizes.push_back(std::size_t(k % 17 + 1));
+  const dppf::detail::sgd_update<float> f{-0.1f, 0.9f, 1.0f, 5e-4f, true, false, false};
+  std::vector<dppf::device_array<float>> p, g, m;
+  std::vector<std::vector<float>> hp, hg, hm;
+  std::uint64_t seed = 500;
+  for (const std::size_t n : sizes) {
+    hp.push_back(dppf_test::random_vector<float>(n, ++seed));
+    hg.push_back(dppf_test::random_vector<float>(n, ++seed));
+    hm.push_back(dppf_test::random_vector<float>(n, ++seed));
+    p.push_back(dppf::to_device(hp.back(), s.s));
+    g.push_back(dppf::to_device(hg.back(), s.s));
+    m.push_back(dppf::to_device(hm.back(), s.s));
+  }
+  std::vector<dppf::device_span<float>> lp, lm;
+  std::vector<dppf::device_span<const float>> lg;
+  for (std::size_t t = 0; t < sizes.size(); ++t) {
+    lp.push_back(dppf::view(p[t]));
+    lg.push_back(dppf::view(std::as_const(g[t])));
+    lm.push_back(dppf::view(m[t]));
+  }
+  ex.transform_lists_each(f, std::span<const dppf::device_span<float>>(lp), std::span<const dppf::device_span<const float>>(lg),
+                          std::span<const dppf::device_span<float>>(lm));
+  ex.synchronize();
+  const dppf::host h;
+  std::size_t bad = 0;
+  for (std::size_t t = 0; t < sizes.size(); ++t) {
+    h.transform(f, hp[t], std::as_const(hg[t]), hm[t]);
+    const auto gp = dppf::to_host(p[t], s.s), gm = dppf::to_host(m[t], s.s);
+    // 4 eps relative (FMA contraction on the device), as in executor_cases.hpp.
+    for (std::size_t i = 0; i < sizes[t]; ++i) {
+      bad += !(std::abs(gp[i] - hp[t][i]) <= 4 * FLT_EPSILON * std::max(std::abs(hp[t][i]), 1e-3f));
+      bad += !(std::abs(gm[i] - hm[t][i]) <= 4 * FLT_EPSILON * std::max(std::abs(hm[t][i]), 1e-3f));
+    }
+  }
+  CHECK(bad == 0);
+  // A tensor whose buffers disagree is named.
+  std::vector<dppf::device_span<float>> short_m = lm;
+  short_m[3] = short_m[3].subspan(0, 5);
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] {
+        ex.transform_lists_each(f, std::span<const dppf::device_span<float>>(lp),
+                                std::span<const dppf::device_span<const float>>(lg),
+                                std::span<const dppf::device_span<float>>(short_m));
+      },
+      "tensor 3");
+}
+
+TEST_CASE("device_group averages device buffers in rank order like a double loop") {
+  const int m = 3;
+  const std::size_t n = 100003;
+  std::vector<std::vector<float>> in;
+  for (int r = 0; r < m; ++r) in.push_back(dppf_test::random_vector<float>(n, 900 + std::uint64_t(r)));
+  std::vector<float> want(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    double acc = 0;
+    for (int r = 0; r < m; ++r) acc += in[std::size_t(r)][i];
+    want[i] = static_cast<float>(acc * (1.0 / m));
+  }
+  stream_guard s;
+  dppf::device_group group(m, s.s);
+  std::vector<std::vector<float>> got(m), bcast(m);
+  std::vector<double> scalars(m);
+  group.run([&](dppf::device_member c) {
+    const auto r = std::size_t(c.rank());
+    const dppf::cuda ex{s.s};
+    auto x = dppf::to_device(in[r], s.s);
+    auto y = ex.allocate<float>(n);
+    c.all_reduce(x, y, dppf::reduce_op::avg);
+    got[r] = dppf::to_host(y, s.s);
+    c.broadcast(x, 2);
+    bcast[r] = dppf::to_host(x, s.s);
+    scalars[r] = c.all_reduce(double(r + 1), dppf::reduce_op::max);
+  });
+  for (int r = 0; r < m; ++r) {
+    CHECK(got[std::size_t(r)] == want);
+    CHECK(bcast[std::size_t(r)] == in[2]);
+    CHECK(scalars[std::size_t(r)] == 3.0);
+  }
+}
+
+TEST_CASE("device_group rejects mismatched sizes on every rank") {
+  stream_guard s;
+  dppf::device_group group(2, s.s);
+  std::vector<int> raised(2, 0);
+  group.run([&](dppf::device_member c) {
+    auto x = dppf::cuda{s.s}.allocate<float>(c.rank() == 0 ? 4 : 5);
+    try {
+      c.all_reduce(x, dppf::reduce_op::sum);
+    } catch (const std::invalid_argument& e) {
+      raised[std::size_t(c.rank())] = std::string(e.what()).find("rank 0 has 4 elements") != std::string::npos;
+    }
+  });
+  CHECK(raised == std::vector<int>{1, 1});
+}

@@ -1,0 +1,90 @@
+// dppf::nccl with one rank (any GPU machine) and, where several GPUs exist, one rank per GPU on
+// threads of this process.
+
+#include <dppf/cuda_executor.cuh>
+#include <dppf/nccl.cuh>
+
+#include <cfloat>
+#include <cmath>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gpu/executor_cases.hpp"
+
+static_assert(dppf::communicator<dppf::nccl>);
+
+TEST_CASE("nccl communicator with one rank is the identity") {
+  cudaStream_t s = nullptr;
+  dppf::detail::cuda_check(cudaStreamCreate(&s), "cudaStreamCreate");
+  {
+    dppf::nccl comm(dppf::nccl::unique_id(), 0, 1, s, {.timeout = std::chrono::seconds(60)});
+    CHECK(comm.rank() == 0);
+    CHECK(comm.size() == 1);
+    const auto h = dppf_test::random_vector<float>(1000003, 3);
+    auto x = dppf::to_device(h, s);
+    auto y = dppf::cuda{s}.allocate<float>(h.size());
+    comm.all_reduce(x, y, dppf::reduce_op::avg);
+    CHECK(dppf::to_host(y, s) == h);
+    comm.all_reduce(x, dppf::reduce_op::sum);
+    CHECK(dppf::to_host(x, s) == h);
+    comm.broadcast(x, 0);
+    CHECK(dppf::to_host(x, s) == h);
+    CHECK(comm.all_reduce(2.5, dppf::reduce_op::avg) == 2.5);
+    CHECK(comm.all_reduce(-1.0, dppf::reduce_op::min) == -1.0);
+    CHECK(comm.all_gather(7.0) == std::vector<double>{7.0});
+    comm.barrier();
+    dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, dppf::reduce_op::max); }, "sum and avg only");
+    auto short_y = dppf::cuda{s}.allocate<float>(5);
+    dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, short_y, dppf::reduce_op::avg); },
+                                                        "output has 5 elements");
+  }
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("nccl communicator rejects a bad rank and size") {
+  const ncclUniqueId id{};
+  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl(id, 1, 1); }, "rank");
+  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl(id, 0, 0); }, "size");
+}
+
+TEST_CASE("nccl averages one buffer per GPU like a double loop") {
+  int devices = 0;
+  dppf::detail::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  if (devices < 2) {
+    MESSAGE("skipped: one GPU");
+    return;
+  }
+  const std::size_t n = 1000003;
+  std::vector<std::vector<float>> in, out(static_cast<std::size_t>(devices));
+  for (int r = 0; r < devices; ++r) in.push_back(dppf_test::random_vector<float>(n, 40 + std::uint64_t(r)));
+  const ncclUniqueId id = dppf::nccl::unique_id();
+  std::vector<std::thread> pool;
+  std::vector<std::string> errors(static_cast<std::size_t>(devices));
+  for (int r = 0; r < devices; ++r)
+    pool.emplace_back([&, r] {
+      try {
+        dppf::detail::cuda_check(cudaSetDevice(r), "cudaSetDevice");
+        dppf::nccl comm(id, r, devices, nullptr, {.timeout = std::chrono::seconds(60)});
+        auto x = dppf::to_device(in[std::size_t(r)]);
+        comm.all_reduce(x, dppf::reduce_op::avg);
+        out[std::size_t(r)] = dppf::to_host(x);
+      } catch (const std::exception& e) {
+        errors[std::size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : pool) t.join();
+  for (const auto& e : errors) CHECK(e == "");
+  // NCCL's summation order is its own: |err| <= devices eps sum |x| (float accumulation).
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    double acc = 0, mag = 0;
+    for (int r = 0; r < devices; ++r) {
+      acc += in[std::size_t(r)][i];
+      mag += std::abs(in[std::size_t(r)][i]);
+    }
+    for (int r = 0; r < devices; ++r)
+      bad += !(std::abs(out[std::size_t(r)][i] - acc / devices) <= devices * FLT_EPSILON * mag / devices + FLT_MIN);
+  }
+  CHECK(bad == 0);
+}
