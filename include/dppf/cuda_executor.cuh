@@ -47,8 +47,9 @@ class cuda {
     constexpr int V = detail::cuda_vector_lanes<buffer_element_t<B>...>;
     const bool vectorized = detail::cuda_aligned(V, std::ranges::data(b)...);
     const std::size_t blocks = detail::cuda_blocks(vectorized ? n / V + 1 : n, detail::cuda_max_blocks);
-    detail::cuda_transform_kernel<V><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(
-        f, n, vectorized, ::cuda::std::tuple<buffer_element_t<B>*...>(std::ranges::data(b)...));
+    constexpr auto mask = detail::cuda_const_mask<buffer_element_t<B>...>();
+    detail::cuda_transform_kernel<V, mask><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(
+        f, n, vectorized, detail::cuda_pointers(std::ranges::data(b)...));
     detail::cuda_check_launch("cuda::transform: kernel launch");
   }
 
@@ -68,8 +69,9 @@ class cuda {
     const bool vectorized = detail::cuda_aligned(V, std::ranges::data(b)...);
     const std::size_t blocks = detail::cuda_blocks(n, detail::cuda_reduce_blocks);  // depends on n only
     device_array<double> partial(blocks + 1, stream_);
-    detail::cuda_reduce_kernel<V><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(
-        f, n, vectorized, ::cuda::std::tuple<buffer_element_t<B>*...>(std::ranges::data(b)...), partial.data());
+    constexpr auto mask = detail::cuda_const_mask<buffer_element_t<B>...>();
+    detail::cuda_reduce_kernel<V, mask><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(
+        f, n, vectorized, detail::cuda_pointers(std::ranges::data(b)...), partial.data());
     detail::cuda_check_launch("cuda::transform_reduce: kernel launch");
     detail::cuda_reduce_partials<<<1, detail::cuda_block, 0, stream_>>>(partial.data(), blocks,
                                                                           partial.data() + blocks);
@@ -94,14 +96,15 @@ class cuda {
   void transform_lists(F f, std::span<const device_span<T>>... lists) const {
     const std::size_t count = detail::common_size("cuda::transform_lists (tensor counts)", lists...);
     constexpr std::size_t cap = detail::cuda_table_capacity<T...>;
+    constexpr auto mask = detail::cuda_const_mask<T...>();
     for (std::size_t first = 0; first < count; first += cap) {
-      detail::cuda_tensor_table<cap, T...> table{};
+      detail::cuda_tensor_table<cap, std::remove_const_t<T>...> table{};
       std::size_t total = 0;
       int used = 0;
       for (std::size_t t = first; t < count && t < first + cap; ++t, ++used) {
         const std::size_t n = detail::common_size(("cuda::transform_lists (tensor " + std::to_string(t) + ")").c_str(),
                                                   lists[t]...);
-        table.p[used] = ::cuda::std::tuple<T*...>(lists[t].data()...);
+        table.p[used] = detail::cuda_pointers(lists[t].data()...);
         table.start[used] = total;
         total += n;
       }
@@ -109,7 +112,7 @@ class cuda {
       table.count = used;
       if (total == 0) continue;
       const std::size_t blocks = detail::cuda_blocks(total, detail::cuda_max_blocks);
-      detail::cuda_multi_tensor_kernel<<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(f, table);
+      detail::cuda_multi_tensor_kernel<mask><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(f, table);
       detail::cuda_check_launch("cuda::transform_lists: kernel launch");
     }
   }

@@ -56,10 +56,29 @@ inline std::size_t cuda_blocks(std::size_t work, std::size_t cap) {
   return b == 0 ? 1 : (b < cap ? b : cap);
 }
 
-// Calls op(i, p0[i], ..., pk[i]) once for every i in [0, n) this thread owns. Store: write the
-// non-const vector lanes back (transforms); reductions only read.
-template <int V, bool Store, class Op, class... T, std::size_t... K>
-__device__ void cuda_visit(Op& op, std::size_t n, bool vectorized, ::cuda::std::tuple<T*...> p,
+// Kernel template arguments carry no cv-qualified types (nvcc's generated launch stubs fail
+// on some of them): pointers travel as U* with U non-const, and bit k of Mask says that buffer
+// k is read-only. cuda_cv restores the constness inside the kernel.
+template <class... T>
+constexpr unsigned long long cuda_const_mask() {
+  unsigned long long mask = 0;
+  int k = 0;
+  ((mask |= (std::is_const_v<T> ? 1ull << k : 0ull), ++k), ...);
+  return mask;
+}
+template <unsigned long long Mask, std::size_t K, class U>
+using cuda_cv = std::conditional_t<((Mask >> K) & 1ull) != 0, const U, U>;
+
+// The kernel-argument form of a list of buffers: non-const pointers.
+template <class... T>
+::cuda::std::tuple<std::remove_const_t<T>*...> cuda_pointers(T*... p) {
+  return {const_cast<std::remove_const_t<T>*>(p)...};
+}
+
+// Calls op(i, p0[i], ..., pk[i]) once for every i in [0, n) this thread owns, read-only
+// buffers as const. Store: write the writable vector lanes back (transforms); reductions only read.
+template <int V, bool Store, unsigned long long Mask, class Op, class... U, std::size_t... K>
+__device__ void cuda_visit(Op& op, std::size_t n, bool vectorized, ::cuda::std::tuple<U*...> p,
                            std::index_sequence<K...>) {
   const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
   const std::size_t tid = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -67,7 +86,7 @@ __device__ void cuda_visit(Op& op, std::size_t n, bool vectorized, ::cuda::std::
   if (vectorized) {
     const std::size_t nv = n / V;
     for (std::size_t j = tid; j < nv; j += stride) {
-      ::cuda::std::tuple<cuda_lanes<T, V>...> r;
+      ::cuda::std::tuple<cuda_lanes<cuda_cv<Mask, K, U>, V>...> r;
       (::cuda::std::get<K>(r).load(::cuda::std::get<K>(p), j), ...);
 #pragma unroll
       for (int k = 0; k < V; ++k) op(j * V + std::size_t(k), ::cuda::std::get<K>(r).at(k)...);
@@ -75,13 +94,14 @@ __device__ void cuda_visit(Op& op, std::size_t n, bool vectorized, ::cuda::std::
     }
     done = nv * V;
   }
-  for (std::size_t i = done + tid; i < n; i += stride) op(i, ::cuda::std::get<K>(p)[i]...);
+  for (std::size_t i = done + tid; i < n; i += stride)
+    op(i, static_cast<cuda_cv<Mask, K, U>&>(::cuda::std::get<K>(p)[i])...);
 }
 
-template <int V, class F, class... T>
+template <int V, unsigned long long Mask, class F, class... U>
 __global__ void __launch_bounds__(cuda_block)
-    cuda_transform_kernel(F f, std::size_t n, bool vectorized, ::cuda::std::tuple<T*...> p) {
-  cuda_visit<V, true>(f, n, vectorized, p, std::index_sequence_for<T...>{});
+    cuda_transform_kernel(F f, std::size_t n, bool vectorized, ::cuda::std::tuple<U*...> p) {
+  cuda_visit<V, true, Mask>(f, n, vectorized, p, std::index_sequence_for<U...>{});
 }
 
 template <class F>
@@ -94,11 +114,11 @@ struct cuda_accumulate {
   }
 };
 
-template <int V, class F, class... T>
+template <int V, unsigned long long Mask, class F, class... U>
 __global__ void __launch_bounds__(cuda_block)
-    cuda_reduce_kernel(F f, std::size_t n, bool vectorized, ::cuda::std::tuple<T*...> p, double* partial) {
+    cuda_reduce_kernel(F f, std::size_t n, bool vectorized, ::cuda::std::tuple<U*...> p, double* partial) {
   cuda_accumulate<F> acc{f, 0.0};
-  cuda_visit<V, false>(acc, n, vectorized, p, std::index_sequence_for<T...>{});
+  cuda_visit<V, false, Mask>(acc, n, vectorized, p, std::index_sequence_for<U...>{});
   using block_reduce = cub::BlockReduce<double, cuda_block>;
   __shared__ typename block_reduce::TempStorage tmp;
   const double s = block_reduce(tmp).Sum(acc.sum);
@@ -117,8 +137,8 @@ __global__ void __launch_bounds__(Block) cuda_reduce_partials(const double* part
   if (threadIdx.x == 0) *out = s;
 }
 
-// Multi-tensor apply: up to Cap tensors (each a tuple of k same-length buffers) in one launch's
-// parameters. Tensor t covers the global indices [start[t], start[t + 1]); f sees the index
+// Multi-tensor apply: up to Cap tensors (each a tuple of k same-length buffers, non-const
+// pointers with a const Mask as above) in one launch's parameters. Tensor t covers the global indices [start[t], start[t + 1]); f sees the index
 // inside its tensor.
 template <std::size_t Cap, class... T>
 struct cuda_tensor_table {
@@ -131,21 +151,21 @@ struct cuda_tensor_table {
 template <class... T>
 inline constexpr std::size_t cuda_table_capacity = (3584 - 16) / (sizeof(::cuda::std::tuple<T*...>) + sizeof(std::size_t));
 
-template <std::size_t Cap, class F, class... T, std::size_t... K>
-__device__ void cuda_table_body(F& f, const cuda_tensor_table<Cap, T...>& table, std::index_sequence<K...>) {
+template <unsigned long long Mask, std::size_t Cap, class F, class... U, std::size_t... K>
+__device__ void cuda_table_body(F& f, const cuda_tensor_table<Cap, U...>& table, std::index_sequence<K...>) {
   const std::size_t total = table.start[table.count];
   const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
   int t = 0;
   for (std::size_t g = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; g < total; g += stride) {
     while (g >= table.start[t + 1]) ++t;  // g only grows: scan forward
     const std::size_t i = g - table.start[t];
-    f(i, ::cuda::std::get<K>(table.p[t])[i]...);
+    f(i, static_cast<cuda_cv<Mask, K, U>&>(::cuda::std::get<K>(table.p[t])[i])...);
   }
 }
 
-template <std::size_t Cap, class F, class... T>
-__global__ void __launch_bounds__(cuda_block) cuda_multi_tensor_kernel(F f, cuda_tensor_table<Cap, T...> table) {
-  cuda_table_body(f, table, std::index_sequence_for<T...>{});
+template <unsigned long long Mask, std::size_t Cap, class F, class... U>
+__global__ void __launch_bounds__(cuda_block) cuda_multi_tensor_kernel(F f, cuda_tensor_table<Cap, U...> table) {
+  cuda_table_body<Mask>(f, table, std::index_sequence_for<U...>{});
 }
 
 }  // namespace dppf::detail
