@@ -27,7 +27,7 @@ void check_throws_with(F&& f, const std::string& needle) {
     f();
   } catch (const E& e) {
     thrown = true;
-    INFO("message: " << e.what());
+    INFO("message: " << std::string(e.what()));
     CHECK(std::string(e.what()).find(needle) != std::string::npos);
   }
   CHECK_MESSAGE(thrown, "expected an exception mentioning '" << needle << "'");

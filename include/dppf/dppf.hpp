@@ -28,3 +28,5 @@
 #include "consensus/diloco.hpp"
 #include "consensus/data_parallel.hpp"
 #include "trainer.hpp"
+#include "safetensors.hpp"
+#include "checkpoint.hpp"

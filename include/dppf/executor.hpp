@@ -18,7 +18,7 @@ namespace dppf {
 namespace detail {
 struct probe_update {
   template <class X>
-  DPPF_HOST_DEVICE void operator()(X& x) const { x = x; }
+  DPPF_HOST_DEVICE void operator()(X& x) const { x = X(x); }
 };
 struct probe_value {
   template <class X>

@@ -111,34 +111,7 @@ class threads {
   /// Runs f(member(r)) on M threads and joins them. If any worker throws, the group is aborted
   /// (so the others raise instead of waiting) and the first exception is rethrown here.
   template <class F>
-  void run(F&& f) const {
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size()));
-    std::vector<std::thread> pool;
-    pool.reserve(errors.size());
-    for (int r = 0; r < size(); ++r)
-      pool.emplace_back([&, r] {
-        try {
-          f(member(r));
-        } catch (...) {
-          errors[static_cast<std::size_t>(r)] = std::current_exception();
-          abort("rank " + std::to_string(r) + " failed");
-        }
-      });
-    for (auto& t : pool) t.join();
-    // Prefer the root cause over the communication_errors it caused on the other ranks.
-    std::exception_ptr first_other;
-    for (const auto& e : errors) {
-      if (!e) continue;
-      try {
-        std::rethrow_exception(e);
-      } catch (const communication_error&) {
-        if (!first_other) first_other = e;
-      } catch (...) {
-        std::rethrow_exception(e);
-      }
-    }
-    if (first_other) std::rethrow_exception(first_other);
-  }
+  void run(F&& f) const;
 
  private:
   std::shared_ptr<detail::thread_group> state_;
@@ -290,6 +263,36 @@ inline thread_member threads::member(int rank) const {
   if (rank < 0 || rank >= size())
     detail::throw_invalid("threads::member: rank " + std::to_string(rank) + " is outside [0, " + std::to_string(size()) + ")");
   return {state_, rank};
+}
+
+template <class F>
+void threads::run(F&& f) const {
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size()));
+  std::vector<std::thread> pool;
+  pool.reserve(errors.size());
+  for (int r = 0; r < size(); ++r)
+    pool.emplace_back([&, r] {
+      try {
+        f(member(r));
+      } catch (...) {
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+        abort("rank " + std::to_string(r) + " failed");
+      }
+    });
+  for (auto& t : pool) t.join();
+  // Prefer the root cause over the communication_errors it caused on the other ranks.
+  std::exception_ptr first_other;
+  for (const auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const communication_error&) {
+      if (!first_other) first_other = e;
+    } catch (...) {
+      std::rethrow_exception(e);
+    }
+  }
+  if (first_other) std::rethrow_exception(first_other);
 }
 
 }  // namespace dppf

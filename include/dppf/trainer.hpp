@@ -78,6 +78,17 @@ class trainer {
     step_impl(params, grads, loss, &v);
   }
 
+  /// Allocates this trainer's state for `params` without taking a step (collective; the first
+  /// step does it otherwise). Checks that every rank has the same number of parameters and lets
+  /// the rule initialize its state from them. Used before loading a checkpoint.
+  template <parameter_buffer P>
+    requires runs_on<Exec, P>
+  void prepare(P&& params) {
+    using T = std::remove_cv_t<buffer_element_t<P&>>;
+    detail::require_not_empty(std::ranges::size(params), "trainer::prepare: parameters");
+    (void)prepare_workspace<T>(params);
+  }
+
   /// x_bar on every rank (in place): the model to evaluate and deliver. Collective.
   template <parameter_buffer P>
     requires runs_on<Exec, P>
@@ -161,7 +172,7 @@ class trainer {
     const std::size_t n = std::ranges::size(params);
     detail::require_not_empty(n, "trainer::step: parameters");
     detail::require_same_size(n, std::ranges::size(grads), "trainer::step: gradients");
-    workspace<T>& ws = prepare<T>(params);
+    workspace<T>& ws = prepare_workspace<T>(params);
     detail::require_same_size(std::ranges::size(ws.scratch), n, "trainer::step: parameters (size changed since the first step)");
 
     const double lr = lr_at(steps_);
@@ -210,7 +221,7 @@ class trainer {
   // same number of parameters (collectively, so no rank is left waiting) and lets the rule
   // initialize its state (e.g. the EASGD center, DiLoCo's global model).
   template <class T, class P>
-  workspace<T>& prepare(P& params) {
+  workspace<T>& prepare_workspace(P& params) {
     auto& slot = std::get<std::optional<workspace<T>>>(workspaces_);
     if (slot) return *slot;
     const std::size_t n = std::ranges::size(params);
