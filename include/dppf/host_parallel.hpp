@@ -36,7 +36,7 @@ struct host_parallel {
   template <class F, host_buffer... B>
   void transform_indexed(F f, B&&... b) const {
     const std::size_t n = detail::common_size("host_parallel::transform", b...);
-    const int teams = team_size(n);
+    [[maybe_unused]] const int teams = team_size(n);
 DPPF_OMP(parallel num_threads(teams) if (teams > 1))
     {
       const auto [begin, end] = block(n, teams);
@@ -56,7 +56,7 @@ DPPF_OMP(parallel num_threads(teams) if (teams > 1))
     const std::size_t n = detail::common_size("host_parallel::transform_reduce", b...);
     const std::size_t chunks = detail::chunk_count(n);
     std::vector<double> partial(chunks);
-    const int teams = team_size(n);
+    [[maybe_unused]] const int teams = team_size(n);
 DPPF_OMP(parallel for schedule(static) num_threads(teams) if (teams > 1))
     for (std::int64_t c = 0; c < static_cast<std::int64_t>(chunks); ++c) {
       const std::size_t begin = static_cast<std::size_t>(c) * detail::reduce_chunk;
