@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-build=build/cuda
+build=${DPPF_GPU_CHECK_BUILD:-build/cuda}  # another directory: configured without the preset
 out=$build/gpu-check
 start=$(date +%s)
 stage() { echo; echo "== $1 ($(( $(date +%s) - start )) s)"; }
@@ -36,31 +36,41 @@ else
 fi
 
 stage "configure (cuda preset)"
-mkdir -p build
+mkdir -p "$out"
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 configured=0
-if [ -f CMakePresets.json ] && cmake --list-presets 2> /dev/null | grep -q '"cuda"'; then
-  timeout 120 cmake --preset cuda > "$build.configure.log" 2>&1 && configured=1
+if [ -z "${DPPF_GPU_CHECK_BUILD:-}" ] && [ -f CMakePresets.json ] && cmake --list-presets 2> /dev/null | grep -q '"cuda"'; then
+  timeout 120 cmake --preset cuda > "$out/configure.log" 2>&1 && configured=1
 fi
 if [ "$configured" = 0 ]; then
   # No preset, or a dependency of the full preset missing here (Google Benchmark, examples'
   # packages): the GPU tests need only CUDA, doctest and CMake.
-  echo "cuda preset did not configure (see $build.configure.log); trying tests only"
+  [ -n "${DPPF_GPU_CHECK_BUILD:-}" ] || echo "cuda preset did not configure (see $out/configure.log); trying tests only"
   timeout 120 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDPPF_ENABLE_CUDA=ON \
     -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="75;80;90" \
-    -DDPPF_BUILD_BENCHMARKS=OFF -DDPPF_BUILD_EXAMPLES=OFF > "$build.configure.log" 2>&1 ||
-    { tail -20 "$build.configure.log"; echo "configure failed"; exit 1; }
+    -DDPPF_BUILD_BENCHMARKS=OFF -DDPPF_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 ||
+    { tail -20 "$out/configure.log"; echo "configure failed"; exit 1; }
 fi
 mkdir -p "$out"
 
 stage "build"
 if [ "$build_all" = 1 ]; then
-  timeout 420 cmake --build "$build" -j "$jobs"
+  targets=all
 else
-  targets=$(cd "$build" && { ninja -t targets all 2> /dev/null || true; } |
-    sed -n 's/^\(test_gpu\|test_nccl\|bench_gpu\|header_dppf_[a-z_]*_cuh\): .*/\1/p' | sort -u | tr '\n' ' ')
-  # shellcheck disable=SC2086
-  timeout 420 cmake --build "$build" -j "$jobs" --target ${targets:-test_gpu bench_gpu}
+  # The targets behind the GPU tests, from CTest's list: test_gpu, test_nccl, bench.bench_gpu
+  # (target bench_gpu) and header:dppf/x.cuh (target header_dppf_x_cuh).
+  targets=$(ctest --test-dir "$build" -N -L gpu | sed -n 's/^ *Test *#[0-9]*: *//p' |
+    sed -e 's/^bench\.//' -e 's/^header:\(.*\)$/header_\1/' -e '/^header_/s/[^A-Za-z0-9_]/_/g' | tr '\n' ' ')
+  echo "targets: $targets"
+fi
+set +e
+# shellcheck disable=SC2086
+timeout 420 cmake --build "$build" -j "$jobs" --target ${targets:-test_gpu} > "$out/build.log" 2>&1
+build_rc=$?
+set -e
+if [ "$build_rc" != 0 ]; then
+  grep -E "error|FAILED" "$out/build.log" | head -20
+  echo "build failed (exit $build_rc, $out/build.log): tests whose targets did not build show as not run"
 fi
 
 stage "GPU tests (ctest -L gpu)"
@@ -149,4 +159,5 @@ fi
 echo
 grep -E "tests passed|tests failed" "$out/ctest.log" || true
 echo "total $(( $(date +%s) - start )) s; logs in $out"
+[ "$build_rc" = 0 ] || exit "$build_rc"
 exit "$tests_rc"
