@@ -586,3 +586,16 @@ TEST_CASE("sharpness estimators reject bad input with clear exceptions") {
       [&] { dppf::random_direction(ex, x, zero_dir, {1, 0}, {.filter_normalized = true, .layout = dppf::parameter_layout::from_sizes({{"a", 3}})}); },
       "filter_normalize: x has 10 elements but the layout covers 3");
 }
+
+TEST_CASE("mean_valley bisection stops at adjacent doubles under a tolerance below machine precision") {
+  dppf::host ex;
+  const quadratic f = diagonal_quadratic(8, 10.0, 3);
+  oracles o{&f};
+  const std::vector<double> x(8, 0.0);
+  const auto mv = dppf::mean_valley(ex, o.loss(), x, {.directions = 2, .delta = 0.1, .tolerance = 1e-300});
+  for (std::size_t k = 0; k < 2; ++k) {
+    const auto u = reference_direction(8, 0, k);
+    CHECK(mv.widths[k] == doctest::Approx(std::sqrt(0.2 / f.form(u, u))).epsilon(1e-13));
+  }
+  CHECK(mv.oracle_calls < 200);  // a 52-bit mantissa takes about 60 halvings per direction
+}

@@ -92,6 +92,7 @@ double valley_side(const E& ex, F& loss, oracle_calls& calls, const X& x, const 
   }
   while (hi - lo > o.tolerance * hi) {
     const double mid = 0.5 * (lo + hi);
+    if (mid <= lo || mid >= hi) break;  // lo and hi are adjacent doubles: as tight as it gets
     if (at(mid) >= level)
       hi = mid;
     else
