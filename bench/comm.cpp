@@ -1,4 +1,4 @@
-// Communication benchmarks in one process: the `threads` all-reduce for M = 2, 4, 8 workers, and
+// Communication benchmarks in one process: the `threads` all-reduce for M = 1, 2, 4, 8 workers, and
 // a training step of every consensus rule through dppf::trainer for tau in {1, 4, 16, 64}, with
 // the bytes each rank communicates per step (counted by the trainer's counting communicator).
 //
@@ -58,7 +58,7 @@ void bm_training_step(benchmark::State& state, Rule rule) {
   const int m = 2;  // one worker per core
   dppf::threads group(m);
   const auto iterations = state.max_iterations;
-  std::uint64_t bytes = 0;
+  std::uint64_t sync_bytes = 0, bytes = 0;
   std::int64_t steps = 0;
   group.run([&](dppf::thread_member comm) {
     std::vector<float> p(n), g(n);
@@ -66,22 +66,29 @@ void bm_training_step(benchmark::State& state, Rule rule) {
     fill_random(g, 10 + static_cast<std::uint64_t>(comm.rank()), -1e-2f, 1e-2f);
     dppf::trainer t(dppf::sgd({.lr = 0.01, .momentum = 0.9, .weight_decay = 1e-4}), rule, comm, dppf::host_parallel{},
                     {.tau = tau});
+    for (std::int64_t i = 0; i < tau; ++i) t.step(p, g, 1.0);  // untimed: at least one sync is counted
     if (comm.rank() == 0) {
       for (auto _ : state) t.step(p, g, 1.0);
+      sync_bytes = t.stats().sync_bytes;  // the last sync (data parallel: the last step)
       bytes = t.stats().bytes;
       steps = t.stats().steps;
     } else {
       for (benchmark::IterationCount i = 0; i < iterations; ++i) t.step(p, g, 1.0);
     }
   });
-  // Payload bytes one rank sent per step, scalars included, as counted by the trainer.
-  state.counters["comm_bytes_per_step"] = static_cast<double>(bytes) / static_cast<double>(steps);
-  state.counters["comm_bytes_per_param_step"] = static_cast<double>(bytes) / static_cast<double>(steps) / static_cast<double>(n);
+  // Payload bytes one rank sends per step, scalars included, as counted by the trainer: one sync's
+  // bytes spread over its tau steps (data parallel communicates every step). The run's average
+  // (comm_bytes_per_step_run) also carries the rule's one-time init and a partial last period.
+  const double per_step = Rule::averages_gradients ? static_cast<double>(sync_bytes)
+                                                   : static_cast<double>(sync_bytes) / static_cast<double>(tau);
+  state.counters["comm_bytes_per_step"] = per_step;
+  state.counters["comm_bytes_per_param_step"] = per_step / static_cast<double>(n);
+  state.counters["comm_bytes_per_step_run"] = static_cast<double>(bytes) / static_cast<double>(steps);
   state.counters["tau"] = static_cast<double>(tau);
 }
 
 void comm_sizes(benchmark::internal::Benchmark* b) {
-  for (int m : {2, 4, 8})
+  for (int m : {1, 2, 4, 8})
     for (int e = 16; e <= 26; e += 2) b->Args({std::int64_t{1} << e, m});
 }
 

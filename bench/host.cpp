@@ -17,6 +17,12 @@
 
 #include "bench_support.hpp"
 
+// The Philox fills (sharpness estimators draw their perturbations with them), when present.
+#if __has_include(<dppf/random.hpp>)
+#include <dppf/random.hpp>
+#define DPPF_BENCH_RANDOM 1
+#endif
+
 namespace {
 
 using namespace dppf_bench;
@@ -123,6 +129,24 @@ void bm_axpy(benchmark::State& state) {
   set_bandwidth(state, 12.0 * static_cast<double>(n));
 }
 
+#if defined(DPPF_BENCH_RANDOM)
+// x[i] from Philox4x32-10 keyed by (seed, stream, i): writes 4 B/param, compute-heavy.
+template <class Exec, int Kind>
+void bm_philox_fill(benchmark::State& state) {
+  const Exec ex = make_executor<Exec>();
+  auto x = ex.template allocate<float>(static_cast<std::size_t>(state.range(0)));
+  dppf::random_key key{42, 0};
+  for (auto _ : state) {
+    if constexpr (Kind == 0) dppf::fill_uniform(ex, x, key, -1.0, 1.0);
+    if constexpr (Kind == 1) dppf::fill_normal(ex, x, key);
+    if constexpr (Kind == 2) dppf::fill_rademacher(ex, x, key);
+    ++key.stream;
+    benchmark::ClobberMemory();
+  }
+  set_bandwidth(state, 4.0 * static_cast<double>(x.size()));
+}
+#endif
+
 // The buffers of one worker's sync: parameters, the mean (scratch, as the all-reduce leaves it)
 // and the last gradient.
 struct sync_buffers {
@@ -193,6 +217,11 @@ void register_executor(const std::string& name) {
   add("dot", bm_dot<Exec>);
   add("squared_norm", bm_squared_norm<Exec>);
   add("axpy", bm_axpy<Exec>);
+#if defined(DPPF_BENCH_RANDOM)
+  add("philox_fill_uniform", bm_philox_fill<Exec, 0>);
+  add("philox_fill_normal", bm_philox_fill<Exec, 1>);
+  add("philox_fill_rademacher", bm_philox_fill<Exec, 2>);
+#endif
   add("dppf_distance_pass", bm_dppf_distance_pass<Exec>);
   add("dppf_update_pass", bm_dppf_update_pass<Exec>);
   // Model bytes per fp32 parameter of each rule's local passes (the distance pass reads x and

@@ -56,7 +56,8 @@ def host_tables(host, nme, triad):
     rows = []
     ops = ["sgd", "adamw", "dot", "squared_norm", "axpy", "dppf_distance_pass", "dppf_update_pass",
            "sync_local/pull_push", "sync_local/local_sgd", "sync_local/leader", "sync_local/elastic",
-           "sync_local/grawa", "sync_local/diloco"]
+           "sync_local/grawa", "sync_local/diloco", "philox_fill_uniform", "philox_fill_normal",
+           "philox_fill_rademacher"]
     pat = re.compile(r"^(.*)/(host|host_parallel)/(\d+)/real_time$")
     data = {}
     for name, b in host.items():
@@ -72,7 +73,8 @@ def host_tables(host, nme, triad):
             for n in sizes:
                 b = data.get((op, ex, n))
                 cells.append(f"{b['bytes_per_second'] / 1e9:.1f} ({b['fraction_of_limit']:.2f})" if b else "-")
-            lines.append(f"| {op} | {ex} | " + " | ".join(cells) + " |")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {op} | {ex} | " + " | ".join(cells) + " |")
     if nme:
         for ex in ("host", "host_parallel"):
             cells = []
@@ -182,7 +184,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17
 
 def svg_plot(path, title, xlabel, ylabel, series, xticks, log_y=False, hline=None):
     """series: [(label, [(x, y), ...], dashed)]; x already on a linear plot scale."""
-    w, h, left, right, top, bottom = 760, 430, 70, 210, 40, 50
+    w, h, left, right, top, bottom = 860, 430, 70, 250, 40, 50
     xs = [x for _, pts, _ in series for x, _ in pts] + [t[0] for t in xticks]
     ys = [y for _, pts, _ in series for _, y in pts if y > 0] + ([hline[1]] if hline else [])
     x0, x1 = min(xs), max(xs)
@@ -239,12 +241,18 @@ def main():
     r = args.results
     host_rep = load(os.path.join(r, "host.json"))
     host = medians(host_rep)
+    # Later partial runs (extra operations, re-measured groups) extend or replace entries.
+    for extra in sorted(glob.glob(os.path.join(r, "host_*.json"))):
+        if "no_math_errno" not in extra:
+            host.update(medians(load(extra)))
     nme = medians(load(os.path.join(r, "host_no_math_errno.json")))
     comm = medians(load(os.path.join(r, "comm.json")))
+    for extra in sorted(glob.glob(os.path.join(r, "comm_*.json"))):
+        comm.update(medians(load(extra)))
     mpis = {}
     for p in glob.glob(os.path.join(r, "mpi_np*.json")):
         mpis[int(re.search(r"np(\d+)", p).group(1))] = medians(load(p))
-    compare = load(os.path.join(r, "compare.json"))
+    compares = [load(p) for p in sorted(glob.glob(os.path.join(r, "compare*.json")))]
     ctx = host_rep["context"]
     triad = float(ctx["triad_bytes_per_second"])
 
@@ -255,8 +263,10 @@ def main():
     ar, threads, mpi, ar_sizes, ms = all_reduce_tables(comm, mpis)
     print("### All-reduce (avg, fp32): time, algorithm / bus bandwidth GB/s\n\n" + ar + "\n")
     print("### Communication per training step\n\n" + training_table(comm) + "\n")
-    if compare:
-        print("### dppf vs PyTorch 1.13 (same run)\n\n" + compare_table(compare) + "\n")
+    for compare in compares:
+        if compare:
+            print(f"### dppf vs PyTorch 1.13, {compare['threads']} thread(s) on both sides (one run)\n\n"
+                  + compare_table(compare) + "\n")
 
     os.makedirs(args.figures, exist_ok=True)
     xt = [(math.log2(n), fmt_n(n)) for n in sizes]
