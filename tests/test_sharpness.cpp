@@ -242,12 +242,19 @@ TEST_CASE("filter normalization scales each segment to that segment's norm") {
     double nx = 0.0, nd = 0.0;
     for (std::size_t i = s.offset; i < s.offset + s.size; ++i) nx += x[i] * x[i], nd += d[i] * d[i];
     CHECK(std::sqrt(nd) == doctest::Approx(std::sqrt(nx)).epsilon(1e-13));
+    if (s.name == "zero") CHECK(nd == 0.0);
     // The direction within the segment is the Gaussian draw's, only rescaled.
     double ng = 0.0;
     for (std::size_t i = s.offset; i < s.offset + s.size; ++i) ng += std::pow(dppf::normal_at({4, 2}, i), 2);
     for (std::size_t i = s.offset; i < s.offset + s.size; ++i)
       CHECK(d[i] == doctest::Approx(dppf::normal_at({4, 2}, i) * std::sqrt(nx / ng)).epsilon(1e-12));
   }
+  // filter_normalize returns the norm of the result: the norm of x over segments with a direction.
+  double nx_all = 0.0;
+  for (double v : x) nx_all += v * v;
+  std::vector<double> d2(25);
+  dppf::fill_normal(ex, d2, {4, 2});
+  CHECK(dppf::filter_normalize(ex, x, d2, layout) == doctest::Approx(std::sqrt(nx_all)).epsilon(1e-13));
   // Without a layout the whole buffer is one segment.
   dppf::random_direction(ex, x, d, {4, 2}, {.filter_normalized = true});
   double nx = 0.0, nd = 0.0;
@@ -582,6 +589,9 @@ TEST_CASE("sharpness estimators reject bad input with clear exceptions") {
       [&] { dppf::landscape_1d_through(ex, o.loss(), x, std::vector<double>(4), dppf::linspace(0, 1, 3)); },
       "landscape_1d_through: second point has 4 elements, expected 10");
   std::vector<double> zero_dir(10, 0.0);
+  check_throws_with<std::invalid_argument>(
+      [&] { dppf::mean_valley(ex, o.loss(), zero_dir, {.direction = {.filter_normalized = true}}); },
+      "random_direction: the filter-normalized direction is zero (x is zero in every segment)");
   check_throws_with<std::invalid_argument>(
       [&] { dppf::random_direction(ex, x, zero_dir, {1, 0}, {.filter_normalized = true, .layout = dppf::parameter_layout::from_sizes({{"a", 3}})}); },
       "filter_normalize: x has 10 elements but the layout covers 3");

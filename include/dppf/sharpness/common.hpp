@@ -171,40 +171,45 @@ inline void require_layout(const direction_options& d, std::size_t n, const char
 
 /// Scales each segment of direction d to the norm of the same segment of x (filter
 /// normalization, Li et al. 2018); the whole buffer is one segment when the layout is empty. A
-/// segment of x that is zero makes the segment of d zero.
+/// segment of x that is zero makes the segment of d zero. Returns the norm of the result.
 template <executor E, parameter_buffer X, parameter_buffer D>
   requires runs_on<E, X> && runs_on<E, D>
-void filter_normalize(const E& ex, const X& x, D& d, const parameter_layout& layout = {}) {
+double filter_normalize(const E& ex, const X& x, D& d, const parameter_layout& layout = {}) {
   const std::size_t n = std::ranges::size(x);
   detail::require_same_size(n, std::ranges::size(d), "filter_normalize: direction");
   if (layout.size() != 0) layout.require_covers(n, "filter_normalize: x");
   const auto xv = detail::const_view(x);
   const auto dv = detail::mutable_view(d);
   using T = detail::oracle_value_t<D>;
+  double total = 0.0;
   const auto scale_segment = [&](std::size_t offset, std::size_t size) {
     const auto xs = xv.subspan(offset, size);
     const auto ds = dv.subspan(offset, size);
     const double nx = std::sqrt(ex.transform_reduce(detail::square_fn{}, xs));
     const double nd = std::sqrt(ex.transform_reduce(detail::square_fn{}, ds));
     ex.transform(detail::scale_by_fn<T>{nd > 0.0 ? nx / nd : 0.0}, ds);
+    if (nd > 0.0) total += nx * nx;
   };
   if (layout.size() == 0) {
     scale_segment(0, n);
   } else {
     for (const auto& s : layout.segments()) scale_segment(s.offset, s.size);
   }
+  return std::sqrt(total);
 }
 
 /// Writes into d the random direction an estimator draws for `key`: a Gaussian vector scaled to
-/// unit norm, or filter-normalized against x when options.filter_normalized.
+/// unit norm, or filter-normalized against x when options.filter_normalized (which needs x != 0).
 template <executor E, parameter_buffer X, parameter_buffer D>
   requires runs_on<E, X> && runs_on<E, D>
 void random_direction(const E& ex, const X& x, D& d, random_key key, const direction_options& options = {}) {
   detail::require_same_size(std::ranges::size(x), std::ranges::size(d), "random_direction: direction");
   fill_normal(ex, d, key);
-  if (options.filter_normalized)
-    filter_normalize(ex, x, d, options.layout);
-  else
+  if (options.filter_normalized) {
+    // A zero direction would probe nothing (every valley width would come back censored).
+    if (!(filter_normalize(ex, x, d, options.layout) > 0.0))
+      detail::throw_invalid("random_direction: the filter-normalized direction is zero (x is zero in every segment)");
+  } else
     detail::normalize(ex, d, "random_direction");
 }
 
