@@ -28,5 +28,6 @@
 #include "consensus/diloco.hpp"
 #include "consensus/data_parallel.hpp"
 #include "trainer.hpp"
+#include "sharpness.hpp"
 #include "safetensors.hpp"
 #include "checkpoint.hpp"
