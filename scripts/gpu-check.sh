@@ -135,7 +135,7 @@ fi
 
 stage "summary"
 python_fmt=$(command -v python3 || command -v /usr/bin/python3 || true)
-if [ -n "$python_fmt" ] && [ -s "$out/bench.csv" ]; then
+if [ -n "$python_fmt" ] && [ "$bench_rc" = 0 ] && [ -s "$out/bench.csv" ]; then
   "$python_fmt" - "$out/bench.csv" "$out/torch.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
