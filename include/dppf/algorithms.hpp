@@ -29,6 +29,13 @@ struct scale_fn {
   DPPF_HOST_DEVICE void operator()(T& x) const { x *= a; }
 };
 
+// dst = s * src, computed in double.
+template <class T>
+struct scaled_copy_fn {
+  double s;
+  DPPF_HOST_DEVICE void operator()(const T& src, T& dst) const { dst = static_cast<T>(static_cast<double>(src) * s); }
+};
+
 template <class T>
 struct axpy_fn {
   T a;

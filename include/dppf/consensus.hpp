@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "algorithms.hpp"
 #include "buffer.hpp"
 #include "communicator.hpp"
 #include "detail/config.hpp"
@@ -101,13 +102,6 @@ struct masked_copy_fn {
   DPPF_HOST_DEVICE void operator()(const T& x, T& out) const { out = keep ? x : T(0); }
 };
 
-// x <- a * s.
-template <class T>
-struct scaled_copy_fn {
-  T a;
-  DPPF_HOST_DEVICE void operator()(T& x, const T& s) const { x = a * s; }
-};
-
 // 0 for a finite x, NaN otherwise (0 * inf is NaN): the sum says whether a buffer is finite.
 struct non_finite_probe_fn {
   template <class T>
@@ -138,8 +132,8 @@ void reset_to_finite_mean(Ctx& ctx, const std::vector<double>& finite) {
   const bool mine = finite[static_cast<std::size_t>(ctx.comm.rank())] != 0.0;
   ctx.ex.transform(masked_copy_fn<T>{mine}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
   ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
-  const T inv = static_cast<T>(1.0 / static_cast<double>(healthy));
-  ctx.ex.transform(scaled_copy_fn<T>{inv}, ctx.params, typename Ctx::const_view_type(ctx.scratch));
+  ctx.ex.transform(scaled_copy_fn<T>{1.0 / static_cast<double>(healthy)}, typename Ctx::const_view_type(ctx.scratch),
+                   ctx.params);
 }
 
 }  // namespace detail

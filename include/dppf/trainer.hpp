@@ -66,7 +66,7 @@ class trainer {
   template <parameter_buffer P, parameter_buffer G>
     requires runs_on<Exec, P> && runs_on<Exec, G>
   void step(P&& params, const G& grads, double loss = std::numeric_limits<double>::quiet_NaN()) {
-    step_impl(params, grads, loss, static_cast<std::span<float>*>(nullptr));
+    step_impl(params, grads, loss, static_cast<span_for<typename Exec::memory_space, float>*>(nullptr));
   }
 
   /// As above, and `buffers` (non-trainable state such as BatchNorm statistics) is averaged at

@@ -60,7 +60,7 @@ class grawa {
         throw non_finite_error("dppf: grawa: rank " + std::to_string(j) + " has a non-finite gradient (this is rank " +
                                std::to_string(ctx.comm.rank()) + ")");
     const double w = weights(norms)[static_cast<std::size_t>(ctx.comm.rank())];
-    ctx.ex.transform(detail::scaled_copy_fn<T>{static_cast<T>(w)}, ctx.scratch, typename Ctx::const_view_type(ctx.params));
+    ctx.ex.transform(detail::scaled_copy_fn<T>{w}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
     ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
     sync_report report;
     report.alpha = options_.alpha;

@@ -131,12 +131,6 @@ struct scale_by_fn {  // x *= s, computed in double
   DPPF_HOST_DEVICE void operator()(T& x) const { x = static_cast<T>(static_cast<double>(x) * s); }
 };
 
-template <class T>
-struct scaled_copy_fn {  // dst = s * src, computed in double
-  double s;
-  DPPF_HOST_DEVICE void operator()(const T& src, T& dst) const { dst = static_cast<T>(static_cast<double>(src) * s); }
-};
-
 template <class E, class B>
 double norm(const E& ex, const B& b) {
   return std::sqrt(squared_norm(ex, b));
