@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <string>
 
 #include "train.hpp"
@@ -29,6 +30,7 @@ fmnist::run_options small(const std::string& method) {
   o.lr = 0.02;
   o.sizes = {784, 128, 10};
   o.seed = 3;
+  o.sharpness_samples = 0;  // the estimators are checked once, below
   return o;
 }
 
@@ -95,4 +97,23 @@ TEST_CASE("fashion_mnist: bad options are rejected before training, naming the f
   o = small("dppf");
   o.alpha = 1.5;
   CHECK_THROWS_WITH(fmnist::train(o, train_subset(), test_subset()), doctest::Contains("alpha"));
+}
+
+TEST_CASE("fashion_mnist: IMV and the Hessian's top eigenvalue of x_bar are reported, or null when switched off") {
+  auto o = small("dppf");
+  o.epochs = 1;
+  o.sharpness_samples = 256;
+  const fmnist::run_result r = fmnist::train(o, train_subset(), test_subset());
+  REQUIRE(r.imv.has_value());
+  REQUIRE(r.hessian_top.has_value());
+  CHECK(std::isfinite(*r.imv));
+  CHECK(*r.imv > 0.0);
+  CHECK(std::isfinite(*r.hessian_top));
+  CHECK(*r.hessian_top > 0.0);  // near a minimum of the training loss the top curvature is positive
+  CHECK(r.x_bar.size() == 784 * 128 + 128 + 128 * 10 + 10);
+  o.sharpness_samples = 0;
+  const fmnist::run_result none = fmnist::train(o, train_subset(), test_subset());
+  CHECK_FALSE(none.imv.has_value());
+  CHECK_FALSE(none.hessian_top.has_value());
+  CHECK(none.last().test_acc == r.last().test_acc);  // estimating changes nothing about training
 }

@@ -47,7 +47,7 @@ const char* usage_text =
     "                     [--momentum MU] [--weight-decay WD] [--outer-lr LR] [--outer-momentum MU]\n"
     "                     [--epochs E] [--batch B] [--seed S]\n"
     "                     [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
-    "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...]\n"
+    "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...] [--sharpness-samples N]\n"
     "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
     "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
     "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
@@ -55,6 +55,8 @@ const char* usage_text =
     "              --batch 64 (per worker) --seed 1 --hidden 512,512\n"
     "  --quick     1 epoch on the first 12000 training images (seconds on 2 cores)\n"
     "  --json      stdout carries only JSON lines: one per epoch, then one per method\n"
+    "  --sharpness-samples N  IMV and Hessian top eigenvalue of x_bar on the first N training images\n"
+    "              (default 1024; 0 skips them and reports null)\n"
     "  --comm mpi  one worker per MPI process (mpirun -np M fashion_mnist --comm mpi ...; --workers is\n"
     "              ignored); threads (default) runs the M workers as threads of this process\n";
 
@@ -126,6 +128,7 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--svg") c.svg = value;
     else if (flag == "--data") c.data = value;
     else if (flag == "--replot") c.replot = value;
+    else if (flag == "--sharpness-samples") r.sharpness_samples = parse<std::size_t>(flag, value);
     else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
     else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
     else if (flag == "--hidden") {
@@ -216,7 +219,7 @@ void run_all(const config& c, int workers, int rank, Launch&& launch) {
   if (!c.json) {
     std::cout << "\n" << fmnist::markdown_table(results);
     if (!results.front().imv)
-      std::cout << "\nIMV and Hessian top eigenvalue: n/a (the sharpness estimators are not in this build).\n";
+      std::cout << "\nIMV and Hessian top eigenvalue: n/a (--sharpness-samples 0).\n";
   }
   if (!c.svg.empty()) {
     std::ofstream f(c.svg);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <dppf/dppf.hpp>
+#include <dppf/sharpness.hpp>
 
 #include "idx.hpp"
 #include "mlp.hpp"
@@ -50,7 +51,8 @@ struct run_options {
   std::size_t batch = 64;  ///< per worker and step
   std::uint64_t seed = 1;
   std::vector<std::size_t> sizes{784, 512, 512, 10};
-  std::size_t sharpness_samples = 2048;  ///< training examples in the sharpness oracles
+  std::size_t sharpness_samples = 1024;  ///< first training examples in the sharpness oracles (0: skip)
+  std::size_t valley_directions = 8;     ///< random directions of the Inverse Mean Valley estimate
 };
 
 /// Metrics of x_bar after one epoch.
@@ -69,7 +71,8 @@ struct run_result {
   std::optional<double> imv, hessian_top;  ///< empty when the estimators are not available
   std::int64_t steps = 0, syncs = 0;
   std::uint64_t comm_bytes = 0;
-  double wall_s = 0.0;
+  double wall_s = 0.0;    ///< training and per-epoch evaluation (sharpness estimates not included)
+  std::vector<float> x_bar;  ///< the final model (rank 0)
   const epoch_record& last() const { return epochs.back(); }
 };
 
@@ -104,6 +107,25 @@ inline void validate(const run_options& o, std::size_t train_count) {
 }
 
 namespace detail {
+
+// IMV (additive threshold f + 0.1, Gaussian unit directions) and the Hessian's top eigenvalue
+// (power iteration on finite differences of gradients) of x_bar, with the mean loss over the
+// first o.sharpness_samples training images as the oracle.
+inline void sharpness(run_result& result, const dataset& train) {
+  const run_options& o = result.options;
+  const std::size_t n = std::min(o.sharpness_samples, train.count);
+  openblas_set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  mlp<float> model(o.sizes);
+  const auto loss = [&](std::span<const float> x) { return model.loss(x, train.x.data(), train.y.data(), n); };
+  const auto loss_and_grad = [&](std::span<const float> x, std::span<float> g) {
+    return model.loss_and_grad(x, train.x.data(), train.y.data(), n, g);
+  };
+  const dppf::host ex;
+  result.imv = dppf::inverse_mean_valley(ex, loss, result.x_bar,
+                                         {.directions = o.valley_directions, .delta = 0.1, .seed = o.seed}).value;
+  result.hessian_top = dppf::hessian_top_eigenvalue(ex, loss_and_grad, result.x_bar,
+                                                    {.max_iters = 50, .tol = 1e-3, .seed = o.seed}).value;
+}
 
 // The example's local worker: its shard, model, buffers and batch assembly.
 struct worker_data {
@@ -202,12 +224,14 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     const dppf::trainer_stats st = tr.stats();
     tr.average(params);  // the deliverable model, x_bar, on every worker
     if (r == 0) {
+      result.x_bar = params;
       result.steps = st.steps;
       result.syncs = st.syncs;
       result.comm_bytes = st.bytes;
     }
   }, m);
   result.wall_s = seconds();
+  if (!result.x_bar.empty() && o.sharpness_samples > 0) sharpness(result, train);
   return result;
 }
 
