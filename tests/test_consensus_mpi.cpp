@@ -20,21 +20,14 @@
 #include <dppf/trainer.hpp>
 
 #include "consensus_reference.hpp"
+#include "mpi_support.hpp"
 
 using namespace dppf_test;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int m = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &m);
-  return m;
-}
+using dppf_test::world_rank;
+using dppf_test::world_size;
 
 template <class T, class Rule>
 std::vector<double> run_rank(const run_spec& s, const scenario& sc, Rule rule) {

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "mpi_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -33,16 +34,8 @@ namespace {
 using dppf::reduce_op;
 using dppf_test::check_throws_with;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int m = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &m);
-  return m;
-}
+using dppf_test::world_rank;
+using dppf_test::world_size;
 
 template <class T>
 MPI_Datatype world_type() {

@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "support.hpp"
 #include <dppf/adamw.hpp>
 #include <dppf/host.hpp>
 #include <dppf/host_parallel.hpp>
@@ -306,14 +307,7 @@ void check_throws_with(F&& f, std::initializer_list<std::string_view> needles) {
   CHECK_MESSAGE(thrown, "expected an exception mentioning '" << *needles.begin() << "'");
 }
 
-template <class T>
-std::vector<T> random_vector(std::size_t n, std::uint64_t seed, double scale = 1.0) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(normal(gen));
-  return v;
-}
+using dppf_test::random_vector;
 
 }  // namespace
 

@@ -196,4 +196,22 @@ bool measure_distances(Ctx& ctx, const Target& target, sync_report& report, deta
   return false;
 }
 
+/// The end of every rule that moves each worker toward a target t: the distance pass (with the
+/// non-finite policy), then x <- t + c (x - t), where c = coefficient(distances, report).
+template <class Ctx, class Coefficient>
+sync_report move_toward(Ctx& ctx, typename Ctx::view_type target, sync_report report, Coefficient&& coefficient) {
+  using T = typename Ctx::value_type;
+  detail::distances d;
+  if (!measure_distances(ctx, target, report, d)) return report;
+  const double c = coefficient(d, report);
+  ctx.ex.transform(detail::toward_fn<T>{static_cast<T>(c)}, ctx.params, typename Ctx::const_view_type(target));
+  return report;
+}
+
+/// A coefficient that does not depend on the distances.
+struct fixed_coefficient {
+  double c;
+  double operator()(const detail::distances&, const sync_report&) const noexcept { return c; }
+};
+
 }  // namespace dppf

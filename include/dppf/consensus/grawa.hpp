@@ -62,13 +62,7 @@ class grawa {
     const double w = weights(norms)[static_cast<std::size_t>(ctx.comm.rank())];
     ctx.ex.transform(detail::scaled_copy_fn<T>{w}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
     ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
-    sync_report report;
-    report.alpha = options_.alpha;
-    detail::distances d;
-    if (!measure_distances(ctx, ctx.scratch, report, d)) return report;
-    ctx.ex.transform(detail::toward_fn<T>{static_cast<T>(1.0 - options_.alpha)}, ctx.params,
-                     typename Ctx::const_view_type(ctx.scratch));
-    return report;
+    return move_toward(ctx, ctx.scratch, {.alpha = options_.alpha}, fixed_coefficient{1.0 - options_.alpha});
   }
 
  private:

@@ -55,13 +55,7 @@ class leader {
     const int l = choose(losses);
     if (ctx.comm.rank() == l) ctx.ex.transform(detail::copy_fn<T>{}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
     ctx.comm.broadcast(ctx.scratch, l);
-    sync_report report;
-    report.alpha = options_.pull;
-    detail::distances d;
-    if (!measure_distances(ctx, ctx.scratch, report, d)) return report;
-    ctx.ex.transform(detail::toward_fn<T>{static_cast<T>(1.0 - options_.pull)}, ctx.params,
-                     typename Ctx::const_view_type(ctx.scratch));
-    return report;
+    return move_toward(ctx, ctx.scratch, {.alpha = options_.pull}, fixed_coefficient{1.0 - options_.pull});
   }
 
  private:

@@ -16,14 +16,8 @@ struct local_sgd {
 
   template <class Ctx, class S>
   sync_report sync(Ctx& ctx, S&) const {
-    using T = typename Ctx::value_type;
     average_into_scratch(ctx);
-    sync_report report;
-    report.alpha = 1.0;
-    detail::distances d;
-    if (!measure_distances(ctx, ctx.scratch, report, d)) return report;
-    ctx.ex.transform(detail::toward_fn<T>{T(0)}, ctx.params, typename Ctx::const_view_type(ctx.scratch));
-    return report;
+    return move_toward(ctx, ctx.scratch, {.alpha = 1.0}, fixed_coefficient{0.0});
   }
 };
 

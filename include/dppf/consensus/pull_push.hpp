@@ -58,24 +58,21 @@ class pull_push {
 
   template <class Ctx, class S>
   sync_report sync(Ctx& ctx, S&) const {
-    using T = typename Ctx::value_type;
     average_into_scratch(ctx);
-    sync_report report;
-    detail::distances d;
     const double scale = options_.schedule == strength_schedule::proportional_to_lr ? ctx.lr_ratio : 1.0;
+    sync_report report;
     report.alpha = std::min(1.0, options_.alpha * scale);
     report.lambda = ctx.warmup ? 0.0 : options_.lambda * scale;
-    if (!measure_distances(ctx, ctx.scratch, report, d)) return report;
-
-    double coefficient = 1.0 - report.alpha;
-    const double push = push_magnitude(report.lambda, ctx.comm.size(), d.mean);
-    if (push > 0.0 && d.mine > options_.eps) {
-      coefficient += push / d.mine;
-      report.pushed = true;
-    }
-    ctx.ex.transform(detail::toward_fn<T>{static_cast<T>(coefficient)}, ctx.params,
-                     typename Ctx::const_view_type(ctx.scratch));
-    return report;
+    const int workers = ctx.comm.size();
+    return move_toward(ctx, ctx.scratch, report, [&](const detail::distances& d, sync_report& r) {
+      double coefficient = 1.0 - r.alpha;
+      const double push = push_magnitude(r.lambda, workers, d.mean);
+      if (push > 0.0 && d.mine > options_.eps) {
+        coefficient += push / d.mine;
+        r.pushed = true;
+      }
+      return coefficient;
+    });
   }
 
  private:
