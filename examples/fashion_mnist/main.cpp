@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
 #include "idx.hpp"
 #include "report.hpp"
 #include "train.hpp"
@@ -67,20 +68,11 @@ const char* usage_text =
 
 template <class V>
 V parse(const std::string& flag, const std::string& text) {
-  V v{};
-  if constexpr (std::is_floating_point_v<V>) {
-    try {
-      std::size_t used = 0;
-      v = static_cast<V>(std::stod(text, &used));
-      if (used != text.size()) throw std::invalid_argument(text);
-    } catch (const std::exception&) {
-      usage(flag + " expects a number, got '" + text + "'");
-    }
-  } else {
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc{} || end != text.data() + text.size()) usage(flag + " expects an integer, got '" + text + "'");
+  try {
+    return example_cli::parse<V>(flag, text);
+  } catch (const std::invalid_argument& e) {
+    usage(e.what());
   }
-  return v;
 }
 
 std::vector<std::string> split(const std::string& s) {
