@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <stdexcept>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -555,4 +557,49 @@ TEST_CASE("the DESIGN.md usage shape compiles and works") {
     tr.average(params);
     CHECK(std::isfinite(params[0]));
   });
+}
+
+// ----- reliability ---------------------------------------------------------------------------
+
+namespace {
+// A communicator that fails on rank `victim` in the middle of a sync: after the all-reduce of
+// the parameters, at the all-gather of the distances.
+struct fails_mid_sync : dppf::thread_member {
+  int victim;
+  std::uint64_t gathers = 0;
+  std::vector<double> all_gather(double v) {
+    if (rank() == victim && ++gathers == 2) throw std::runtime_error("rank " + std::to_string(victim) + " died mid-sync");
+    return dppf::thread_member::all_gather(v);
+  }
+};
+}  // namespace
+
+TEST_CASE("a worker that fails in the middle of a sync makes every rank raise, with no hang") {
+  dppf::threads group(4, {.timeout = std::chrono::seconds(30)});
+  std::atomic<int> comm_errors{0};
+  check_throws_with<std::runtime_error>(
+      [&] {
+        group.run([&](dppf::thread_member m) {
+          auto x = random_vector<float>(1000, m.rank());
+          std::vector<float> g(1000, 0.01f);
+          dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, fails_mid_sync{m, 2}, dppf::host{}, {.tau = 2}};
+          try {
+            for (int t = 0; t < 10; ++t) tr.step(x, g);
+          } catch (const dppf::communication_error& e) {
+            // Raised because the group was aborted by the failing rank, not by the timeout.
+            if (std::string(e.what()).find("aborted (rank 2 failed)") != std::string::npos) ++comm_errors;
+            throw;
+          }
+        });
+      },
+      "rank 2 died mid-sync");
+  CHECK(comm_errors == 3);  // every other rank raised instead of waiting
+}
+
+TEST_CASE("two runs with the same inputs give bitwise-identical parameters (deterministic mode)") {
+  for (int m : {1, 3}) {
+    const auto a = train_momentum(m, dppf::pull_push{{.alpha = 0.2, .lambda = 0.1}});
+    const auto b = train_momentum(m, dppf::pull_push{{.alpha = 0.2, .lambda = 0.1}});
+    for (int r = 0; r < m; ++r) CHECK(std::memcmp(a[r].data(), b[r].data(), a[r].size() * sizeof(float)) == 0);
+  }
 }
