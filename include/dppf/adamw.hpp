@@ -9,6 +9,7 @@
 
 #include "buffer.hpp"
 #include "detail/config.hpp"
+#include "detail/optimizer_base.hpp"
 #include "detail/validate.hpp"
 #include "executor.hpp"
 
@@ -76,28 +77,18 @@ struct adamw_update {
 
 }  // namespace detail
 
-class adamw {
+class adamw : public detail::optimizer_base<adamw, adamw_options> {
  public:
-  using options_type = adamw_options;
+  static constexpr const char* name = "adamw";
+  using optimizer_base::init;
 
-  explicit adamw(adamw_options options = {}) : options_(options) { validate(options_); }
+  explicit adamw(adamw_options options = {}) : optimizer_base(options) { validate(options_); }
 
-  const adamw_options& options() const noexcept { return options_; }
-  double lr() const noexcept { return options_.lr; }
-  void set_lr(double lr) {
-    detail::require_option(lr >= 0.0, "adamw", "lr", lr, "must be >= 0");
-    options_.lr = lr;
-  }
 
   template <parameter_value T = float, executor E>
   adamw_state<buffer_t<E, T>> init(const E& ex, std::size_t n) const {
     detail::require_not_empty(n, "adamw::init: parameters");
     return {ex.template allocate<T>(n), ex.template allocate<T>(n), ex.template allocate<T>(options_.amsgrad ? n : 0), 0};
-  }
-  template <executor E, parameter_buffer P>
-    requires runs_on<E, P>
-  auto init(const E& ex, const P& params) const {
-    return init<std::remove_cv_t<buffer_element_t<const P&>>>(ex, std::ranges::size(params));
   }
 
   /// One torch.optim.AdamW step.
@@ -140,8 +131,6 @@ class adamw {
     detail::require_option(o.eps > 0.0, "adamw", "eps", o.eps, "must be > 0");
     detail::require_option(o.weight_decay >= 0.0, "adamw", "weight_decay", o.weight_decay, "must be >= 0");
   }
-
-  adamw_options options_;
 };
 
 }  // namespace dppf

@@ -9,6 +9,7 @@
 
 #include "buffer.hpp"
 #include "detail/config.hpp"
+#include "detail/optimizer_base.hpp"
 #include "detail/validate.hpp"
 #include "executor.hpp"
 
@@ -62,30 +63,18 @@ struct sgd_update {
 
 }  // namespace detail
 
-class sgd {
+class sgd : public detail::optimizer_base<sgd, sgd_options> {
  public:
-  using options_type = sgd_options;
+  static constexpr const char* name = "sgd";
+  using optimizer_base::init;
 
-  explicit sgd(sgd_options options = {}) : options_(options) { validate(options_); }
-
-  const sgd_options& options() const noexcept { return options_; }
-  double lr() const noexcept { return options_.lr; }
-  /// Sets the learning rate (what a schedule does every step).
-  void set_lr(double lr) {
-    detail::require_option(lr >= 0.0, "sgd", "lr", lr, "must be >= 0");
-    options_.lr = lr;
-  }
+  explicit sgd(sgd_options options = {}) : optimizer_base(options) { validate(options_); }
 
   /// State for n parameters of type T, allocated by (and in the memory space of) ex.
   template <parameter_value T = float, executor E>
   sgd_state<buffer_t<E, T>> init(const E& ex, std::size_t n) const {
     detail::require_not_empty(n, "sgd::init: parameters");
     return {options_.momentum != 0.0 ? ex.template allocate<T>(n) : ex.template allocate<T>(0), 0};
-  }
-  template <executor E, parameter_buffer P>
-    requires runs_on<E, P>
-  auto init(const E& ex, const P& params) const {
-    return init<std::remove_cv_t<buffer_element_t<const P&>>>(ex, std::ranges::size(params));
   }
 
   /// One torch.optim.SGD step: params -= lr * direction(grads, state).
@@ -122,8 +111,6 @@ class sgd {
                            "requires momentum > 0 (momentum is 0)");
     detail::require_option(!o.nesterov || o.dampening == 0.0, "sgd", "nesterov", "true", "requires dampening = 0");
   }
-
-  sgd_options options_;
 };
 
 }  // namespace dppf
