@@ -332,3 +332,35 @@ TEST_CASE("counting records every collective and the bytes moved") {
     CHECK(k.collectives() == 6);
   }
 }
+
+TEST_CASE("threads timeout is validated, and a huge timeout waits instead of overflowing") {
+  check_throws_with<std::invalid_argument>([] { dppf::threads g(2, {.timeout = std::chrono::milliseconds(0)}); },
+                                           "timeout (ms) must be > 0");
+  dppf::threads group(2, {.timeout = std::chrono::milliseconds::max()});
+  group.run([](dppf::thread_member c) {
+    if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 must wait
+    CHECK(c.all_reduce(1.0, dppf::reduce_op::sum) == 2.0);
+  });
+}
+
+TEST_CASE("threads all_reduce with bad arguments on one rank raises on every rank, with no hang") {
+  dppf::threads group(3, {.timeout = std::chrono::seconds(60)});
+  std::atomic<int> invalid{0}, others{0};
+  group.run([&](dppf::thread_member c) {
+    std::vector<float> x(6, 1.0f), y(c.rank() == 1 ? 5 : 6);
+    try {
+      c.all_reduce(x, y, dppf::reduce_op::sum);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("output has 5 elements, expected 6") != std::string::npos);
+      ++invalid;
+    } catch (const dppf::communication_error& e) {
+      CHECK(std::string(e.what()).find("rank 1 rejected its arguments") != std::string::npos);
+      ++others;
+    }
+    std::vector<float> z(4, 1.0f);  // still in step afterwards
+    c.all_reduce(z, dppf::reduce_op::sum);
+    CHECK(z[0] == 3.0f);
+  });
+  CHECK(invalid == 1);
+  CHECK(others == 2);
+}

@@ -19,12 +19,14 @@
 
 #include "buffer.hpp"
 #include "communicator.hpp"
+#include "detail/validate.hpp"
 #include "error.hpp"
 
 namespace dppf {
 
 struct threads_options {
-  /// Longest wait at any collective before every rank raises communication_error.
+  /// Longest wait at any collective before every rank raises communication_error; a year or
+  /// more (e.g. milliseconds::max()) waits forever.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 
@@ -37,11 +39,14 @@ struct thread_slot {
   std::size_t n = 0;
   std::size_t element_size = 0;
   double scalar = 0.0;
+  bool rejected = false;  // this rank found its own arguments invalid
 };
 
 struct thread_group {
   thread_group(int m, threads_options o) : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)) {
     detail::require(m >= 1, "threads: the group size must be at least 1");
+    detail::require_option(o.timeout.count() > 0, "threads", "timeout (ms)", o.timeout.count(),
+                           "must be > 0 (a year or more waits forever)");
   }
 
   int size;
@@ -69,9 +74,13 @@ struct thread_group {
   }
 
   // All ranks meet here. Raises on abort and on timeout (and then aborts the group).
-  void barrier() {
+  // A closing barrier (interruptible = false) is one every rank is known to reach: all of them
+  // passed the barrier that opened the collective and only copy data before it. It waits for the
+  // others whatever happens, so no rank frees a buffer another rank is still writing; a pending
+  // abort is raised by the next collective.
+  void barrier(bool interruptible = true) {
     std::unique_lock lock(mutex);
-    if (aborted) raise_aborted();
+    if (interruptible && aborted) raise_aborted();
     const std::size_t gen = generation;
     if (++waiting == size) {
       waiting = 0;
@@ -79,7 +88,13 @@ struct thread_group {
       arrived.notify_all();
       return;
     }
-    const bool done = arrived.wait_for(lock, options.timeout, [&] { return generation != gen || aborted; });
+    const auto released = [&] { return generation != gen || (interruptible && aborted); };
+    bool done = true;
+    if (!interruptible || options.timeout >= unbounded) {
+      arrived.wait(lock, released);
+    } else {
+      done = arrived.wait_for(lock, options.timeout, released);
+    }
     if (generation != gen) return;
     if (!done && !aborted) {
       aborted = true;
@@ -88,6 +103,9 @@ struct thread_group {
     }
     raise_aborted();
   }
+
+  // Timeouts this long mean "wait forever" (now() + timeout would overflow the clock).
+  static constexpr std::chrono::milliseconds unbounded = std::chrono::hours(24 * 365);
 };
 
 }  // namespace detail
@@ -153,7 +171,7 @@ class thread_member {
       }
     }
     if (op == reduce_op::avg) acc /= size();
-    state_->barrier();  // nobody posts again before everyone has read
+    state_->barrier(false);  // nobody posts again before everyone has read
     return acc;
   }
 
@@ -161,7 +179,7 @@ class thread_member {
     post({.scalar = v});
     std::vector<double> all(static_cast<std::size_t>(size()));
     for (std::size_t r = 0; r < all.size(); ++r) all[r] = state_->slots[r].scalar;
-    state_->barrier();
+    state_->barrier(false);
     return all;
   }
 
@@ -170,10 +188,15 @@ class thread_member {
     using T = std::remove_cv_t<buffer_element_t<B>>;
     if (root < 0 || root >= size()) detail::throw_invalid("threads::broadcast: root " + std::to_string(root) + " out of range");
     post({.out = std::ranges::data(b), .n = std::ranges::size(b), .element_size = sizeof(T)});
-    check_sizes("threads::broadcast");
+    try {
+      check_sizes("threads::broadcast");
+    } catch (...) {
+      barrier_noexcept();
+      throw;
+    }
     const detail::thread_slot& src = state_->slots[static_cast<std::size_t>(root)];
     if (rank_ != root) std::copy_n(static_cast<const T*>(src.out), src.n, std::ranges::data(b));
-    state_->barrier();  // root's buffer must not change before everyone has copied it
+    state_->barrier(false);  // root's buffer must not change before everyone has copied it
   }
 
   void barrier() { state_->barrier(); }
@@ -206,11 +229,19 @@ class thread_member {
   // in-place calls are safe (each element is read on every rank before it is written).
   template <class T>
   void reduce_buffers(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    // A rank's own bad arguments are agreed on first, so every rank raises, none waits.
+    std::string problem;
     if (op != reduce_op::sum && op != reduce_op::avg)
-      detail::throw_invalid(std::string("threads::all_reduce of a buffer supports sum and avg, not ") + to_string(op));
-    detail::require_same_size(n_in, n_out, "threads::all_reduce output");
-    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T)});
+      problem = std::string("threads::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
+    else if (n_in != n_out)
+      problem = "threads::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
+    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T), .rejected = !problem.empty()});
     try {
+      if (!problem.empty()) detail::throw_invalid(problem);
+      for (int r = 0; r < size(); ++r)
+        if (state_->slots[static_cast<std::size_t>(r)].rejected)
+          throw communication_error("dppf::threads::all_reduce: rank " + std::to_string(r) +
+                                    " rejected its arguments (this is rank " + std::to_string(rank_) + ")");
       check_sizes("threads::all_reduce");
     } catch (...) {
       barrier_noexcept();
@@ -244,13 +275,13 @@ class thread_member {
         for (std::size_t i = 0; i < len; ++i) y[i] = static_cast<T>(acc[i]);
       }
     }
-    state_->barrier();  // every output complete; inputs no longer read
+    state_->barrier(false);  // every output complete; inputs no longer read
   }
 
   // Keeps the barrier count aligned across ranks after every rank raised the same error.
   void barrier_noexcept() noexcept {
     try {
-      state_->barrier();
+      state_->barrier(false);
     } catch (...) {
     }
   }
