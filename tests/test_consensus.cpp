@@ -603,3 +603,106 @@ TEST_CASE("two runs with the same inputs give bitwise-identical parameters (dete
     for (int r = 0; r < m; ++r) CHECK(std::memcmp(a[r].data(), b[r].data(), a[r].size() * sizeof(float)) == 0);
   }
 }
+
+// ----- trainer edge cases ----------------------------------------------------------------------
+
+TEST_CASE("strengths proportional to the learning rate are relative to the schedule's lr(0)") {
+  dppf::threads group(2);
+  group.run([&](dppf::thread_member comm) {
+    auto x = random_vector<double>(16, comm.rank());
+    std::vector<double> g(16, 0.0);
+    // The optimizer's own lr (its default) differs from the schedule's: the schedule wins.
+    dppf::trainer tr{dppf::sgd{},
+                     dppf::pull_push{{.alpha = 0.4, .lambda = 0.2, .schedule = dppf::strength_schedule::proportional_to_lr}},
+                     comm, dppf::host{}, {.tau = 1}, dppf::constant_lr{.lr = 0.1}};
+    tr.step(x, g);
+    CHECK(tr.stats().alpha == doctest::Approx(0.4));
+    CHECK(tr.stats().lambda == doctest::Approx(0.2));
+  });
+}
+
+TEST_CASE("trainer without a schedule uses the optimizer's current lr") {
+  dppf::threads group(1);
+  auto comm = group.member(0);
+  std::vector<double> x(4, 1.0), g(4, 1.0);
+  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, comm, dppf::host{}, {.tau = 100}};
+  tr.step(x, g);
+  CHECK(x[0] == doctest::Approx(0.9));
+  tr.optimizer().set_lr(0.0);
+  tr.step(x, g);
+  CHECK(x[0] == doctest::Approx(0.9));  // lr 0 took effect
+}
+
+TEST_CASE("data_parallel averages the non-trainable buffers too") {
+  dppf::threads group(2);
+  group.run([&](dppf::thread_member comm) {
+    std::vector<double> x(4, 0.0), g(4, 1.0), bn(3, 10.0 * comm.rank());
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::data_parallel{}, comm, dppf::host{}};
+    tr.step(x, g, 0.0, bn);
+    CHECK(std::all_of(bn.begin(), bn.end(), [](double v) { return v == 5.0; }));
+  });
+}
+
+TEST_CASE("buffers of different sizes across ranks raise on every rank before the parameters change") {
+  std::atomic<int> raised{0};
+  dppf::threads group(2);
+  group.run([&](dppf::thread_member comm) {
+    std::vector<double> x(4, comm.rank() == 0 ? 1.0 : -1.0), g(4, 0.0), bn(comm.rank() == 0 ? 2 : 3, 1.0);
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, comm, dppf::host{}, {.tau = 1}};
+    try {
+      tr.step(x, g, 0.0, bn);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("buffers: sizes differ across ranks") != std::string::npos);
+      ++raised;
+    }
+    CHECK(x[0] == (comm.rank() == 0 ? 1.0 : -1.0));  // unchanged
+    CHECK(tr.stats().syncs == 0);
+  });
+  CHECK(raised == 2);
+}
+
+TEST_CASE("a bad first step on one rank raises on every rank, with no hang") {
+  std::atomic<int> invalid{0}, others{0};
+  dppf::threads group(3, {.timeout = std::chrono::seconds(60)});
+  group.run([&](dppf::thread_member comm) {
+    std::vector<float> x(8, 1.0f), g(comm.rank() == 1 ? 7 : 8, 0.0f);
+    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host{}};
+    try {
+      tr.step(x, g);
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("gradients has 7 elements, expected 8") != std::string::npos);
+      ++invalid;
+    } catch (const dppf::communication_error& e) {
+      CHECK(std::string(e.what()).find("another rank failed") != std::string::npos);
+      ++others;
+    }
+  });
+  CHECK(invalid == 1);
+  CHECK(others == 2);
+}
+
+TEST_CASE("grawa follows the non-finite policy for a non-finite gradient") {
+  for (auto policy : {dppf::non_finite_policy::raise, dppf::non_finite_policy::skip, dppf::non_finite_policy::reset}) {
+    std::atomic<int> raised{0};
+    dppf::threads group(3);
+    group.run([&](dppf::thread_member comm) {
+      const int r = comm.rank();
+      std::vector<double> x(6, 1.0 + r), g(6, 0.0);
+      if (r == 2) g[1] = std::numeric_limits<double>::infinity();
+      dppf::trainer tr{dppf::sgd{{.lr = 0.0}}, dppf::grawa{}, comm, dppf::host{}, {.tau = 1, .on_non_finite = policy}};
+      try {
+        tr.step(x, g);
+      } catch (const dppf::non_finite_error& e) {
+        CHECK(std::string(e.what()).find("non-finite gradient on rank(s) 2") != std::string::npos);
+        ++raised;
+        return;
+      }
+      if (policy == dppf::non_finite_policy::skip) {
+        CHECK(tr.stats().skipped);
+      } else {
+        CHECK(tr.stats().reset);
+      }
+    });
+    if (policy == dppf::non_finite_policy::raise) CHECK(raised == 3);
+  }
+}

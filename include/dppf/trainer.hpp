@@ -55,7 +55,7 @@ class trainer {
         ex_(std::move(ex)),
         options_(options),
         schedule_(std::move(schedule)),
-        base_lr_(optimizer_.lr()) {
+        base_lr_(initial_lr()) {
     detail::require_option(options_.tau >= 1, "trainer", "tau", options_.tau, "must be >= 1");
     detail::require_option(options_.warmup_steps >= 0, "trainer", "warmup_steps", options_.warmup_steps, "must be >= 0");
     detail::require_option(options_.warmup_tau >= 0, "trainer", "warmup_tau", options_.warmup_tau, "must be >= 0");
@@ -125,11 +125,12 @@ class trainer {
     return (step + 1) % every == 0;
   }
 
-  /// The learning rate for a 0-based step.
+  /// The learning rate for a 0-based step: the schedule's, or without one the optimizer's own
+  /// (so optimizer().set_lr() between steps takes effect).
   double lr_at(std::int64_t step) const {
     if constexpr (std::is_same_v<Schedule, fixed_lr>) {
       (void)step;
-      return base_lr_;
+      return optimizer_.lr();
     } else {
       return schedule_(step);
     }
@@ -170,8 +171,18 @@ class trainer {
     static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const G&>>>,
                   "parameters and gradients must have the same element type");
     const std::size_t n = std::ranges::size(params);
-    detail::require_not_empty(n, "trainer::step: parameters");
-    detail::require_same_size(n, std::ranges::size(grads), "trainer::step: gradients");
+    std::string problem;
+    if (n == 0)
+      problem = "trainer::step: parameters is empty";
+    else if (std::ranges::size(grads) != n)
+      problem = "trainer::step: gradients has " + std::to_string(std::ranges::size(grads)) + " elements, expected " +
+                std::to_string(n);
+    // Before the first step's collectives a local problem is agreed on, so no rank waits for one
+    // that raised; later a bad argument raises on its rank before any communication.
+    if (!state<T>())
+      agree_or_throw(comm_, !problem.empty(), problem);
+    else if (!problem.empty())
+      detail::throw_invalid(problem);
     workspace<T>& ws = prepare_workspace<T>(params);
     detail::require_same_size(std::ranges::size(ws.scratch), n, "trainer::step: parameters (size changed since the first step)");
 
@@ -185,6 +196,7 @@ class trainer {
 
     if constexpr (Consensus::averages_gradients) {
       const auto before = comm_.counts().bytes;
+      if (buffers) average_buffers(*buffers);
       rule_.average_gradients(ctx);
       optimizer_.step(ex_, params, typename ctx_type<T>::const_view_type(ctx.scratch), ws.optimizer_state);
       sync_bytes_ = comm_.counts().bytes - before;
@@ -197,6 +209,8 @@ class trainer {
       if (!due) return;
       const auto before = comm_.counts().bytes;
       ctx.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : std::numeric_limits<double>::quiet_NaN();
+      // The buffers are checked on every rank before the parameters change.
+      if (buffers) require_same_size_on_all_ranks(comm_, std::ranges::size(*buffers), "trainer::step: buffers");
       last_ = rule_.sync(ctx, ws.rule_state);
       if (buffers) comm_.all_reduce(*buffers, reduce_op::avg);
       if (options_.average_optimizer_state)
@@ -206,6 +220,19 @@ class trainer {
       loss_sum_ = 0.0;
       loss_count_ = 0;
     }
+  }
+
+  template <class B>
+  void average_buffers(B& buffers) {
+    require_same_size_on_all_ranks(comm_, std::ranges::size(buffers), "trainer::step: buffers");
+    comm_.all_reduce(buffers, reduce_op::avg);
+  }
+
+  double initial_lr() const {
+    if constexpr (std::is_same_v<Schedule, fixed_lr>)
+      return optimizer_.lr();
+    else
+      return schedule_(0);
   }
 
   template <class T, class P, class G>

@@ -55,10 +55,28 @@ class grawa {
     using T = typename Ctx::value_type;
     const double my_norm = std::sqrt(squared_norm(ctx.ex, ctx.grads));
     const std::vector<double> norms = ctx.comm.all_gather(my_norm);
-    for (std::size_t j = 0; j < norms.size(); ++j)
-      if (!std::isfinite(norms[j]))
-        throw non_finite_error("dppf: grawa: rank " + std::to_string(j) + " has a non-finite gradient (this is rank " +
-                               std::to_string(ctx.comm.rank()) + ")");
+    // A non-finite gradient leaves no weight to compute: the trainer's non-finite policy decides.
+    std::vector<double> finite(norms.size());
+    std::string bad;
+    for (std::size_t j = 0; j < norms.size(); ++j) {
+      finite[j] = std::isfinite(norms[j]) ? 1.0 : 0.0;
+      if (finite[j] == 0.0) bad += (bad.empty() ? "" : ", ") + std::to_string(j);
+    }
+    if (!bad.empty()) {
+      sync_report report;
+      switch (ctx.on_non_finite) {
+        case non_finite_policy::raise:
+          throw non_finite_error("dppf: grawa: non-finite gradient on rank(s) " + bad + " (this is rank " +
+                                 std::to_string(ctx.comm.rank()) + ")");
+        case non_finite_policy::skip:
+          report.skipped = true;
+          return report;
+        case non_finite_policy::reset:
+          detail::reset_to_finite_mean(ctx, finite);
+          report.reset = true;
+          return report;
+      }
+    }
     const double w = weights(norms)[static_cast<std::size_t>(ctx.comm.rank())];
     ctx.ex.transform(detail::scaled_copy_fn<T>{w}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
     ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
