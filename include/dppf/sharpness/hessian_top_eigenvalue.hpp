@@ -44,8 +44,7 @@ hessian_top_eigenvalue_result hessian_top_eigenvalue(const E& ex, Oracle&& oracl
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "hessian_top_eigenvalue: x");
   using T = detail::oracle_value_t<X>;
-  const double step = options.fd_step > 0.0 ? options.fd_step : detail::default_fd_step<T>();
-  detail::hvp_engine<E, std::remove_reference_t<Oracle>, T> hvp(ex, oracle, n, step, detail::norm(ex, x));
+  detail::hvp_engine<E, std::remove_reference_t<Oracle>, T> hvp(ex, oracle, x, options.fd_step);
   detail::oracle_calls calls{who};
 
   auto v = ex.template allocate<T>(n);

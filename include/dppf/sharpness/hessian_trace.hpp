@@ -42,8 +42,7 @@ hessian_trace_result hessian_trace(const E& ex, Oracle&& oracle, const X& x, con
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "hessian_trace: x");
   using T = detail::oracle_value_t<X>;
-  const double step = options.fd_step > 0.0 ? options.fd_step : detail::default_fd_step<T>();
-  detail::hvp_engine<E, std::remove_reference_t<Oracle>, T> hvp(ex, oracle, n, step, detail::norm(ex, x));
+  detail::hvp_engine<E, std::remove_reference_t<Oracle>, T> hvp(ex, oracle, x, options.fd_step);
   detail::oracle_calls calls{who};
 
   auto z = ex.template allocate<T>(n);

@@ -22,8 +22,11 @@ double default_fd_step() {
 template <class E, class Oracle, class T>
 class hvp_engine {
  public:
-  hvp_engine(const E& ex, Oracle& oracle, std::size_t n, double fd_step, double x_norm)
-      : ex_(ex), oracle_(oracle), step_(fd_step * (1.0 + x_norm)) {
+  // fd_step <= 0 picks default_fd_step<T>(); the step is scaled to x's norm.
+  template <class X>
+  hvp_engine(const E& ex, Oracle& oracle, const X& x, double fd_step)
+      : ex_(ex), oracle_(oracle), step_((fd_step > 0.0 ? fd_step : default_fd_step<T>()) * (1.0 + norm(ex, x))) {
+    const std::size_t n = std::ranges::size(x);
     if constexpr (!is_user_hvp) {
       plus_ = ex.template allocate<T>(n);
       minus_ = ex.template allocate<T>(n);
