@@ -1,5 +1,6 @@
 // The Fashion-MNIST example's building blocks: the IDX reader on good and corrupt files written
-// here, and the MLP's forward pass and gradient against plain double loops and finite differences.
+// here, and the MLP's and the CNN's forward pass and gradient against plain double loops and
+// finite differences.
 
 #include <doctest/doctest.h>
 #include <zlib.h>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "idx.hpp"
+#include "cnn.hpp"
+#include "fashion_mnist_reference.hpp"
 #include "mlp.hpp"
 #include "report.hpp"
 
@@ -195,34 +198,6 @@ TEST_CASE("Fashion-MNIST files of the Debian package have the expected shapes" *
 
 namespace {
 
-// The loss of the MLP with plain double loops, no BLAS: the independent reference.
-double reference_loss(const std::vector<std::size_t>& sizes, const std::vector<double>& p, const std::vector<double>& x,
-                      const std::vector<std::uint8_t>& y, std::size_t batch) {
-  double total = 0.0;
-  for (std::size_t i = 0; i < batch; ++i) {
-    std::vector<double> a(x.begin() + static_cast<std::ptrdiff_t>(i * sizes[0]),
-                          x.begin() + static_cast<std::ptrdiff_t>((i + 1) * sizes[0]));
-    std::size_t off = 0;
-    for (std::size_t l = 1; l < sizes.size(); ++l) {
-      const std::size_t in = sizes[l - 1], out = sizes[l];
-      std::vector<double> z(out);
-      for (std::size_t o = 0; o < out; ++o) {
-        double s = p[off + in * out + o];  // bias after the weights
-        for (std::size_t k = 0; k < in; ++k) s += p[off + o * in + k] * a[k];
-        z[o] = l + 1 < sizes.size() ? std::max(s, 0.0) : s;
-      }
-      off += in * out + out;
-      a = z;
-    }
-    double m = a[0];
-    for (double v : a) m = std::max(m, v);
-    double sum = 0.0;
-    for (double v : a) sum += std::exp(v - m);
-    total += m + std::log(sum) - a[y[i]];
-  }
-  return total / static_cast<double>(batch);
-}
-
 struct problem {
   std::vector<std::size_t> sizes{13, 9, 7, 4};
   std::size_t batch = 6;
@@ -264,7 +239,7 @@ TEST_CASE("MLP layout names every tensor in one flat buffer") {
 TEST_CASE("MLP loss matches plain double loops (float and double)") {
   for (unsigned seed : {1u, 2u, 3u}) {
     problem pr(seed);
-    const double want = reference_loss(pr.sizes, pr.params, pr.x, pr.y, pr.batch);
+    const double want = fmnist_reference::mlp_loss(pr.sizes, pr.params, pr.x, pr.y, pr.batch);
     fmnist::mlp<double> net(pr.sizes);
     std::vector<double> g(net.size());
     CHECK(net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g) == doctest::Approx(want).epsilon(1e-12));
@@ -289,9 +264,9 @@ TEST_CASE("MLP gradient matches central finite differences in double, every para
     for (std::size_t k = 0; k < pr.params.size(); ++k) {
       std::vector<double> p = pr.params;
       p[k] = pr.params[k] + h;
-      const double up = reference_loss(pr.sizes, p, pr.x, pr.y, pr.batch);
+      const double up = fmnist_reference::mlp_loss(pr.sizes, p, pr.x, pr.y, pr.batch);
       p[k] = pr.params[k] - h;
-      const double down = reference_loss(pr.sizes, p, pr.x, pr.y, pr.batch);
+      const double down = fmnist_reference::mlp_loss(pr.sizes, p, pr.x, pr.y, pr.batch);
       const double fd = (up - down) / (2 * h);
       INFO("parameter " << k << " seed " << seed);
       CHECK(std::abs(g[k] - fd) <= 1e-7 + 1e-5 * std::abs(fd));
@@ -327,7 +302,7 @@ TEST_CASE("MLP evaluate counts correct predictions like an argmax over reference
       std::vector<std::uint8_t> one{c};
       std::vector<double> xi(pr.x.begin() + static_cast<std::ptrdiff_t>(i * pr.sizes[0]),
                              pr.x.begin() + static_cast<std::ptrdiff_t>((i + 1) * pr.sizes[0]));
-      const double nll = reference_loss(pr.sizes, pr.params, xi, one, 1);  // lowest loss = largest logit
+      const double nll = fmnist_reference::mlp_loss(pr.sizes, pr.params, xi, one, 1);  // lowest loss = largest logit
       if (-nll > best) best = -nll, arg = c;
     }
     y[i] = i % 2 == 0 ? arg : static_cast<std::uint8_t>((arg + 1) % pr.sizes.back());
@@ -335,7 +310,115 @@ TEST_CASE("MLP evaluate counts correct predictions like an argmax over reference
   const fmnist::eval_sums s = net.evaluate(pr.params, pr.x.data(), y.data(), pr.batch, 4);  // chunks of 4: two passes
   CHECK(s.count == pr.batch);
   CHECK(s.correct == pr.batch / 2);
-  CHECK(s.loss / s.count == doctest::Approx(reference_loss(pr.sizes, pr.params, pr.x, y, pr.batch)).epsilon(1e-12));
+  CHECK(s.loss / s.count == doctest::Approx(fmnist_reference::mlp_loss(pr.sizes, pr.params, pr.x, y, pr.batch)).epsilon(1e-12));
+}
+
+namespace {
+
+// A small CNN problem: two stages of 2 and 3 channels, a head of 5, batch 3, random images.
+struct cnn_problem {
+  std::vector<std::size_t> channels{2, 3}, head{5};
+  std::size_t batch = 3;
+  std::vector<double> params, x;
+  std::vector<std::uint8_t> y;
+  explicit cnn_problem(unsigned seed) {
+    fmnist::cnn<double> net(channels, head);
+    params.resize(net.size());
+    net.init(params, seed);
+    std::mt19937 rng(seed + 100);
+    std::normal_distribution<double> g(0.0, 1.0);
+    for (auto& v : params) v += 0.1 * g(rng);  // keep ReLUs and pool winners clearly apart
+    x.resize(batch * 784);
+    for (auto& v : x) v = g(rng);
+    std::uniform_int_distribution<int> cls(0, 9);
+    for (std::size_t i = 0; i < batch; ++i) y.push_back(static_cast<std::uint8_t>(cls(rng)));
+  }
+  double reference(const std::vector<double>& p) const {
+    return fmnist_reference::cnn_loss(channels, head, p, x, y, batch);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("CNN layout names every tensor in one flat buffer, torch's order") {
+  fmnist::cnn<float> net({8, 16}, {64});
+  const auto& L = net.layout();
+  REQUIRE(L.size() == 8);
+  const std::vector<std::pair<std::string, std::size_t>> want{
+      {"conv1.weight", 8 * 25},      {"conv1.bias", 8},  {"conv2.weight", 16 * 8 * 25}, {"conv2.bias", 16},
+      {"fc1.weight", 64 * 16 * 49}, {"fc1.bias", 64}, {"fc2.weight", 10 * 64},       {"fc2.bias", 10}};
+  std::size_t offset = 0;
+  for (std::size_t k = 0; k < want.size(); ++k) {
+    CHECK(L[k].name == want[k].first);
+    CHECK(L[k].size == want[k].second);
+    CHECK(L[k].offset == offset);
+    offset += want[k].second;
+  }
+  CHECK(net.size() == offset);
+  CHECK_THROWS_WITH(fmnist::cnn<float>({8, 16, 32}, {64}), doctest::Contains("halve 28 x 28 images to an odd side"));
+  CHECK_THROWS_WITH(fmnist::cnn<float>({8, 0}, {64}), doctest::Contains("channel counts must be positive"));
+  CHECK_THROWS_WITH(fmnist::cnn<float>({}, {64}), doctest::Contains("at least one convolution stage"));
+  std::vector<float> wrong(10);
+  CHECK_THROWS_WITH(net.init(wrong, 1), doctest::Contains("cnn::init: parameters has 10 elements"));
+}
+
+TEST_CASE("CNN loss matches a direct-convolution double loop (float and double)") {
+  for (unsigned seed : {1u, 2u}) {
+    cnn_problem pr(seed);
+    const double want = pr.reference(pr.params);
+    fmnist::cnn<double> net(pr.channels, pr.head);
+    std::vector<double> g(net.size());
+    CHECK(net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g) == doctest::Approx(want).epsilon(1e-12));
+    const fmnist::eval_sums s = net.evaluate(pr.params, pr.x.data(), pr.y.data(), pr.batch, 2);  // two chunks
+    CHECK(s.count == pr.batch);
+    CHECK(s.loss / s.count == doctest::Approx(want).epsilon(1e-12));
+
+    fmnist::cnn<float> netf(pr.channels, pr.head);
+    std::vector<float> pf(pr.params.begin(), pr.params.end()), xf(pr.x.begin(), pr.x.end()), gf(netf.size());
+    CHECK(netf.loss_and_grad(pf, xf.data(), pr.y.data(), pr.batch, gf) == doctest::Approx(want).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("CNN gradient matches central finite differences in double, every parameter") {
+  cnn_problem pr(3);
+  fmnist::cnn<double> net(pr.channels, pr.head);
+  std::vector<double> g(net.size());
+  net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g);
+  const double h = 1e-6;
+  for (std::size_t seg = 0; seg < net.layout().size(); ++seg) {  // every tensor has a gradient, conv1 included
+    const dppf::segment& s = net.layout()[seg];
+    double m = 0.0;
+    for (std::size_t i = 0; i < s.size; ++i) m = std::max(m, std::abs(g[s.offset + i]));
+    INFO("tensor " << s.name);
+    CHECK(m > 1e-4);
+  }
+  std::vector<double> p = pr.params;
+  for (std::size_t k = 0; k < p.size(); ++k) {
+    p[k] = pr.params[k] + h;
+    const double up = pr.reference(p);
+    p[k] = pr.params[k] - h;
+    const double down = pr.reference(p);
+    p[k] = pr.params[k];
+    const double fd = (up - down) / (2 * h);
+    INFO("parameter " << k);
+    CHECK(std::abs(g[k] - fd) <= 1e-7 + 1e-5 * std::abs(fd));
+  }
+}
+
+TEST_CASE("CNN float gradient matches the double gradient, every parameter") {
+  cnn_problem pr(4);
+  fmnist::cnn<double> net(pr.channels, pr.head);
+  std::vector<double> g(net.size());
+  net.loss_and_grad(pr.params, pr.x.data(), pr.y.data(), pr.batch, g);
+  fmnist::cnn<float> netf(pr.channels, pr.head);
+  std::vector<float> pf(pr.params.begin(), pr.params.end()), xf(pr.x.begin(), pr.x.end()), gf(netf.size());
+  netf.loss_and_grad(pf, xf.data(), pr.y.data(), pr.batch, gf);
+  double gmax = 0.0;
+  for (double v : g) gmax = std::max(gmax, std::abs(v));
+  for (std::size_t k = 0; k < g.size(); ++k) {
+    INFO("parameter " << k);
+    CHECK(std::abs(static_cast<double>(gf[k]) - g[k]) <= 1e-5 * gmax);
+  }
 }
 
 TEST_CASE("fashion_mnist JSON epoch lines read back for --replot, every field the SVG uses") {

@@ -84,9 +84,11 @@ class mlp {
     }
   }
 
-  /// Mean cross-entropy over the batch (x: batch x inputs, y: labels) and its gradient into grads.
+  /// Mean cross-entropy over the batch (x: batch x inputs, y: labels) and its gradient into grads;
+  /// with input_grad (batch x inputs), also the gradient with respect to x (for a model that feeds
+  /// its own features into this one, like fmnist::cnn).
   double loss_and_grad(std::span<const T> params, const T* x, const std::uint8_t* y, std::size_t batch,
-                       std::span<T> grads) {
+                       std::span<T> grads, T* input_grad = nullptr) {
     layout_.require_covers(params.size(), "mlp::loss_and_grad: parameters");
     layout_.require_covers(grads.size(), "mlp::loss_and_grad: gradients");
     forward(params, x, batch);
@@ -111,10 +113,13 @@ class mlp {
       std::fill(db, db + out, T(0));
       for (std::size_t i = 0; i < batch; ++i)
         for (std::size_t j = 0; j < out; ++j) db[j] += d[i * out + j];
-      if (l == 1) break;
-      // D_prev = (D W) * relu'(Z_prev); A_prev > 0 exactly where Z_prev > 0.
-      T* d_prev = deltas_[l - 2].data();
+      // D_prev = (D W) * relu'(Z_prev); A_prev > 0 exactly where Z_prev > 0. The input has no ReLU.
       const T* w = params.data() + layout_[2 * (l - 1)].offset;
+      if (l == 1) {
+        if (input_grad) detail::gemm(false, false, batch, in, out, d, out, w, in, T(0), input_grad, in);
+        break;
+      }
+      T* d_prev = deltas_[l - 2].data();
       detail::gemm(false, false, batch, in, out, d, out, w, in, T(0), d_prev, in);
       for (std::size_t i = 0; i < batch * in; ++i)
         if (!(a_prev[i] > T(0))) d_prev[i] = T(0);

@@ -1,7 +1,7 @@
 #pragma once
 // The training driver of the Fashion-MNIST example: M workers (one thread each in a dppf::threads
 // group, or one MPI process each), each with its own shard of the training set that it reshuffles
-// every epoch, its own copy of the MLP's flat parameter buffer, and a dppf::trainer that runs the local SGD step and,
+// every epoch, its own copy of the model's flat parameter buffer (MLP or CNN), and a dppf::trainer that runs the local SGD step and,
 // every tau steps, the consensus rule of the chosen method. After every epoch the workers'
 // mean x_bar is evaluated on the full training and test sets (each worker evaluates one slice).
 
@@ -25,7 +25,7 @@
 #include <dppf/sharpness.hpp>
 
 #include "idx.hpp"
-#include "mlp.hpp"
+#include "network.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -50,7 +50,9 @@ struct run_options {
   int epochs = 4;
   std::size_t batch = 64;  ///< per worker and step
   std::uint64_t seed = 1;
-  std::vector<std::size_t> sizes{784, 512, 512, 10};
+  std::string model = "mlp";  ///< mlp or cnn
+  std::vector<std::size_t> sizes{784, 512, 512, 10};  ///< the MLP's layers; for the CNN, those of its head
+  std::vector<std::size_t> channels{8, 16};          ///< the CNN's convolution stages
   std::size_t sharpness_samples = 1024;  ///< first training examples in the sharpness oracles (0: skip)
   std::size_t valley_directions = 8;     ///< random directions of the Inverse Mean Valley estimate
 };
@@ -90,11 +92,14 @@ struct callbacks {
   std::function<void(const run_options&, const epoch_record&)> epoch;
 };
 
+inline network<float> make_network(const run_options& o) { return {o.model, o.sizes, o.channels}; }
+
 inline void validate(const run_options& o, std::size_t train_count) {
   const auto& names = method_names();
   if (std::find(names.begin(), names.end(), o.method) == names.end())
     throw std::invalid_argument("--method: unknown method '" + o.method +
                                 "' (choose from dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single)");
+  (void)make_network(o);  // --model, --hidden and --channels
   if (o.workers < 1) throw std::invalid_argument("--workers: must be >= 1, got " + std::to_string(o.workers));
   if (o.tau < 1) throw std::invalid_argument("--tau: must be >= 1, got " + std::to_string(o.tau));
   if (o.epochs < 1) throw std::invalid_argument("--epochs: must be >= 1, got " + std::to_string(o.epochs));
@@ -115,7 +120,7 @@ inline void sharpness(run_result& result, const dataset& train) {
   const run_options& o = result.options;
   const std::size_t n = std::min(o.sharpness_samples, train.count);
   openblas_set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  mlp<float> model(o.sizes);
+  network<float> model = make_network(o);
   const auto loss = [&](std::span<const float> x) { return model.loss(x, train.x.data(), train.y.data(), n); };
   const auto loss_and_grad = [&](std::span<const float> x, std::span<float> g) {
     return model.loss_and_grad(x, train.x.data(), train.y.data(), n, g);
@@ -160,7 +165,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
   launch([&](auto comm) {
     const int r = comm.rank();
     auto eval_comm = comm;  // uncounted: evaluation traffic is not training traffic
-    mlp<float> model(o.sizes);
+    network<float> model = make_network(o);
     std::vector<float> params(model.size()), grads(model.size()), xbar(model.size());
     model.init(params, o.seed);  // the same start on every worker
     worker_data w;
