@@ -1,0 +1,156 @@
+#pragma once
+// The Fashion-MNIST example's data on a GPU: the training set uploaded once (images count x dim
+// floats, labels bytes), and the batch gather that copies the rows named by a device array of
+// indices into the batch buffers in one kernel, so a training step moves no images over PCIe.
+
+#include <cuda/std/limits>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <dppf/buffer.hpp>
+#include <dppf/detail/cuda_check.cuh>
+#include <dppf/device_buffer.cuh>
+
+#include "idx.hpp"
+
+namespace fmnist {
+
+/// An owning device allocation of n trivially copyable elements, stream-ordered like
+/// dppf::device_array (which holds only float and double parameters): for labels and indices.
+/// Move-only; the contents start undefined.
+template <class T>
+  requires std::is_trivially_copyable_v<T>
+class device_storage {
+ public:
+  device_storage() = default;
+  explicit device_storage(std::size_t n, cudaStream_t stream = nullptr) : n_(n), stream_(stream) {
+    if (n == 0) return;
+    void* p = nullptr;
+    dppf::detail::cuda_check(cudaMallocAsync(&p, n * sizeof(T), stream), "fmnist::device_storage: cudaMallocAsync");
+    ptr_ = static_cast<T*>(p);
+  }
+  /// A copy of `host` (waits for the copy, so the source may go away).
+  device_storage(std::span<const T> host, cudaStream_t stream) : device_storage(host.size(), stream) { assign(host); }
+  device_storage(const device_storage&) = delete;
+  device_storage& operator=(const device_storage&) = delete;
+  device_storage(device_storage&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)), stream_(o.stream_) {}
+  device_storage& operator=(device_storage&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+      stream_ = o.stream_;
+    }
+    return *this;
+  }
+  ~device_storage() { release(); }
+
+  /// Overwrites the first host.size() elements with `host` (e.g. a reshuffled shard) and waits.
+  void assign(std::span<const T> host) {
+    if (host.size() > n_)
+      throw std::invalid_argument("fmnist::device_storage::assign: " + std::to_string(host.size()) +
+                                  " elements do not fit in " + std::to_string(n_));
+    if (host.empty()) return;
+    dppf::detail::cuda_check(cudaMemcpyAsync(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_),
+                             "fmnist::device_storage::assign: cudaMemcpyAsync");
+    dppf::detail::cuda_check(cudaStreamSynchronize(stream_), "fmnist::device_storage::assign: cudaStreamSynchronize");
+  }
+
+  T* data() noexcept { return ptr_; }
+  const T* data() const noexcept { return ptr_; }
+  std::size_t size() const noexcept { return n_; }
+  cudaStream_t stream() const noexcept { return stream_; }
+
+ private:
+  void release() noexcept {
+    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);  // errors here have no one to go to
+    ptr_ = nullptr;
+    n_ = 0;
+  }
+
+  T* ptr_ = nullptr;
+  std::size_t n_ = 0;
+  cudaStream_t stream_ = nullptr;
+};
+
+/// A data set resident on the device: count images of dim floats (row-major) and their labels.
+struct device_dataset {
+  std::size_t count = 0;
+  std::size_t dim = 0;
+  dppf::device_array<float> x;
+  device_storage<std::uint8_t> y;
+};
+
+/// Uploads `d` on `stream` (waits for the copies).
+inline device_dataset to_device(const dataset& d, cudaStream_t stream = nullptr) {
+  if (d.x.size() != d.count * d.dim || d.y.size() != d.count)
+    throw std::invalid_argument("fmnist::to_device: the data set has " + std::to_string(d.x.size()) + " pixels and " +
+                                std::to_string(d.y.size()) + " labels for " + std::to_string(d.count) + " images of " +
+                                std::to_string(d.dim));
+  return {d.count, d.dim, dppf::to_device(d.x, stream), device_storage<std::uint8_t>(std::span<const std::uint8_t>(d.y), stream)};
+}
+
+namespace detail {
+
+// Element e of the batch is pixel e % dim of row e / dim; the thread at pixel 0 also copies the
+// label. An index past the data set gives NaN pixels and label 0xFF, which mlp_cuda rejects as a
+// label out of range (a clear error instead of a read out of bounds).
+template <class T>
+__global__ void __launch_bounds__(256)
+    gather_rows_kernel(const T* images, const std::uint8_t* labels, std::size_t count, std::size_t dim,
+                       const std::size_t* indices, std::size_t batch, T* xb, std::uint8_t* yb) {
+  const std::size_t n = batch * dim;
+  const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
+  for (std::size_t e = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const std::size_t row = e / dim, col = e - row * dim;
+    const std::size_t k = indices[row];
+    const bool ok = k < count;
+    xb[e] = ok ? images[k * dim + col] : ::cuda::std::numeric_limits<T>::quiet_NaN();
+    if (col == 0) yb[row] = ok ? labels[k] : std::uint8_t(0xFF);
+  }
+}
+
+}  // namespace detail
+
+/// Copies images and labels of rows indices[0..batch) (a device array) into xb (batch x dim) and
+/// yb (batch), in one kernel queued on `stream`. images holds count x dim floats.
+inline void gather_batch(dppf::device_span<const float> images, const std::uint8_t* labels, std::size_t dim,
+                         const std::size_t* indices, std::size_t batch, dppf::device_span<float> xb, std::uint8_t* yb,
+                         cudaStream_t stream = nullptr) {
+  const std::string who = "fmnist::gather_batch: ";
+  if (dim == 0) throw std::invalid_argument(who + "the image size (dim) must be positive");
+  if (images.size() % dim != 0)
+    throw std::invalid_argument(who + "the images hold " + std::to_string(images.size()) +
+                                " floats, not a multiple of dim = " + std::to_string(dim));
+  if (xb.size() != batch * dim)
+    throw std::invalid_argument(who + "the batch buffer has " + std::to_string(xb.size()) + " floats but batch " +
+                                std::to_string(batch) + " x dim " + std::to_string(dim) + " = " +
+                                std::to_string(batch * dim) + " are needed");
+  if (batch == 0) return;
+  if (!indices || !yb || !labels || !images.data() || !xb.data())
+    throw std::invalid_argument(who + "null device pointer (images, labels, indices, xb or yb)");
+  const std::size_t n = batch * dim;
+  const std::size_t blocks = std::min<std::size_t>((n + 255) / 256, 65536);
+  detail::gather_rows_kernel<float><<<unsigned(blocks), 256, 0, stream>>>(images.data(), labels, images.size() / dim, dim,
+                                                                          indices, batch, xb.data(), yb);
+  dppf::detail::cuda_check_launch("fmnist::gather_batch: kernel launch");
+}
+
+/// As above from a resident data set.
+inline void gather_batch(const device_dataset& d, const std::size_t* indices, std::size_t batch,
+                         dppf::device_span<float> xb, std::uint8_t* yb, cudaStream_t stream = nullptr) {
+  if (d.x.size() != d.count * d.dim)
+    throw std::invalid_argument("fmnist::gather_batch: the data set's images do not hold count x dim floats");
+  gather_batch(dppf::device_span<const float>(d.x.data(), d.x.size()), d.y.data(), d.dim, indices, batch, xb, yb, stream);
+}
+
+}  // namespace fmnist
