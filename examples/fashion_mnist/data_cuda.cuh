@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <dppf/buffer.hpp>
 #include <dppf/detail/cuda_check.cuh>
@@ -63,6 +64,16 @@ class device_storage {
     dppf::detail::cuda_check(cudaMemcpyAsync(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_),
                              "fmnist::device_storage::assign: cudaMemcpyAsync");
     dppf::detail::cuda_check(cudaStreamSynchronize(stream_), "fmnist::device_storage::assign: cudaStreamSynchronize");
+  }
+
+  /// The elements in a std::vector, copied after the work queued on the stream (waits).
+  std::vector<T> to_host() const {
+    std::vector<T> out(n_);
+    if (n_ == 0) return out;
+    dppf::detail::cuda_check(cudaMemcpyAsync(out.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost, stream_),
+                             "fmnist::device_storage::to_host: cudaMemcpyAsync");
+    dppf::detail::cuda_check(cudaStreamSynchronize(stream_), "fmnist::device_storage::to_host: cudaStreamSynchronize");
+    return out;
   }
 
   T* data() noexcept { return ptr_; }

@@ -212,10 +212,12 @@ class mlp_cuda {
   }
 
   /// Mean cross-entropy over the batch (x_dev: batch x inputs floats, y_dev: batch labels, both
-  /// on the device) and its gradient into grads. Returns when the gradient is complete (it waits
-  /// for the stream to copy the loss back).
+  /// on the device) and its gradient into grads; with input_grad_dev (batch x inputs, on the
+  /// device), also the gradient with respect to x, as mlp::loss_and_grad. Returns when the
+  /// gradients are complete (it waits for the stream to copy the loss back). Labels not below
+  /// classes() raise std::invalid_argument after the passes (the gradients are then unspecified).
   double loss_and_grad(dppf::device_span<const float> params, const float* x_dev, const std::uint8_t* y_dev,
-                       std::size_t batch, dppf::device_span<float> grads) {
+                       std::size_t batch, dppf::device_span<float> grads, float* input_grad_dev = nullptr) {
     check_call("mlp_cuda::loss_and_grad", params, x_dev, y_dev, batch);
     layout().require_covers(grads.size(), "mlp_cuda::loss_and_grad: gradients");
     if (!grads.data()) throw std::invalid_argument("mlp_cuda::loss_and_grad: the gradients are a null device pointer");
@@ -243,9 +245,14 @@ class mlp_cuda {
                              "cublasSgemm (dW = D^T A_prev)");
       detail::column_sums<float><<<detail::grid_for(out), 256, 0, stream_>>>(d, batch, out, db);
       dppf::detail::cuda_check_launch("mlp_cuda::loss_and_grad: bias gradient kernel launch");
-      if (l == 1) break;
-      float* d_prev = deltas_[l - 2].data();
       const float* w = params.data() + lay[2 * (l - 1)].offset;
+      if (l == 1) {  // the input has no ReLU
+        if (input_grad_dev)
+          detail::gemm_row_major(blas_.get(), false, false, batch, in, out, d, out, w, in, 0.0f, input_grad_dev, in,
+                                 "cublasSgemm (dX = D W)");
+        break;
+      }
+      float* d_prev = deltas_[l - 2].data();
       detail::gemm_row_major(blas_.get(), false, false, batch, in, out, d, out, w, in, 0.0f, d_prev, in,
                              "cublasSgemm (D_prev = D W)");
       ex_.transform(detail::relu_mask{}, dppf::device_span<float>(d_prev, batch * in),
