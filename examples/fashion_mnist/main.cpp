@@ -183,9 +183,10 @@ struct progress_display {
   }
 };
 
-// Runs every method of the list. launch/workers as for fmnist::train; rank 0 prints.
-template <class Launch>
-void run_all(const config& c, int workers, int rank, Launch&& launch) {
+// Runs every method of the list. launch/workers as for fmnist::train, the backend made by
+// make_backend(train, test); rank 0 prints.
+template <class MakeBackend, class Launch>
+void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend, Launch&& launch) {
   for (const auto& m : c.methods) {
     fmnist::run_options o = c.run;
     o.method = m;
@@ -208,12 +209,13 @@ void run_all(const config& c, int workers, int rank, Launch&& launch) {
                    o.method.c_str(), e.epoch, e.train_acc, e.train_loss, e.test_acc, e.test_loss, e.relaxed_mv, e.wall_s);
     }
   };
+  const auto backend = make_backend(train, test);
   std::vector<fmnist::run_result> results;
   for (const auto& m : c.methods) {
     fmnist::run_options o = c.run;
     o.method = m;
     o.workers = workers;
-    results.push_back(fmnist::train(o, train, test, cb, m == "single" ? 1 : workers, launch));
+    results.push_back(fmnist::train(o, train, test, cb, m == "single" ? 1 : workers, backend, launch));
     if (c.json && rank == 0) std::cout << fmnist::result_json(results.back()) << std::endl;
   }
   if (rank != 0) return;
@@ -243,8 +245,11 @@ int main(int argc, char** argv) {
       if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
       return 0;
     }
+    const auto host = [](const fmnist::dataset& train, const fmnist::dataset& test) {
+      return fmnist::host_backend{train, test};
+    };
     if (c.comm == "threads") {
-      run_all(c, c.run.workers, 0, [&](auto&& f, int m) {
+      run_all(c, c.run.workers, 0, host, [&](auto&& f, int m) {
         dppf::threads group(m);
         group.run(f);
       });
@@ -257,7 +262,7 @@ int main(int argc, char** argv) {
     for (const auto& m : c.methods)
       if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
     try {
-      run_all(c, comm.size(), comm.rank(), [&](auto&& f, int) { f(comm); });
+      run_all(c, comm.size(), comm.rank(), host, [&](auto&& f, int) { f(comm); });
     } catch (const std::exception& e) {
       std::cerr << "fashion_mnist: error on rank " << comm.rank() << ": " << e.what() << "\n";
       MPI_Abort(MPI_COMM_WORLD, 1);

@@ -111,6 +111,59 @@ inline void validate(const run_options& o, std::size_t train_count) {
                                 std::to_string(train_count / m) + " examples");
 }
 
+/// The example's worker on the CPU: its model, parameters, gradients and minibatch in host memory.
+class host_replica {
+ public:
+  using executor_type = dppf::host;
+
+  host_replica(const run_options& o, const dataset& train, const dataset& test)
+      : model_(make_network(o)), train_(train), test_(test), params_(model_.size()), grads_(model_.size()),
+        xbar_(model_.size()), xb_(o.batch * train.dim), yb_(o.batch) {
+    model_.init(params_, o.seed);  // the same start on every worker
+  }
+
+  executor_type executor() const { return {}; }
+  std::vector<float>& params() { return params_; }
+  std::vector<float>& grads() { return grads_; }
+  std::vector<float>& xbar() { return xbar_; }
+
+  /// Loss of the training examples `indices` at params(), and its gradient into grads().
+  double loss_and_grad(std::span<const std::size_t> indices) {
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+      std::copy_n(train_.x.data() + indices[i] * train_.dim, train_.dim, xb_.data() + i * train_.dim);
+      yb_[i] = train_.y[indices[i]];
+    }
+    return model_.loss_and_grad(params_, xb_.data(), yb_.data(), indices.size(), grads_);
+  }
+
+  /// Sums of the loss and correct predictions of xbar() on n examples of one set from `begin`.
+  eval_sums evaluate_xbar(bool test_set, std::size_t begin, std::size_t n) {
+    const dataset& d = test_set ? test_ : train_;
+    return model_.evaluate(xbar_, d.x.data() + begin * d.dim, d.y.data() + begin, n);
+  }
+
+  std::vector<float> to_host(const std::vector<float>& b) const { return b; }
+
+ private:
+  network<float> model_;
+  const dataset& train_;
+  const dataset& test_;
+  std::vector<float> params_, grads_, xbar_, xb_;
+  std::vector<std::uint8_t> yb_;
+};
+
+/// Workers on the CPU.
+struct host_backend {
+  const dataset& train;
+  const dataset& test;
+  /// Before m workers start: with several, each runs OpenBLAS on one thread, so they do not
+  /// oversubscribe the cores.
+  void prepare(int m) const {
+    openblas_set_num_threads(m > 1 ? 1 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  }
+  host_replica make_replica(const run_options& o) const { return {o, train, test}; }
+};
+
 namespace detail {
 
 // IMV (additive threshold f + 0.1, Gaussian unit directions) and the Hessian's top eigenvalue
@@ -132,18 +185,12 @@ inline void sharpness(run_result& result, const dataset& train) {
                                                     {.max_iters = 50, .tol = 1e-3, .seed = o.seed}).value;
 }
 
-// The example's local worker: its shard, model, buffers and batch assembly.
-struct worker_data {
-  std::vector<std::size_t> shard;
-  std::vector<float> xb;
-  std::vector<std::uint8_t> yb;
-};
-
 // Runs the training of one method with rule `rule` on m workers; launch(f, m) calls f(comm)
-// for every worker of this process (all M as threads, or this process's rank under MPI).
-template <class Rule, class Launch>
+// for every worker of this process (all M as threads, or this process's rank under MPI); each
+// worker's model and buffers come from backend.make_replica.
+template <class Rule, class Backend, class Launch>
 run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const dataset& train, const dataset& test,
-                      const callbacks& cb, int m, Launch&& launch) {
+                      const callbacks& cb, int m, const Backend& backend, Launch&& launch) {
   const std::size_t shard_size = train.count / static_cast<std::size_t>(m);
   const std::int64_t steps_per_epoch = static_cast<std::int64_t>(shard_size / o.batch);
 
@@ -153,9 +200,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
   std::mt19937_64 deal(o.seed ^ 0x9e3779b97f4a7c15ull);
   std::shuffle(perm.begin(), perm.end(), deal);
 
-  // Several worker threads: one BLAS thread each, so they do not oversubscribe the cores.
-  openblas_set_num_threads(m > 1 ? 1 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-
+  backend.prepare(m);
   run_result result;
   result.options = o;
   result.epochs.resize(static_cast<std::size_t>(o.epochs));
@@ -164,46 +209,34 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
 
   launch([&](auto comm) {
     const int r = comm.rank();
-    auto eval_comm = comm;  // uncounted: evaluation traffic is not training traffic
-    network<float> model = make_network(o);
-    std::vector<float> params(model.size()), grads(model.size()), xbar(model.size());
-    model.init(params, o.seed);  // the same start on every worker
-    worker_data w;
-    w.shard.assign(perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r)),
-                   perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r + 1)));
-    w.xb.resize(o.batch * train.dim);
-    w.yb.resize(o.batch);
+    auto rep = backend.make_replica(o);
+    std::vector<std::size_t> shard(perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r)),
+                                   perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r + 1)));
     std::mt19937_64 rng(o.seed * 1000003ull + static_cast<std::uint64_t>(r));
-
-    dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule, comm,
-                     dppf::host{}, {.tau = tau}};
+    const auto ex = rep.executor();
+    dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
+                     std::move(comm), ex, {.tau = tau}};
+    auto& eval_comm = tr.communicator().inner();  // uncounted: evaluation traffic is not training traffic
 
     // Each worker evaluates one slice of each set; the sums are all-reduced.
-    const auto slice = [&](const dataset& d) {
-      const std::size_t per = (d.count + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
-      const std::size_t begin = std::min(d.count, per * static_cast<std::size_t>(r));
-      return std::pair{begin, std::min(d.count, begin + per) - begin};
-    };
-    const auto evaluate = [&](const dataset& d) {
-      const auto [begin, n] = slice(d);
-      eval_sums s = n ? model.evaluate(xbar, d.x.data() + begin * d.dim, d.y.data() + begin, n) : eval_sums{};
-      std::vector<double> v{s.loss, s.correct, s.count};
-      eval_comm.all_reduce(v, dppf::reduce_op::sum);
-      return std::pair{v[0] / v[2], v[1] / v[2]};
+    const auto evaluate = [&](bool test_set) {
+      const std::size_t count = test_set ? test.count : train.count;
+      const std::size_t per = (count + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
+      const std::size_t begin = std::min(count, per * static_cast<std::size_t>(r)), n = std::min(count, begin + per) - begin;
+      const eval_sums s = n ? rep.evaluate_xbar(test_set, begin, n) : eval_sums{};
+      const double loss = eval_comm.all_reduce(s.loss, dppf::reduce_op::sum);
+      const double correct = eval_comm.all_reduce(s.correct, dppf::reduce_op::sum);
+      const double total = eval_comm.all_reduce(s.count, dppf::reduce_op::sum);
+      return std::pair{loss / total, correct / total};
     };
 
     for (int e = 0; e < o.epochs; ++e) {
-      std::shuffle(w.shard.begin(), w.shard.end(), rng);
+      std::shuffle(shard.begin(), shard.end(), rng);
       double loss_sum = 0.0;
       const auto epoch_start = std::chrono::steady_clock::now();
       for (std::int64_t s = 0; s < steps_per_epoch; ++s) {
-        for (std::size_t i = 0; i < o.batch; ++i) {
-          const std::size_t k = w.shard[static_cast<std::size_t>(s) * o.batch + i];
-          std::copy_n(train.x.data() + k * train.dim, train.dim, w.xb.data() + i * train.dim);
-          w.yb[i] = train.y[k];
-        }
-        const double loss = model.loss_and_grad(params, w.xb.data(), w.yb.data(), o.batch, grads);
-        tr.step(params, grads, loss);
+        const double loss = rep.loss_and_grad(std::span(shard).subspan(static_cast<std::size_t>(s) * o.batch, o.batch));
+        tr.step(rep.params(), rep.grads(), loss);
         loss_sum += loss;
         if (r == 0 && cb.progress) {
           const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
@@ -213,10 +246,10 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
         }
       }
       const double mb_loss = eval_comm.all_reduce(loss_sum / static_cast<double>(steps_per_epoch), dppf::reduce_op::avg);
-      std::copy(params.begin(), params.end(), xbar.begin());
-      eval_comm.all_reduce(xbar, dppf::reduce_op::avg);
-      const auto [train_loss, train_acc] = evaluate(train);
-      const auto [test_loss, test_acc] = evaluate(test);
+      dppf::copy(ex, rep.params(), rep.xbar());
+      eval_comm.all_reduce(rep.xbar(), dppf::reduce_op::avg);
+      const auto [train_loss, train_acc] = evaluate(false);
+      const auto [test_loss, test_acc] = evaluate(true);
       const dppf::trainer_stats st = tr.stats();
       // Every rank agrees on every value above, so rank 0 records them.
       if (r == 0) {
@@ -227,9 +260,9 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       eval_comm.barrier();
     }
     const dppf::trainer_stats st = tr.stats();
-    tr.average(params);  // the deliverable model, x_bar, on every worker
+    tr.average(rep.params());  // the deliverable model, x_bar, on every worker
     if (r == 0) {
-      result.x_bar = params;
+      result.x_bar = rep.to_host(rep.params());
       result.steps = st.steps;
       result.syncs = st.syncs;
       result.comm_bytes = st.bytes;
@@ -244,15 +277,17 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
 
 /// Trains one method on `train` with m workers started by launch (see detail::train_with) and
 /// evaluates x_bar on `train` and `test` after every epoch; the result is complete on rank 0.
-template <class Launch>
+template <class Backend, class Launch>
 run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb, int m,
-                 Launch&& launch) {
+                 const Backend& backend, Launch&& launch) {
   validate(o, train.count);
   if (train.dim != o.sizes.front() || test.dim != o.sizes.front())
     throw std::invalid_argument("fashion_mnist: the model expects " + std::to_string(o.sizes.front()) +
                                 " inputs but the data has " + std::to_string(train.dim));
   const std::string& k = o.method;
-  auto go = [&](auto rule, std::int64_t tau) { return detail::train_with(rule, tau, o, train, test, cb, m, launch); };
+  auto go = [&](auto rule, std::int64_t tau) {
+    return detail::train_with(rule, tau, o, train, test, cb, m, backend, launch);
+  };
   if (k == "dppf") return go(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda}}, o.tau);
   if (k == "local_sgd") return go(dppf::local_sgd{}, o.tau);
   if (k == "elastic") return go(dppf::elastic{{.alpha = o.alpha}}, o.tau);
@@ -267,7 +302,7 @@ run_result train(const run_options& o, const dataset& train, const dataset& test
 /// As above with the workers as threads of this process (a dppf::threads group).
 inline run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb = {}) {
   const int m = o.method == "single" ? 1 : o.workers;
-  return fmnist::train(o, train, test, cb, m, [](auto&& f, int workers) {
+  return fmnist::train(o, train, test, cb, m, host_backend{train, test}, [](auto&& f, int workers) {
     dppf::threads group(workers);
     group.run(f);
   });
