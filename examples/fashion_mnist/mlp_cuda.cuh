@@ -21,7 +21,6 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
-#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -186,7 +185,7 @@ class mlp_cuda {
   /// sizes = {inputs, hidden..., classes}, as fmnist::mlp. All work goes to `stream` (not owned:
   /// it must outlive this object), which the cuBLAS handle is bound to.
   explicit mlp_cuda(std::vector<std::size_t> sizes, cudaStream_t stream = nullptr)
-      : shape_(std::move(sizes)), stream_(stream), ex_(stream), blas_(check_int_range(shape_.sizes(), stream)) {
+      : shape_(int_range(std::move(sizes))), stream_(stream), ex_(stream), blas_(stream) {
     acts_.resize(layers());
     deltas_.resize(layers() - 1);
   }
@@ -300,11 +299,11 @@ class mlp_cuda {
   };
 
   // cuBLAS takes int sizes: checked once here (layer sizes) and per call (rows).
-  static cudaStream_t check_int_range(const std::vector<std::size_t>& sizes, cudaStream_t stream) {
+  static std::vector<std::size_t> int_range(std::vector<std::size_t> sizes) {
     for (std::size_t s : sizes)
       if (s > static_cast<std::size_t>(INT_MAX))
         throw std::invalid_argument("mlp_cuda: layer size " + std::to_string(s) + " exceeds cuBLAS's int range");
-    return stream;
+    return sizes;
   }
 
   // Everything a call can get wrong about its arguments, before anything is queued.
