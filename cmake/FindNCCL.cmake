@@ -1,6 +1,7 @@
 # FindNCCL: the NVIDIA Collective Communications Library.
 #
-# Looks in NCCL_ROOT / $ENV{NCCL_ROOT} / $ENV{NCCL_HOME}, then next to the CUDA toolkit
+# Looks in NCCL_ROOT / $ENV{NCCL_ROOT} / $ENV{NCCL_HOME} (an install prefix, or the nvidia/nccl
+# directory of NVIDIA's Python wheel), then next to the CUDA toolkit
 # (CUDAToolkit_ROOT, /usr/local/cuda: NCCL is often installed inside it), then the system.
 # Reads the version from nccl.h (NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH).
 #
@@ -14,7 +15,9 @@ endif()
 list(APPEND _nccl_hints /usr/local/cuda)
 
 find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_nccl_hints} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY NAMES nccl HINTS ${_nccl_hints} ${CUDAToolkit_LIBRARY_DIR}
+# libnccl.so.2 too: NVIDIA's Python wheel (nvidia-nccl-cu*, e.g. NCCL_ROOT=<site-packages>/nvidia/nccl)
+# ships the versioned library without the unversioned link.
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR HINTS ${_nccl_hints} ${CUDAToolkit_LIBRARY_DIR}
              PATH_SUFFIXES lib lib64 lib/x86_64-linux-gnu targets/x86_64-linux/lib)
 
 if(NCCL_INCLUDE_DIR AND EXISTS "${NCCL_INCLUDE_DIR}/nccl.h")

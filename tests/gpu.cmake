@@ -2,6 +2,18 @@
 # preset). They compile and link everywhere nvcc is; at run time a machine without a GPU skips
 # them (exit code 77, CTest's SKIP_RETURN_CODE), so `ctest` stays green in CI and
 # scripts/gpu-check.sh runs them for real on a GPU machine.
+
+# scripts/gpu-check.sh's own logic (which targets to build from CTest's list, the summary of the
+# benchmark's CSV), checked with made-up inputs on every machine: it runs once, on a GPU machine
+# with little time, and must not fail there for a parsing mistake.
+find_program(DPPF_BASH bash)
+find_program(DPPF_PYTHON3 NAMES python3)
+if(DPPF_BASH AND DPPF_PYTHON3)
+  add_test(NAME gpu_check_script
+           COMMAND ${DPPF_BASH} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpu_check_script_test.sh ${PROJECT_SOURCE_DIR}/scripts/gpu-check.sh)
+  set_tests_properties(gpu_check_script PROPERTIES LABELS "scripts")
+endif()
+
 if(NOT TARGET dppf::cuda)
   return()
 endif()
@@ -25,6 +37,17 @@ endfunction()
 
 # Few translation units: nvcc builds each for every architecture.
 dppf_add_gpu_test(test_gpu gpu/test_gpu.cu)
+
+# The host side of the GPU code (launch geometry, argument checks, device_group agreement): runs
+# everywhere, no GPU needed, so CI checks it (label "cuda", not "gpu").
+add_executable(test_gpu_host gpu/test_gpu_host.cu)
+target_link_libraries(test_gpu_host PRIVATE doctest::doctest dppf::cuda)
+target_include_directories(test_gpu_host PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_compile_options(test_gpu_host PRIVATE ${DPPF_CUDA_WARNINGS})
+list(GET CMAKE_CUDA_ARCHITECTURES 0 _dppf_first_arch)
+set_target_properties(test_gpu_host PROPERTIES CUDA_ARCHITECTURES ${_dppf_first_arch})
+add_test(NAME test_gpu_host COMMAND test_gpu_host)
+set_tests_properties(test_gpu_host PROPERTIES LABELS cuda)
 if(TARGET dppf::nccl)
   dppf_add_gpu_test(test_nccl gpu/test_nccl.cu LIBS dppf::nccl)
 endif()
@@ -64,3 +87,16 @@ int main() { return 0; }
   add_test(NAME header:${header} COMMAND ${name})
   set_tests_properties(header:${header} PROPERTIES LABELS "headers;gpu")
 endfunction()
+
+# Every kernel the GPU executables register on the host has device code (see the script): a
+# launch-time failure found at build time, without a GPU. Label "cuda": CI runs it.
+if(CMAKE_OBJCOPY)
+  foreach(exe test_gpu test_nccl test_gpu_host)
+    if(TARGET ${exe})
+      add_test(NAME kernel_registration:${exe}
+               COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:${exe}> -DOBJCOPY=${CMAKE_OBJCOPY}
+                       -DWORK=${CMAKE_CURRENT_BINARY_DIR}/kernel_registration -P ${CMAKE_CURRENT_SOURCE_DIR}/gpu/check_kernel_registration.cmake)
+      set_tests_properties(kernel_registration:${exe} PROPERTIES LABELS cuda SKIP_REGULAR_EXPRESSION "SKIPPED:")
+    endif()
+  endforeach()
+endif()

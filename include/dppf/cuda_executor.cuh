@@ -95,6 +95,9 @@ class cuda {
   template <class F, class... T>
   void transform_lists(F f, std::span<const device_span<T>>... lists) const {
     const std::size_t count = detail::common_size("cuda::transform_lists (tensor counts)", lists...);
+    // Every tensor is checked before the first launch: a bad one changes nothing.
+    for (std::size_t t = 0; t < count; ++t)
+      (void)detail::common_size(("cuda::transform_lists (tensor " + std::to_string(t) + ")").c_str(), lists[t]...);
     constexpr std::size_t cap = detail::cuda_table_capacity<T...>;
     constexpr auto mask = detail::cuda_const_mask<T...>();
     for (std::size_t first = 0; first < count; first += cap) {
@@ -102,11 +105,9 @@ class cuda {
       std::size_t total = 0;
       int used = 0;
       for (std::size_t t = first; t < count && t < first + cap; ++t, ++used) {
-        const std::size_t n = detail::common_size(("cuda::transform_lists (tensor " + std::to_string(t) + ")").c_str(),
-                                                  lists[t]...);
         table.p[used] = detail::cuda_pointers(lists[t].data()...);
         table.start[used] = total;
-        total += n;
+        total += [](const auto& head, const auto&...) { return head.size(); }(lists[t]...);  // checked above
       }
       table.start[used] = total;
       table.count = used;

@@ -3,6 +3,11 @@
 // allocated and freed in stream order (cudaMallocAsync / cudaFreeAsync) on the stream it was made
 // for. It models parameter_buffer in device_space, so executors and communicators accept it and
 // view() turns it into a device_span. Move-only.
+//
+// Stream order (CUDA's rule for stream-ordered allocations): the buffer may be used on its own
+// stream right away, on any other stream only after its stream was synchronized (to_device does
+// that); and it is freed on its own stream, so work on another stream that still reads it must be
+// waited for before it goes out of scope.
 
 #include <cuda_runtime.h>
 

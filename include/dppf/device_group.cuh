@@ -6,6 +6,10 @@
 // into every rank's output: deterministic and identical on every rank. Scalars are reduced on
 // the host exactly as dppf::threads does. Rendezvous, abort on failure and the timeout are
 // dppf::threads' own.
+//
+// Stream order: the collective's kernel and copies run on the group's stream, after whatever
+// each rank queued there before the call. A rank that produces its buffers on another stream
+// must synchronize that stream first (a dppf::cuda executor on the group's stream needs nothing).
 
 #include <cuda_runtime.h>
 
@@ -19,6 +23,7 @@
 #include "communicator.hpp"
 #include "detail/cuda_check.cuh"
 #include "detail/cuda_kernels.cuh"
+#include "error.hpp"
 #include "threads.hpp"
 
 namespace dppf {
@@ -111,17 +116,19 @@ class device_member {
   template <device_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    if (root < 0 || root >= size())
-      detail::throw_invalid("device_group::broadcast: root " + std::to_string(root) + " out of range");
+    std::string problem;
+    if (root < 0 || root >= size()) problem = "device_group::broadcast: root " + std::to_string(root) + " out of range";
     const std::size_t n = std::ranges::size(b);
-    post({.out = std::ranges::data(b), .n = n, .element_size = sizeof(T)}, "device_group::broadcast");
+    post({.out = std::ranges::data(b), .n = n, .element_size = sizeof(T)}, "device_group::broadcast", problem);
     if (rank() == root && n != 0) {
-      for (int r = 0; r < size(); ++r)
-        if (r != root)
-          detail::cuda_check(cudaMemcpyAsync(slot(r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
-                                             state_->stream),
-                             "device_group::broadcast: cudaMemcpyAsync");
-      finish_on_root("device_group::broadcast: cudaStreamSynchronize");
+      on_root("device_group::broadcast: cudaMemcpyAsync", [&] {
+        for (int r = 0; r < size(); ++r)
+          if (r != root)
+            detail::cuda_check(cudaMemcpyAsync(slot(r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
+                                               state_->stream),
+                               "device_group::broadcast: cudaMemcpyAsync");
+        detail::cuda_check(cudaStreamSynchronize(state_->stream), "device_group::broadcast: cudaStreamSynchronize");
+      });
     }
     barrier();  // the root's copies are complete before anyone goes on
   }
@@ -135,11 +142,24 @@ class device_member {
 
   detail::thread_slot& slot(int r) const { return state_->slots[std::size_t(r)]; }
 
-  // Posts this rank's buffers and meets the others; then every rank compares every rank's size,
-  // so all raise together (and meet once more, keeping the barriers aligned).
-  void post(detail::thread_slot s, const char* who) {
+  // Posts this rank's buffers and meets the others; then every rank checks every rank's
+  // arguments (its own `problem`, found before the rendezvous, and every rank's size), so all
+  // raise together instead of leaving the others at a barrier until the timeout (and meet once
+  // more, keeping the barriers aligned).
+  void post(detail::thread_slot s, const char* who, const std::string& problem) {
+    s.rejected = !problem.empty();
     slot(rank()) = s;
     barrier();
+    if (!problem.empty()) {
+      barrier();
+      detail::throw_invalid(problem);
+    }
+    for (int r = 0; r < size(); ++r)
+      if (slot(r).rejected) {
+        barrier();
+        throw communication_error(std::string(who) + ": rank " + std::to_string(r) +
+                                  " rejected its arguments (this is rank " + std::to_string(rank()) + ")");
+      }
     std::string error;
     for (int r = 1; r < size() && error.empty(); ++r)
       if (slot(r).n != slot(0).n || slot(r).element_size != slot(0).element_size)
@@ -153,22 +173,30 @@ class device_member {
     }
   }
 
-  // The root's stream work must finish before the closing barrier; a failure aborts the group.
-  void finish_on_root(const char* what) {
+  // The root's stream work (queue, then wait for it) must finish before the closing barrier; a
+  // failure aborts the group, so the other ranks raise at that barrier instead of waiting.
+  template <class Work>
+  void on_root(const char* what, Work&& work) {
     try {
-      detail::cuda_check(cudaStreamSynchronize(state_->stream), what);
+      work();
     } catch (const std::exception& e) {
       state_->host.abort(e.what());
+      throw;
+    } catch (...) {
+      state_->host.abort(what);
       throw;
     }
   }
 
   template <class T>
   void reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    // This rank's own bad arguments are agreed on in post(), so every rank raises, none waits.
+    std::string problem;
     if (op != reduce_op::sum && op != reduce_op::avg)
-      detail::throw_invalid(std::string("device_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op));
-    detail::require_same_size(n_in, n_out, "device_group::all_reduce output");
-    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T)}, "device_group::all_reduce");
+      problem = std::string("device_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
+    else if (n_in != n_out)
+      problem = "device_group::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
+    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T)}, "device_group::all_reduce", problem);
     if (rank() == 0 && n_in != 0) {
       detail::device_group_table<T> t{};
       for (int r = 0; r < size(); ++r) {
@@ -177,11 +205,11 @@ class device_member {
       }
       const double scale = op == reduce_op::avg ? 1.0 / size() : 1.0;
       const std::size_t blocks = detail::cuda_blocks(n_in, detail::cuda_max_blocks);
-      detail::device_group_reduce_kernel<T><<<unsigned(blocks), detail::cuda_block, 0, state_->stream>>>(t, size(), n_in, scale);
-      const cudaError_t launch = cudaGetLastError();
-      if (launch != cudaSuccess) state_->host.abort("device_group::all_reduce: kernel launch failed");
-      detail::cuda_check(launch, "device_group::all_reduce: kernel launch");
-      finish_on_root("device_group::all_reduce: cudaStreamSynchronize");
+      on_root("device_group::all_reduce", [&] {
+        detail::device_group_reduce_kernel<T><<<unsigned(blocks), detail::cuda_block, 0, state_->stream>>>(t, size(), n_in, scale);
+        detail::cuda_check_launch("device_group::all_reduce: kernel launch");
+        detail::cuda_check(cudaStreamSynchronize(state_->stream), "device_group::all_reduce: cudaStreamSynchronize");
+      });
     }
     barrier();  // every output written before any rank goes on
   }

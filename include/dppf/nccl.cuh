@@ -11,6 +11,10 @@
 // * Buffer all-reduces support sum and avg (ncclAvg), in place or out of place; scalars
 //   (double) also min and max. Buffer sizes are compared across ranks first (one scalar
 //   all-gather; options.check_sizes = false skips it).
+// * Stream order: collectives run on the communicator's stream, after the work queued there;
+//   buffers produced on another stream must have that stream synchronized first (an executor on
+//   the same stream, e.g. dppf::cuda{stream}, needs nothing). Buffers used here and allocated in
+//   stream order (dppf::device_array) must have been allocated on this stream, or synchronized.
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -80,6 +84,8 @@ class nccl {
     detail::require_option(size >= 1, "nccl", "size", size, "must be >= 1");
     detail::require_option(rank >= 0 && rank < size, "nccl", "rank", rank, "must be in [0, size)");
     detail::require_option(options.timeout.count() > 0, "nccl", "timeout", options.timeout.count(), "must be > 0 ms");
+    // The scratch first: if it cannot be had, no communicator is left behind unfinalized.
+    scratch_ = device_array<double>(static_cast<std::size_t>(size) + 1, stream_);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     const ncclResult_t r = ncclCommInitRankConfig(&comm_, size, id, rank, &config);
@@ -90,7 +96,6 @@ class nccl {
                                 ": " + ncclGetErrorString(r));
     }
     wait_nccl("ncclCommInitRankConfig");
-    scratch_ = device_array<double>(static_cast<std::size_t>(size) + 1, stream_);
   }
 
   nccl(const nccl&) = delete;

@@ -18,8 +18,10 @@
 #include <thrust/system/cuda/execution_policy.h>
 
 #include <cfloat>
+#include <chrono>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "gpu/device_mirror.hpp"
@@ -159,6 +161,22 @@ TEST_CASE("cuda multi-tensor apply updates every tensor of a list like per-tenso
                                 std::span<const dppf::device_span<float>>(short_m));
       },
       "tensor 3");
+  // A bad tensor in a later launch's group is found before the first launch: nothing changes.
+  REQUIRE(sizes.size() > 2 * dppf::detail::cuda_table_capacity<float, const float, float>);
+  const std::size_t late = sizes.size() - 1;
+  short_m = lm;
+  short_m[late] = short_m[late].subspan(0, 0);
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] {
+        ex.transform_lists_each(f, std::span<const dppf::device_span<float>>(lp),
+                                std::span<const dppf::device_span<const float>>(lg),
+                                std::span<const dppf::device_span<float>>(short_m));
+      },
+      "tensor " + std::to_string(late));
+  ex.synchronize();
+  bad = 0;
+  for (std::size_t t = 0; t < sizes.size(); ++t) bad += dppf_gpu_test::count_mismatches<device_mirror, float>(ex, p[t], hp[t], false);
+  CHECK(bad == 0);
 }
 
 TEST_CASE("device_group averages device buffers in rank order like a double loop") {
@@ -207,6 +225,26 @@ TEST_CASE("device_group rejects mismatched sizes on every rank") {
     }
   });
   CHECK(raised == std::vector<int>{1, 1});
+}
+
+TEST_CASE("device_group: one rank's bad arguments raise on every rank, none waits") {
+  stream_guard s;
+  // A short timeout: a rank left waiting at a barrier would fail with a timeout, not pass.
+  dppf::device_group group(2, s.s, {.timeout = std::chrono::seconds(20)});
+  std::vector<std::string> caught(2);
+  group.run([&](dppf::device_member c) {
+    auto x = dppf::cuda{s.s}.allocate<float>(4);
+    auto y = dppf::cuda{s.s}.allocate<float>(c.rank() == 0 ? 5 : 4);
+    try {
+      c.all_reduce(x, y, dppf::reduce_op::avg);
+    } catch (const std::exception& e) {
+      caught[std::size_t(c.rank())] = e.what();
+    }
+    // The group is usable afterwards: the barriers stayed aligned.
+    c.all_reduce(x, dppf::reduce_op::sum);
+  });
+  CHECK(caught[0].find("output has 5 elements, expected 4") != std::string::npos);
+  CHECK(caught[1].find("rank 0 rejected its arguments") != std::string::npos);
 }
 
 namespace {
