@@ -21,6 +21,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -183,9 +184,11 @@ inline unsigned grid_for(std::size_t work) {
 class mlp_cuda {
  public:
   /// sizes = {inputs, hidden..., classes}, as fmnist::mlp. All work goes to `stream` (not owned:
-  /// it must outlive this object), which the cuBLAS handle is bound to.
+  /// it must outlive this object), which the cuBLAS handle is bound to. Nothing touches the GPU
+  /// before the first loss_and_grad or evaluate (which make the handle on the current device),
+  /// so the argument checks run, and are tested, on machines without one.
   explicit mlp_cuda(std::vector<std::size_t> sizes, cudaStream_t stream = nullptr)
-      : shape_(int_range(std::move(sizes))), stream_(stream), ex_(stream), blas_(stream) {
+      : shape_(int_range(std::move(sizes))), stream_(stream), ex_(stream) {
     acts_.resize(layers());
     deltas_.resize(layers() - 1);
   }
@@ -220,6 +223,7 @@ class mlp_cuda {
     check_call("mlp_cuda::loss_and_grad", params, x_dev, y_dev, batch);
     layout().require_covers(grads.size(), "mlp_cuda::loss_and_grad: gradients");
     if (!grads.data()) throw std::invalid_argument("mlp_cuda::loss_and_grad: the gradients are a null device pointer");
+    ready();
 
     forward(params, x_dev, batch);
     const std::size_t c = classes(), L = layers();
@@ -240,19 +244,19 @@ class mlp_cuda {
       const float* d = l == L ? delta : deltas_[l - 1].data();
       float* dw = grads.data() + lay[2 * (l - 1)].offset;
       float* db = grads.data() + lay[2 * (l - 1) + 1].offset;
-      detail::gemm_row_major(blas_.get(), true, false, out, in, batch, d, out, a_prev, in, 0.0f, dw, in,
+      detail::gemm_row_major(blas_->get(), true, false, out, in, batch, d, out, a_prev, in, 0.0f, dw, in,
                              "cublasSgemm (dW = D^T A_prev)");
       detail::column_sums<float><<<detail::grid_for(out), 256, 0, stream_>>>(d, batch, out, db);
       dppf::detail::cuda_check_launch("mlp_cuda::loss_and_grad: bias gradient kernel launch");
       const float* w = params.data() + lay[2 * (l - 1)].offset;
       if (l == 1) {  // the input has no ReLU
         if (input_grad_dev)
-          detail::gemm_row_major(blas_.get(), false, false, batch, in, out, d, out, w, in, 0.0f, input_grad_dev, in,
+          detail::gemm_row_major(blas_->get(), false, false, batch, in, out, d, out, w, in, 0.0f, input_grad_dev, in,
                                  "cublasSgemm (dX = D W)");
         break;
       }
       float* d_prev = deltas_[l - 2].data();
-      detail::gemm_row_major(blas_.get(), false, false, batch, in, out, d, out, w, in, 0.0f, d_prev, in,
+      detail::gemm_row_major(blas_->get(), false, false, batch, in, out, d, out, w, in, 0.0f, d_prev, in,
                              "cublasSgemm (D_prev = D W)");
       ex_.transform(detail::relu_mask{}, dppf::device_span<float>(d_prev, batch * in),
                     dppf::device_span<const float>(a_prev, batch * in));
@@ -270,6 +274,7 @@ class mlp_cuda {
       return {};
     }
     check_call("mlp_cuda::evaluate", params, x_dev, y_dev, std::min(chunk, n));
+    ready();
     dppf::detail::cuda_check(cudaMemsetAsync(acc_.data(), 0, 3 * sizeof(double), stream_),
                              "mlp_cuda::evaluate: cudaMemsetAsync");
     for (std::size_t start = 0; start < n; start += chunk) {
@@ -318,6 +323,12 @@ class mlp_cuda {
       throw std::invalid_argument(std::string(who) + ": null device pointer (parameters, x or y)");
   }
 
+  // The cuBLAS handle and the sums' buffer, made on first use.
+  void ready() {
+    if (!blas_) blas_.emplace(stream_);
+    if (acc_.empty()) acc_ = dppf::device_array<double>(3, stream_);
+  }
+
   template <class T>
   void reserve(dppf::device_array<T>& a, std::size_t n) {
     if (a.size() < n) a = dppf::device_array<T>(n, stream_);
@@ -333,7 +344,7 @@ class mlp_cuda {
       const float* w = params.data() + lay[2 * (l - 1)].offset;
       const float* bias = params.data() + lay[2 * (l - 1) + 1].offset;
       const float* a_prev = l == 1 ? x : acts_[l - 2].data();
-      detail::gemm_row_major(blas_.get(), false, true, batch, out, in, a_prev, in, w, in, 0.0f, z, out,
+      detail::gemm_row_major(blas_->get(), false, true, batch, out, in, a_prev, in, w, in, 0.0f, z, out,
                              "cublasSgemm (Z = A W^T)");
       ex_.transform_indexed(detail::add_bias_relu{bias, out, l < layers()}, dppf::device_span<float>(z, batch * out));
     }
@@ -355,11 +366,11 @@ class mlp_cuda {
   mlp<float> shape_;  // layout, sizes and init only; its own buffers stay empty
   cudaStream_t stream_;
   dppf::cuda ex_;
-  detail::cublas_handle blas_;
+  std::optional<detail::cublas_handle> blas_;
   std::vector<dppf::device_array<float>> acts_;    // Z_l / A_l (hidden) and the logits, batch x sizes[l]
   std::vector<dppf::device_array<float>> deltas_;  // dLoss/dZ_l of the hidden layers
   dppf::device_array<double> stats_;               // per-row loss, correct, bad label
-  dppf::device_array<double> acc_{3, stream_};     // their sums
+  dppf::device_array<double> acc_;                 // their sums
 };
 
 }  // namespace fmnist
