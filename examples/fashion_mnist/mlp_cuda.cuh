@@ -9,8 +9,10 @@
 //   loss      per row, log-sum-exp in double; the rows' losses added in a fixed order in double
 //   backward  dW_l = D_l^T A_{l-1} (cuBLAS), db_l = column sums of D_l (a kernel, in mlp.hpp's
 //             order), D_{l-1} = (D_l W_l) masked where A_{l-1} <= 0 (cuBLAS, then a kernel)
-// Sizes are checked before anything is queued (std::invalid_argument naming the sizes); cuBLAS
-// and CUDA failures become fmnist::cublas_error and dppf::cuda_error naming the call.
+// Arguments are checked before anything touches the GPU (std::invalid_argument naming the sizes;
+// the cuBLAS handle is made at the first accepted call); cuBLAS and CUDA failures become
+// fmnist::cublas_error and dppf::cuda_error naming the call. Full fp32 (no TF32), and the
+// results are the same bits run to run on one device (cuBLAS's guarantee, fixed-order sums).
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
