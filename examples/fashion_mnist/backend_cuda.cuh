@@ -28,6 +28,14 @@
 
 namespace fmnist {
 
+/// Uploads `d` on `stream` (waits for the copies).
+inline device_dataset to_device(const dataset& d, cudaStream_t stream = nullptr) {
+  if (d.y.size() != d.count)
+    throw std::invalid_argument("fmnist::to_device: the data set has " + std::to_string(d.y.size()) + " labels for " +
+                                std::to_string(d.count) + " images");
+  return to_device(d.x, d.y, d.dim, stream);
+}
+
 /// One worker's model and buffers on the device (see host_replica for the interface).
 class cuda_replica {
  public:

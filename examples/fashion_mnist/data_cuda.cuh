@@ -2,6 +2,7 @@
 // The Fashion-MNIST example's data on a GPU: the training set uploaded once (images count x dim
 // floats, labels bytes), and the batch gather that copies the rows named by a device array of
 // indices into the batch buffers in one kernel, so a training step moves no images over PCIe.
+// Needs CUDA only (no zlib, no BLAS).
 
 #include <cuda/std/limits>
 #include <cuda_runtime.h>
@@ -19,8 +20,6 @@
 #include <dppf/buffer.hpp>
 #include <dppf/detail/cuda_check.cuh>
 #include <dppf/device_buffer.cuh>
-
-#include "idx.hpp"
 
 namespace fmnist {
 
@@ -101,13 +100,14 @@ struct device_dataset {
   device_storage<std::uint8_t> y;
 };
 
-/// Uploads `d` on `stream` (waits for the copies).
-inline device_dataset to_device(const dataset& d, cudaStream_t stream = nullptr) {
-  if (d.x.size() != d.count * d.dim || d.y.size() != d.count)
-    throw std::invalid_argument("fmnist::to_device: the data set has " + std::to_string(d.x.size()) + " pixels and " +
-                                std::to_string(d.y.size()) + " labels for " + std::to_string(d.count) + " images of " +
-                                std::to_string(d.dim));
-  return {d.count, d.dim, dppf::to_device(d.x, stream), device_storage<std::uint8_t>(std::span<const std::uint8_t>(d.y), stream)};
+/// Uploads labels.size() images of dim floats (images, row-major) and their labels on `stream`
+/// (waits for the copies). backend_cuda.cuh adds the overload for an fmnist::dataset.
+inline device_dataset to_device(std::span<const float> images, std::span<const std::uint8_t> labels, std::size_t dim,
+                                cudaStream_t stream = nullptr) {
+  if (dim == 0 || images.size() != labels.size() * dim)
+    throw std::invalid_argument("fmnist::to_device: " + std::to_string(images.size()) + " pixels for " +
+                                std::to_string(labels.size()) + " labels and images of " + std::to_string(dim));
+  return {labels.size(), dim, dppf::to_device(images, stream), device_storage<std::uint8_t>(labels, stream)};
 }
 
 namespace detail {

@@ -132,13 +132,12 @@ TEST_CASE("gather_batch checks its buffers before launching") {
   // An empty batch is nothing to do.
   fmnist::gather_batch(images, labels, 784, idx, 0, {xb.data(), 0}, yb);
 
-  fmnist::dataset bad;
-  bad.count = 3;
-  bad.dim = 784;
-  bad.x.resize(3 * 784 - 1);
-  bad.y.resize(3);
-  check_throws_with<std::invalid_argument>([&] { (void)fmnist::to_device(bad); },
-                                           "fmnist::to_device: the data set has 2351 pixels and 3 labels for 3 images of 784");
+  const std::vector<float> pixels(3 * 784 - 1);
+  const std::vector<std::uint8_t> three(3);
+  check_throws_with<std::invalid_argument>([&] { (void)fmnist::to_device(pixels, three, 784); },
+                                           "fmnist::to_device: 2351 pixels for 3 labels and images of 784");
+  check_throws_with<std::invalid_argument>([&] { (void)fmnist::to_device(pixels, three, 0); },
+                                           "fmnist::to_device: 2351 pixels for 3 labels and images of 0");
 }
 
 TEST_CASE("device_storage of nothing allocates nothing, and assign checks the size") {
