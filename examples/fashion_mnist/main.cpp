@@ -26,6 +26,14 @@
 #ifdef FMNIST_WITH_MPI
 #include <dppf/mpi.hpp>
 #endif
+#ifdef FMNIST_WITH_CUDA
+#include <dppf/device_group.cuh>
+
+#include "backend_cuda.cuh"
+#endif
+#if defined(FMNIST_WITH_NCCL) && defined(FMNIST_WITH_MPI)
+#include <dppf/nccl_mpi.cuh>
+#endif
 
 #ifndef FMNIST_DEFAULT_DATA_DIR
 #define FMNIST_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -37,6 +45,7 @@ struct config {
   fmnist::run_options run;
   std::vector<std::string> methods{"dppf", "local_sgd", "ddp"};
   std::string comm = "threads";
+  std::string device = "cpu";
   std::string data = FMNIST_DEFAULT_DATA_DIR;
   std::string svg, replot;
   std::size_t train_limit = 0, test_limit = 0;
@@ -47,7 +56,7 @@ const char* usage_text =
     "usage: fashion_mnist [--method LIST] [--workers M] [--tau T] [--alpha A] [--lambda L] [--lr LR]\n"
     "                     [--momentum MU] [--weight-decay WD] [--outer-lr LR] [--outer-momentum MU]\n"
     "                     [--epochs E] [--batch B] [--seed S]\n"
-    "                     [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
+    "                     [--device cpu|cuda] [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...] [--sharpness-samples N]\n"
     "                     [--model mlp|cnn] [--channels C1,C2,...]\n"
     "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
@@ -62,7 +71,10 @@ const char* usage_text =
     "  --sharpness-samples N  IMV and Hessian top eigenvalue of x_bar on the first N training images\n"
     "              (default 1024; 0 skips them and reports null)\n"
     "  --comm mpi  one worker per MPI process (mpirun -np M fashion_mnist --comm mpi ...; --workers is\n"
-    "              ignored); threads (default) runs the M workers as threads of this process\n";
+    "              ignored); threads (default) runs the M workers as threads of this process\n"
+    "  --device cuda  the MLP on the GPU (cuBLAS), data and parameters resident there; with --comm\n"
+    "              threads the M workers share GPU 0 (dppf::device_group)\n"
+    "  --comm nccl one worker per MPI process and GPU, parameters averaged by NCCL (implies --device cuda)\n";
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "fashion_mnist: " << problem << "\n" << usage_text;
@@ -120,6 +132,7 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--batch") r.batch = parse<std::size_t>(flag, value);
     else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, value);
     else if (flag == "--comm") c.comm = value;
+    else if (flag == "--device") c.device = value;
     else if (flag == "--svg") c.svg = value;
     else if (flag == "--data") c.data = value;
     else if (flag == "--replot") c.replot = value;
@@ -139,12 +152,22 @@ config parse_args(int argc, char** argv) {
   }
   if (c.run.model == "cnn" && !hidden_given) c.run.sizes = {784, 64, 10};
   if (c.methods.empty()) usage("--method needs at least one method");
+  if (c.device != "cpu" && c.device != "cuda") usage("--device: unknown device '" + c.device + "' (cpu or cuda)");
+#if !defined(FMNIST_WITH_NCCL) || !defined(FMNIST_WITH_MPI)
   if (c.comm == "nccl")
-    usage("--comm nccl: this example trains on the CPU; the nccl engine is not wired into it (use --comm threads or mpi)");
+    usage("--comm nccl: this build has no CUDA, NCCL or MPI (all are needed: MPI starts one rank per GPU)");
+#endif
+  if (c.comm == "nccl") c.device = "cuda";
+#ifndef FMNIST_WITH_CUDA
+  if (c.device == "cuda") usage("--device cuda: this build has no CUDA (configure with -DDPPF_ENABLE_CUDA=ON)");
+#endif
 #ifndef FMNIST_WITH_MPI
   if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
 #endif
-  if (c.comm != "threads" && c.comm != "mpi") usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or nccl)");
+  if (c.comm != "threads" && c.comm != "mpi" && c.comm != "nccl")
+    usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or nccl)");
+  if (c.comm == "mpi" && c.device == "cuda") usage("--comm mpi works on the CPU; on GPUs use --comm nccl");
+  if (c.device == "cuda" && c.run.model != "mlp") usage("--device cuda: only --model mlp runs on the GPU");
   if (c.quick) {
     if (!epochs_given) c.run.epochs = 1;
     if (c.train_limit == 0) c.train_limit = 12000;
@@ -231,6 +254,21 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
   }
 }
 
+#ifdef FMNIST_WITH_CUDA
+// The stream of the GPU runs (created on the current device, destroyed at the end).
+class cuda_stream {
+ public:
+  cuda_stream() { dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  cuda_stream(const cuda_stream&) = delete;
+  cuda_stream& operator=(const cuda_stream&) = delete;
+  ~cuda_stream() { (void)cudaStreamDestroy(s_); }
+  cudaStream_t get() const noexcept { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -248,13 +286,23 @@ int main(int argc, char** argv) {
     const auto host = [](const fmnist::dataset& train, const fmnist::dataset& test) {
       return fmnist::host_backend{train, test};
     };
-    if (c.comm == "threads") {
+    if (c.comm == "threads" && c.device == "cpu") {
       run_all(c, c.run.workers, 0, host, [&](auto&& f, int m) {
         dppf::threads group(m);
         group.run(f);
       });
       return 0;
     }
+#ifdef FMNIST_WITH_CUDA
+    if (c.comm == "threads") {  // --device cuda: M virtual workers on GPU 0, one stream
+      const cuda_stream s;
+      const auto gpu = [&](const fmnist::dataset& train, const fmnist::dataset& test) {
+        return fmnist::cuda_backend{train, test, s.get()};
+      };
+      run_all(c, c.run.workers, 0, gpu, [&](auto&& f, int m) { dppf::device_group(m, s.get()).run(f); });
+      return 0;
+    }
+#endif
 #ifdef FMNIST_WITH_MPI
     // One worker per MPI process: M is the number of ranks.
     dppf::mpi_environment env(argc, argv);
@@ -262,6 +310,26 @@ int main(int argc, char** argv) {
     for (const auto& m : c.methods)
       if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
     try {
+#if defined(FMNIST_WITH_NCCL)
+      if (c.comm == "nccl") {
+        // One GPU per rank: the rank's index among the ranks of its node picks the device.
+        MPI_Comm node = MPI_COMM_NULL;
+        int local = 0, devices = 0;
+        if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm.rank(), MPI_INFO_NULL, &node) != MPI_SUCCESS ||
+            MPI_Comm_rank(node, &local) != MPI_SUCCESS || MPI_Comm_free(&node) != MPI_SUCCESS)
+          throw dppf::communication_error("--comm nccl: cannot find this rank's index on its node");
+        dppf::detail::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+        if (devices < 1) throw std::runtime_error("--comm nccl: no CUDA device");
+        dppf::detail::cuda_check(cudaSetDevice(local % devices), "cudaSetDevice");
+        const cuda_stream s;
+        const auto gpu = [&](const fmnist::dataset& train, const fmnist::dataset& test) {
+          return fmnist::cuda_backend{train, test, s.get()};
+        };
+        // A fresh NCCL communicator per method (the trainer takes it over).
+        run_all(c, comm.size(), comm.rank(), gpu, [&](auto&& f, int) { f(dppf::nccl_from_mpi(MPI_COMM_WORLD, s.get())); });
+        return 0;
+      }
+#endif
       run_all(c, comm.size(), comm.rank(), host, [&](auto&& f, int) { f(comm); });
     } catch (const std::exception& e) {
       std::cerr << "fashion_mnist: error on rank " << comm.rank() << ": " << e.what() << "\n";

@@ -1,0 +1,43 @@
+# CTest script (label gpu): fashion_mnist --device cuda trains DPPF and DDP on GPU 0 on a subset;
+# every stdout line must be JSON, both result lines complete, and x_bar must have learned (chance
+# is 0.10; the CPU reaches 0.75-0.80 with these settings). Skipped without a GPU.
+execute_process(COMMAND ${EXE} --device cuda --method dppf,ddp --workers 4 --epochs 2 --train-limit 8000
+                        --test-limit 2000 --hidden 128 --sharpness-samples 256 --json
+                OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  if(err MATCHES "no CUDA-capable device|cudaErrorNoDevice|CUDA driver version is insufficient|cudaErrorInsufficientDriver")
+    message("no usable GPU: ${err}")  # SKIP_REGULAR_EXPRESSION of the test
+    return()
+  endif()
+  message(FATAL_ERROR "fashion_mnist --device cuda failed (exit ${rc}):\n${err}")
+endif()
+string(REPLACE "\n" ";" lines "${out}")
+set(results 0)
+foreach(line IN LISTS lines)
+  if(line STREQUAL "")
+    continue()
+  endif()
+  string(JSON method ERROR_VARIABLE bad GET "${line}" method)
+  if(bad)
+    message(FATAL_ERROR "not a JSON line: ${line}")
+  endif()
+  string(JSON workers ERROR_VARIABLE no_workers GET "${line}" workers)
+  if(no_workers)
+    continue()  # an epoch line
+  endif()
+  math(EXPR results "${results} + 1")
+  foreach(key train_acc test_acc gen_gap train_loss test_loss relaxed_mv imv hessian_top comm_bytes wall_s)
+    string(JSON v ERROR_VARIABLE missing GET "${line}" ${key})
+    if(missing)
+      message(FATAL_ERROR "${method}: no ${key} in ${line}")
+    endif()
+  endforeach()
+  string(JSON acc GET "${line}" test_acc)
+  if(acc LESS 0.7)
+    message(FATAL_ERROR "${method}: test accuracy ${acc} on the GPU, below 0.7:\n${line}")
+  endif()
+  message("${method} on the GPU: test accuracy ${acc}")
+endforeach()
+if(NOT results EQUAL 2)
+  message(FATAL_ERROR "expected 2 result lines, got ${results}:\n${out}")
+endif()
