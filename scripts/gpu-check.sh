@@ -108,9 +108,11 @@ mkdir -p "$out"
 
 stage "device"
 arch=""
+gpu_seen=""
 if command -v nvidia-smi > /dev/null; then
   timeout 10 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || true
   arch=$(timeout 10 nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | head -1 | tr -d ' .' || true)
+  [[ "$arch" =~ ^[0-9]+$ ]] && gpu_seen=1
 else
   echo "nvidia-smi not found"
 fi
@@ -197,6 +199,13 @@ timeout "$t" ctest --test-dir "$build" -L gpu --output-on-failure --timeout $((t
 tests_rc=${PIPESTATUS[0]}
 set -e
 grep -q "No tests were found" "$out/ctest.log" && tests_rc=1
+# A GPU that nvidia-smi sees but the tests do not (a driver older than the CUDA runtime, a
+# device hidden by CUDA_VISIBLE_DEVICES) makes them skip themselves: that is a failure here.
+if [ -n "$gpu_seen" ] && grep -qE "Test +#[0-9]+: test_gpu \.+\*+ *Skipped" "$out/ctest.log"; then
+  "$build/tests/test_gpu" 2>&1 | head -3 || true
+  echo "nvidia-smi sees a GPU but test_gpu skipped itself (above: why)"
+  tests_rc=1
+fi
 
 stage "GPU benchmarks"
 bench="$build/bench/bench_gpu"

@@ -100,8 +100,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::puts("no CUDA device: GPU benchmarks skipped");
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device (%s): GPU benchmarks skipped\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
     return 77;
   }
   cudaDeviceProp prop{};

@@ -39,7 +39,9 @@ class cuda {
     return device_array<T>(n, stream_);
   }
 
-  /// Calls f(i, b0[i], ..., bk[i]) for every index i, in one launch.
+  /// Calls f(i, b0[i], ..., bk[i]) for every index i, in one launch. Pass read-only buffers as
+  /// const (std::as_const, device_span<const T>): the vectorized path stores every non-const
+  /// buffer back, which costs its bytes again and is wrong if it aliases another buffer.
   template <class F, device_buffer... B>
   void transform_indexed(F f, B&&... b) const {
     const std::size_t n = detail::common_size("cuda::transform", b...);

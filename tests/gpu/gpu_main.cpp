@@ -9,8 +9,10 @@
 
 int main(int argc, char** argv) {
   int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::puts("no CUDA device: GPU tests skipped");
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess || devices == 0) {
+    // Why, too: on a GPU machine a driver older than the runtime lands here, not "no GPU".
+    std::printf("no CUDA device (%s): GPU tests skipped\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
     return 77;
   }
   cudaDeviceProp prop{};

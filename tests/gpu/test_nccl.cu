@@ -5,6 +5,7 @@
 #include <dppf/nccl.cuh>
 
 #include <cfloat>
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <thread>
@@ -46,6 +47,15 @@ TEST_CASE("nccl communicator rejects a bad rank and size") {
   const ncclUniqueId id{};
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl(id, 1, 1); }, "rank");
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl(id, 0, 0); }, "size");
+}
+
+// Run as its own CTest entry (test_nccl_timeout, with a short TIMEOUT): if aborting a pending
+// initialization ever hung, it would cost that entry's minute, not the other NCCL tests.
+TEST_CASE("nccl: a rank that never arrives makes initialization time out and raise, not hang") {
+  const ncclUniqueId id = dppf::nccl::unique_id();
+  dppf_test::check_throws_with<dppf::communication_error>(
+      [&] { dppf::nccl comm(id, 0, 2, nullptr, {.timeout = std::chrono::seconds(3)}); },
+      "ncclCommInitRankConfig timed out after 3000 ms on rank 0 of 2 (communicator aborted)");
 }
 
 TEST_CASE("nccl averages one buffer per GPU like a double loop") {
