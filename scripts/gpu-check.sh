@@ -10,7 +10,9 @@
 # --build-all builds the whole preset (host tests, examples, benchmarks too); by default only the
 # GPU targets are built, which is what the GPU check needs. --sanitize also runs test_gpu under
 # compute-sanitizer (memcheck; reported, does not change the exit status; needs budget: about
-# a minute more). Output goes to build/cuda/gpu-check/.
+# a minute more). Output goes to build/cuda/gpu-check/ (summary.txt: the table and the
+# verdicts), and is copied to $OUT as gpu-check-* when $OUT names a directory (the lent GPU
+# machines send $OUT back).
 #
 # What a bare GPU image lacks is worked around: the preset is configured for the GPU's own
 # architecture only (nvidia-smi's compute capability; the preset's list otherwise); when the
@@ -287,16 +289,24 @@ fi
 
 stage "summary"
 python_fmt=$(command -v python3 || command -v /usr/bin/python3 || true)
-if [ -n "$python_fmt" ] && [ "$bench_rc" = 0 ] && [ -s "$out/bench.csv" ]; then
-  summarize "$out/bench.csv" "$out/torch.csv" || cat "$out/bench.csv"
-else
-  cat "$out/bench.csv" 2> /dev/null || true
+{
+  if [ -n "$python_fmt" ] && [ "$bench_rc" = 0 ] && [ -s "$out/bench.csv" ]; then
+    summarize "$out/bench.csv" "$out/torch.csv" || cat "$out/bench.csv"
+  else
+    cat "$out/bench.csv" 2> /dev/null || true
+  fi
+  echo
+  grep -E "tests passed|tests failed" "$out/ctest.log" || true
+  [ -z "$sanitize_note" ] || echo "$sanitize_note"
+  echo "build exit $build_rc, tests exit $tests_rc, benchmark exit $bench_rc"
+  echo "total $(( $(date +%s) - start )) s; logs in $out"
+} | tee "$out/summary.txt"
+# On the lent GPU machines, files under $OUT come back to the caller: the logs and figures.
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
+  for f in summary.txt ctest.log bench.csv torch.csv build.log configure.log sanitizer.log; do
+    [ -f "$out/$f" ] && cp "$out/$f" "$OUT/gpu-check-$f"
+  done
 fi
-echo
-grep -E "tests passed|tests failed" "$out/ctest.log" || true
-[ -z "$sanitize_note" ] || echo "$sanitize_note"
-echo "build exit $build_rc, tests exit $tests_rc, benchmark exit $bench_rc"
-echo "total $(( $(date +%s) - start )) s; logs in $out"
 [ "$build_rc" = 0 ] || exit "$build_rc"
 [ "$tests_rc" = 0 ] || exit "$tests_rc"
 exit "$bench_rc"
