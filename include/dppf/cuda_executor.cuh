@@ -102,8 +102,10 @@ class cuda {
       (void)detail::common_size(("cuda::transform_lists (tensor " + std::to_string(t) + ")").c_str(), lists[t]...);
     constexpr std::size_t cap = detail::cuda_table_capacity<T...>;
     constexpr auto mask = detail::cuda_const_mask<T...>();
+    using table_type = detail::cuda_tensor_table<cap, std::remove_const_t<T>...>;
+    static_assert(sizeof(F) + sizeof(table_type) <= 4096, "multi-tensor apply: kernel parameters beyond 4 KiB");
     for (std::size_t first = 0; first < count; first += cap) {
-      detail::cuda_tensor_table<cap, std::remove_const_t<T>...> table{};
+      table_type table{};
       std::size_t total = 0;
       int used = 0;
       for (std::size_t t = first; t < count && t < first + cap; ++t, ++used) {
