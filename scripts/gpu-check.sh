@@ -122,7 +122,14 @@ arch=${DPPF_GPU_CHECK_ARCH:-$arch}  # e.g. "90", or "75;80;90"
 [[ "$arch" =~ ^[0-9]+(\;[0-9]+)*$ ]] || arch="75;80;90"
 echo "CUDA architectures: $arch"
 
-nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+nvcc=$(command -v nvcc || true)
+if [ -z "$nvcc" ]; then
+  for c in /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc; do
+    if [ -x "$c" ]; then nvcc=$c; break; fi
+  done
+fi
+[ -n "$nvcc" ] || nvcc=/usr/local/cuda/bin/nvcc
+echo "nvcc: $nvcc"
 # NCCL: the CUDA tree's or $NCCL_ROOT (FindNCCL looks there itself), else PyTorch's wheel.
 nccl_args=()
 if [ -z "${NCCL_ROOT:-}" ] && [ ! -f "$(dirname "$nvcc")/../include/nccl.h" ]; then
@@ -141,7 +148,8 @@ configured=0
 tried_preset=0
 if [ -z "${DPPF_GPU_CHECK_BUILD:-}" ] && [ -f CMakePresets.json ] && cmake --list-presets 2> /dev/null | grep -q '"cuda"'; then
   tried_preset=1
-  timeout "$(limit 90 420)" cmake --preset cuda -DCMAKE_CUDA_ARCHITECTURES="$arch" "${nccl_args[@]}" > "$out/configure.log" 2>&1 &&
+  timeout "$(limit 90 420)" cmake --preset cuda -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+    "${nccl_args[@]}" > "$out/configure.log" 2>&1 &&
     configured=1
 fi
 if [ "$configured" = 0 ]; then
