@@ -78,7 +78,7 @@ void fill(const E& ex, B&& x, detail::value_t<B> value) {
 template <executor E, parameter_buffer S, parameter_buffer D>
   requires runs_on<E, S> && runs_on<E, D>
 void copy(const E& ex, const S& src, D&& dst) {
-  ex.transform(detail::copy_fn<detail::value_t<D>>{}, view(src), view(dst));
+  ex.transform(detail::copy_fn<detail::value_t<D>>{}, detail::const_view(src), view(dst));
 }
 
 /// x[i] *= a.
@@ -92,28 +92,28 @@ void scale(const E& ex, B&& x, detail::value_t<B> a) {
 template <executor E, parameter_buffer X, parameter_buffer Y>
   requires runs_on<E, X> && runs_on<E, Y>
 void axpy(const E& ex, detail::value_t<Y> a, const X& x, Y&& y) {
-  ex.transform(detail::axpy_fn<detail::value_t<Y>>{a}, view(x), view(y));
+  ex.transform(detail::axpy_fn<detail::value_t<Y>>{a}, detail::const_view(x), view(y));
 }
 
 /// Sum of x[i], accumulated in double.
 template <executor E, parameter_buffer X>
   requires runs_on<E, X>
 double sum(const E& ex, const X& x) {
-  return ex.transform_reduce(detail::value_fn{}, view(x));
+  return ex.transform_reduce(detail::value_fn{}, detail::const_view(x));
 }
 
 /// Sum of x[i] * y[i], accumulated in double.
 template <executor E, parameter_buffer X, parameter_buffer Y>
   requires runs_on<E, X> && runs_on<E, Y>
 double dot(const E& ex, const X& x, const Y& y) {
-  return ex.transform_reduce(detail::product_fn{}, view(x), view(y));
+  return ex.transform_reduce(detail::product_fn{}, detail::const_view(x), detail::const_view(y));
 }
 
 /// Sum of x[i]^2, accumulated in double.
 template <executor E, parameter_buffer X>
   requires runs_on<E, X>
 double squared_norm(const E& ex, const X& x) {
-  return ex.transform_reduce(detail::square_fn{}, view(x));
+  return ex.transform_reduce(detail::square_fn{}, detail::const_view(x));
 }
 
 }  // namespace dppf

@@ -83,6 +83,13 @@ constexpr view_t<B&> view(B&& b) noexcept {
 
 namespace detail {
 
+// A read-only view of any buffer, even a span over mutable elements: executors then treat it as
+// an input (a device kernel does not write it back; oracles cannot change it).
+template <parameter_buffer B>
+constexpr span_for<memory_space_t<B>, const std::remove_cv_t<buffer_element_t<B>>> const_view(const B& b) noexcept {
+  return {std::ranges::data(b), std::ranges::size(b)};
+}
+
 // Every buffer in one call must have the same length; the message names both.
 inline void require_same_size(std::size_t expected, std::size_t got, const char* name) {
   if (expected != got)

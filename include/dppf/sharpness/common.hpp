@@ -48,12 +48,6 @@ namespace detail {
 template <class B>
 using oracle_value_t = std::remove_cv_t<buffer_element_t<B>>;
 
-// The read-only view handed to oracles, whatever the constness of the caller's buffer.
-template <class B>
-auto const_view(const B& b) {
-  using T = oracle_value_t<B>;
-  return span_for<memory_space_t<B>, const T>{std::ranges::data(b), std::ranges::size(b)};
-}
 template <class B>
 auto mutable_view(B& b) {
   using T = oracle_value_t<B>;
