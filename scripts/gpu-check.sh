@@ -30,14 +30,16 @@ set -euo pipefail
 
 # The build targets behind the GPU tests, from `ctest -N -L gpu` output ($1) and the build
 # system's target list (`cmake --build <dir> --target help`, $2): test_gpu, test_nccl,
-# bench.bench_gpu (target bench_gpu), header:dppf/x.cuh (target header_dppf_x_cuh). A test whose
+# bench.bench_gpu (target bench_gpu), example.fashion_mnist (target fashion_mnist, the example run
+# on the GPU), header:dppf/x.cuh (target header_dppf_x_cuh). A test whose
 # name is no target (a test running a script or an example) is skipped here, not passed to the
 # build, where one unknown target would stop every other from being built.
 gpu_targets() {
   local known
   known=$(sed -n -e 's/^\([A-Za-z0-9_.+-][A-Za-z0-9_.+-]*\): .*/\1/p' -e 's/^\.\.\. \([A-Za-z0-9_.+-][A-Za-z0-9_.+-]*\).*/\1/p' "$2")
   sed -n 's/^ *Test *#[0-9]*: *//p' "$1" |
-    sed -e 's/[[:space:]]*$//' -e 's/^bench\.//' -e 's/^header:\(.*\)$/header_\1/' -e '/^header_/s/[^A-Za-z0-9_]/_/g' |
+    sed -e 's/[[:space:]]*$//' -e 's/^bench\.//' -e 's/^example\.//' -e 's/^header:\(.*\)$/header_\1/' \
+      -e '/^header_/s/[^A-Za-z0-9_]/_/g' |
     while read -r t; do
       if [ -n "$t" ] && printf '%s\n' "$known" | grep -qxF -- "$t"; then
         printf '%s ' "$t"

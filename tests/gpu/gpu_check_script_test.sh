@@ -2,7 +2,7 @@
 # Checks scripts/gpu-check.sh's parsing on made-up inputs (run by CTest as gpu_check_script):
 #   1. the build targets taken from `ctest -N -L gpu` output, with the "Could not find executable"
 #      noise CTest prints before anything is built, a header test, the benchmark's smoke test, and
-#      a test whose name is no build target (which must be left out, not break the build);
+#      an example run (example.X builds target X), a test whose name is no build target (which must be left out, not break the build);
 #   2. the summary of a benchmark CSV whose fields hold commas (quoted), against the numbers in it.
 set -euo pipefail
 script=$1
@@ -33,8 +33,9 @@ Looked in the following places:
   Test #77: header:dppf/cuda.cuh
   Test #79: header:dppf/detail/cuda_check.cuh
   Test #88: bench.bench_gpu
+  Test #90: example.fashion_mnist
 
-Total Tests: 6
+Total Tests: 7
 EOF
 # Ninja's `cmake --build <dir> --target help`.
 cat > "$tmp/help-ninja.txt" <<'EOF'
@@ -44,6 +45,7 @@ test_nccl: phony
 header_dppf_cuda_cuh: phony
 header_dppf_detail_cuda_check_cuh: phony
 bench_gpu: phony
+fashion_mnist: phony
 all: phony
 EOF
 # Make's.
@@ -56,8 +58,9 @@ The following are some of the valid targets for this Makefile:
 ... header_dppf_cuda_cuh
 ... header_dppf_detail_cuda_check_cuh
 ... bench_gpu
+... fashion_mnist
 EOF
-want="test_gpu test_nccl header_dppf_cuda_cuh header_dppf_detail_cuda_check_cuh bench_gpu"
+want="test_gpu test_nccl header_dppf_cuda_cuh header_dppf_detail_cuda_check_cuh bench_gpu fashion_mnist"
 got=$(bash "$script" --print-targets "$tmp/ctest.txt" "$tmp/help-ninja.txt" 2> "$tmp/err" | xargs)
 expect "targets from ctest -N (Ninja)" "$got" "$want"
 expect "a test without a target is named" "$(grep -c "fashion_mnist_gpu_train" "$tmp/err")" "1"
