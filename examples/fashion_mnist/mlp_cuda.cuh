@@ -12,7 +12,10 @@
 // Arguments are checked before anything touches the GPU (std::invalid_argument naming the sizes;
 // the cuBLAS handle is made at the first accepted call); cuBLAS and CUDA failures become
 // fmnist::cublas_error and dppf::cuda_error naming the call. Full fp32 (no TF32), and the
-// results are the same bits run to run on one device (cuBLAS's guarantee, fixed-order sums).
+// results are the same bits run to run on one device (fixed-order sums, and cuBLAS's guarantee,
+// which holds while one stream is active: one handle per object, bound to its one stream).
+// Several objects on one stream, driven by several host threads (dppf::device_group workers), are
+// safe: each has its own handle and buffers, and the stream runs their work in queue order.
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

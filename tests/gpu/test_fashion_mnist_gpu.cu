@@ -21,11 +21,13 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <dppf/device_buffer.cuh>
@@ -217,6 +219,67 @@ TEST_CASE("mlp_cuda gives the same bits run to run") {
   const std::vector<float> g2 = dppf::to_host(d.grads, s.s);
   CHECK(l1 == l2);
   CHECK(g1 == g2);
+}
+
+TEST_CASE("mlp_cuda objects on several host threads share one stream, as device_group workers do") {
+  // Each thread owns its model (cuBLAS handle, workspace) and data, all queued on one stream
+  // concurrently, and reallocates its workspace in between (evaluate in small chunks, a larger
+  // batch). One stream is active, so cuBLAS gives the same bits as the same calls made one after
+  // the other; a race between the objects' buffers or handles would change them.
+  stream_guard s;
+  constexpr int threads = 4, rounds = 3;
+  const std::vector<std::size_t> sizes{784, 37, 19, 10};
+  std::vector<problem> problems;
+  for (int t = 0; t < threads; ++t) problems.emplace_back(sizes, 16 + 5 * static_cast<std::size_t>(t), 300 + t);
+
+  struct outcome {
+    std::vector<double> losses;
+    std::vector<std::vector<float>> grads;
+    std::vector<double> eval_loss;
+  };
+  const auto work = [&](const problem& pr, outcome& out) {
+    fmnist::mlp_cuda gpu(sizes, s.s);
+    device_problem d(pr, s.s);
+    for (int r = 0; r < rounds; ++r) {
+      out.losses.push_back(gpu.loss_and_grad(d.cparams(), d.x.data(), d.y.data(), pr.batch, d.vgrads()));
+      out.grads.push_back(dppf::to_host(d.grads, s.s));
+      out.eval_loss.push_back(gpu.evaluate(d.cparams(), d.x.data(), d.y.data(), pr.batch, 3 + static_cast<std::size_t>(r)).loss);
+    }
+  };
+  std::vector<outcome> want(threads), got(threads);
+  for (int t = 0; t < threads; ++t) work(problems[static_cast<std::size_t>(t)], want[static_cast<std::size_t>(t)]);
+  {
+    std::vector<std::exception_ptr> errors(threads);
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const auto k = static_cast<std::size_t>(t);
+        try {
+          work(problems[k], got[k]);
+        } catch (...) {
+          errors[k] = std::current_exception();
+        }
+      });
+    for (auto& th : pool) th.join();
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+  for (int t = 0; t < threads; ++t) {
+    CAPTURE(t);
+    const auto k = static_cast<std::size_t>(t);
+    REQUIRE(got[k].losses.size() == static_cast<std::size_t>(rounds));
+    for (int r = 0; r < rounds; ++r) {
+      CAPTURE(r);
+      const auto j = static_cast<std::size_t>(r);
+      CHECK(got[k].losses[j] == want[k].losses[j]);
+      CHECK(got[k].grads[j] == want[k].grads[j]);
+      CHECK(got[k].eval_loss[j] == want[k].eval_loss[j]);
+      CHECK(got[k].grads[j] == want[k].grads[0]);  // same inputs every round
+    }
+  }
+  // The sequential results are the model's (not only self-consistent).
+  fmnist::mlp_cuda gpu(sizes, s.s);
+  check_against_host(gpu, problems[0], s.s);
 }
 
 TEST_CASE("mlp_cuda evaluate matches a double loop: summed loss and correct predictions") {
