@@ -314,13 +314,17 @@ int main(int argc, char** argv) {
       if (c.comm == "nccl") {
         // One GPU per rank: the rank's index among the ranks of its node picks the device.
         MPI_Comm node = MPI_COMM_NULL;
-        int local = 0, devices = 0;
+        int local = 0, on_node = 0, devices = 0;
         if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm.rank(), MPI_INFO_NULL, &node) != MPI_SUCCESS ||
-            MPI_Comm_rank(node, &local) != MPI_SUCCESS || MPI_Comm_free(&node) != MPI_SUCCESS)
+            MPI_Comm_rank(node, &local) != MPI_SUCCESS || MPI_Comm_size(node, &on_node) != MPI_SUCCESS ||
+            MPI_Comm_free(&node) != MPI_SUCCESS)
           throw dppf::communication_error("--comm nccl: cannot find this rank's index on its node");
         dppf::detail::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
-        if (devices < 1) throw std::runtime_error("--comm nccl: no CUDA device");
-        dppf::detail::cuda_check(cudaSetDevice(local % devices), "cudaSetDevice");
+        if (on_node > devices)  // NCCL refuses two ranks on one GPU; say so before it does
+          throw std::invalid_argument("--comm nccl: " + std::to_string(on_node) + " ranks on this node but " +
+                                      std::to_string(devices) + " GPUs (one rank per GPU; for several workers on one "
+                                      "GPU use --device cuda --comm threads)");
+        dppf::detail::cuda_check(cudaSetDevice(local), "cudaSetDevice");
         const cuda_stream s;
         const auto gpu = [&](const fmnist::dataset& train, const fmnist::dataset& test) {
           return fmnist::cuda_backend{train, test, s.get()};
