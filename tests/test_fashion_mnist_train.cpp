@@ -103,6 +103,33 @@ TEST_CASE("fashion_mnist: bad options are rejected before training, naming the f
   o.model = "cnn";
   o.channels = {4, 4, 4};
   CHECK_THROWS_WITH(fmnist::train(o, train_subset(), test_subset()), doctest::Contains("odd side"));
+  o = small("dppf");
+  o.push = "sideways";
+  CHECK_THROWS_WITH(fmnist::train(o, train_subset(), test_subset()), "--push: unknown mode 'sideways' (constant or inverse_mv)");
+  o = small("dppf");
+  o.push_warmup = -1;
+  CHECK_THROWS_WITH(fmnist::train(o, train_subset(), test_subset()), "--push-warmup: must be >= 0");
+}
+
+TEST_CASE("fashion_mnist: --push and --push-warmup reach DPPF's rule") {
+  auto o = small("dppf");
+  o.epochs = 1;
+  o.lambda = 0.5;
+  const fmnist::run_result pushed = fmnist::train(o, train_subset(), test_subset());
+  o.push = "inverse_mv";
+  const fmnist::run_result inverse = fmnist::train(o, train_subset(), test_subset());
+  o.push = "constant";
+  o.push_warmup = 1000;  // longer than the run: the push never acts
+  const fmnist::run_result warm = fmnist::train(o, train_subset(), test_subset());
+  o.push_warmup = 0;
+  o.lambda = 0.0;
+  const fmnist::run_result pull_only = fmnist::train(o, train_subset(), test_subset());
+  CHECK(pushed.last().relaxed_mv != inverse.last().relaxed_mv);
+  CHECK(pushed.last().relaxed_mv > pull_only.last().relaxed_mv);  // a push of 0.5 spreads the workers
+  // With the push off throughout, the run is the pull-only run, bit for bit.
+  CHECK(warm.last().relaxed_mv == pull_only.last().relaxed_mv);
+  CHECK(warm.last().test_loss == pull_only.last().test_loss);
+  CHECK(warm.x_bar == pull_only.x_bar);
 }
 
 TEST_CASE("fashion_mnist: the CNN option learns and reports the same metrics") {

@@ -58,7 +58,7 @@ const char* usage_text =
     "                     [--epochs E] [--batch B] [--seed S]\n"
     "                     [--device cpu|cuda] [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...] [--sharpness-samples N]\n"
-    "                     [--model mlp|cnn] [--channels C1,C2,...]\n"
+    "                     [--model mlp|cnn] [--channels C1,C2,...] [--push constant|inverse_mv] [--push-warmup N]\n"
     "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
     "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
     "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
@@ -66,6 +66,8 @@ const char* usage_text =
     "              --batch 64 (per worker) --seed 1 --hidden 512,512\n"
     "  --model     mlp (default) or cnn: (5x5 conv, ReLU, 2x2 max pool) per --channels entry (default 8,16),\n"
     "              then a head with --hidden layers (default 64 for the cnn)\n"
+    "  --push      DPPF's push: constant (lambda, default) or inverse_mv (lambda / (M MV^2));\n"
+    "              --push-warmup N: no push for the first N steps\n"
     "  --quick     1 epoch on the first 12000 training images (seconds on 2 cores)\n"
     "  --json      stdout carries only JSON lines: one per epoch, then one per method\n"
     "  --sharpness-samples N  IMV and Hessian top eigenvalue of x_bar on the first N training images\n"
@@ -140,6 +142,8 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
     else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
     else if (flag == "--model") r.model = value;
+    else if (flag == "--push") r.push = value;
+    else if (flag == "--push-warmup") r.push_warmup = parse<std::int64_t>(flag, value);
     else if (flag == "--channels") {
       r.channels.clear();
       for (const auto& ch : split(value)) r.channels.push_back(parse<std::size_t>(flag, ch));

@@ -42,6 +42,8 @@ struct run_options {
   std::int64_t tau = 8;
   double alpha = 0.1;    ///< DPPF pull; also the pull of elastic, leader and grawa
   double lambda = 0.05;  ///< DPPF push
+  std::string push = "constant";  ///< DPPF push mode: constant (lambda) or inverse_mv (lambda / (M MV^2))
+  std::int64_t push_warmup = 0;   ///< DPPF: the first steps with the push off
   double lr = 0.05;
   double momentum = 0.9;
   double weight_decay = 0.0;
@@ -100,6 +102,9 @@ inline void validate(const run_options& o, std::size_t train_count) {
     throw std::invalid_argument("--method: unknown method '" + o.method +
                                 "' (choose from dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single)");
   (void)make_network(o);  // --model, --hidden and --channels
+  if (o.push != "constant" && o.push != "inverse_mv")
+    throw std::invalid_argument("--push: unknown mode '" + o.push + "' (constant or inverse_mv)");
+  if (o.push_warmup < 0) throw std::invalid_argument("--push-warmup: must be >= 0");
   if (o.workers < 1) throw std::invalid_argument("--workers: must be >= 1, got " + std::to_string(o.workers));
   if (o.tau < 1) throw std::invalid_argument("--tau: must be >= 1, got " + std::to_string(o.tau));
   if (o.epochs < 1) throw std::invalid_argument("--epochs: must be >= 1, got " + std::to_string(o.epochs));
@@ -215,7 +220,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     std::mt19937_64 rng(o.seed * 1000003ull + static_cast<std::uint64_t>(r));
     const auto ex = rep.executor();
     dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
-                     std::move(comm), ex, {.tau = tau}};
+                     std::move(comm), ex, {.tau = tau, .warmup_steps = o.push_warmup}};
     auto& eval_comm = tr.communicator().inner();  // uncounted: evaluation traffic is not training traffic
 
     // Each worker evaluates one slice of each set; the sums are all-reduced.
@@ -288,7 +293,10 @@ run_result train(const run_options& o, const dataset& train, const dataset& test
   auto go = [&](auto rule, std::int64_t tau) {
     return detail::train_with(rule, tau, o, train, test, cb, m, backend, launch);
   };
-  if (k == "dppf") return go(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda}}, o.tau);
+  if (k == "dppf") {
+    const auto mode = o.push == "inverse_mv" ? dppf::push_mode::inverse_mv : dppf::push_mode::constant;
+    return go(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda, .push = mode}}, o.tau);
+  }
   if (k == "local_sgd") return go(dppf::local_sgd{}, o.tau);
   if (k == "elastic") return go(dppf::elastic{{.alpha = o.alpha}}, o.tau);
   if (k == "leader") return go(dppf::leader{{.pull = o.alpha}}, o.tau);
