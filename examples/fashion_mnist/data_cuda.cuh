@@ -23,73 +23,40 @@
 
 namespace fmnist {
 
-/// An owning device allocation of n trivially copyable elements, stream-ordered like
-/// dppf::device_array (which holds only float and double parameters): for labels and indices.
-/// Move-only; the contents start undefined.
+/// Labels and indices on the device: a dppf::device_array (stream-ordered, move-only, zero-filled)
+/// with the host copies the example needs.
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-class device_storage {
+class device_storage : public dppf::device_array<T> {
  public:
+  using dppf::device_array<T>::device_array;
   device_storage() = default;
-  explicit device_storage(std::size_t n, cudaStream_t stream = nullptr) : n_(n), stream_(stream) {
-    if (n == 0) return;
-    void* p = nullptr;
-    dppf::detail::cuda_check(cudaMallocAsync(&p, n * sizeof(T), stream), "fmnist::device_storage: cudaMallocAsync");
-    ptr_ = static_cast<T*>(p);
-  }
   /// A copy of `host` (waits for the copy, so the source may go away).
-  device_storage(std::span<const T> host, cudaStream_t stream) : device_storage(host.size(), stream) { assign(host); }
-  device_storage(const device_storage&) = delete;
-  device_storage& operator=(const device_storage&) = delete;
-  device_storage(device_storage&& o) noexcept
-      : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)), stream_(o.stream_) {}
-  device_storage& operator=(device_storage&& o) noexcept {
-    if (this != &o) {
-      release();
-      ptr_ = std::exchange(o.ptr_, nullptr);
-      n_ = std::exchange(o.n_, 0);
-      stream_ = o.stream_;
-    }
-    return *this;
+  device_storage(std::span<const T> host, cudaStream_t stream) : dppf::device_array<T>(host.size(), stream) {
+    assign(host);
   }
-  ~device_storage() { release(); }
 
-  /// Overwrites the first host.size() elements with `host` (e.g. a reshuffled shard) and waits.
+  /// Overwrites the first host.size() elements with `host` (e.g. a batch's indices) and waits.
   void assign(std::span<const T> host) {
-    if (host.size() > n_)
+    if (host.size() > this->size())
       throw std::invalid_argument("fmnist::device_storage::assign: " + std::to_string(host.size()) +
-                                  " elements do not fit in " + std::to_string(n_));
+                                  " elements do not fit in " + std::to_string(this->size()));
     if (host.empty()) return;
-    dppf::detail::cuda_check(cudaMemcpyAsync(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_),
-                             "fmnist::device_storage::assign: cudaMemcpyAsync");
-    dppf::detail::cuda_check(cudaStreamSynchronize(stream_), "fmnist::device_storage::assign: cudaStreamSynchronize");
+    dppf::detail::cuda_check(
+        cudaMemcpyAsync(this->data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, this->stream()),
+        "fmnist::device_storage::assign: cudaMemcpyAsync");
+    dppf::detail::cuda_check(cudaStreamSynchronize(this->stream()), "fmnist::device_storage::assign: cudaStreamSynchronize");
   }
 
   /// The elements in a std::vector, copied after the work queued on the stream (waits).
   std::vector<T> to_host() const {
-    std::vector<T> out(n_);
-    if (n_ == 0) return out;
-    dppf::detail::cuda_check(cudaMemcpyAsync(out.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost, stream_),
-                             "fmnist::device_storage::to_host: cudaMemcpyAsync");
-    dppf::detail::cuda_check(cudaStreamSynchronize(stream_), "fmnist::device_storage::to_host: cudaStreamSynchronize");
+    std::vector<T> out(this->size());
+    if (out.empty()) return out;
+    dppf::detail::cuda_check(
+        cudaMemcpyAsync(out.data(), this->data(), out.size() * sizeof(T), cudaMemcpyDeviceToHost, this->stream()),
+        "fmnist::device_storage::to_host: cudaMemcpyAsync");
+    dppf::detail::cuda_check(cudaStreamSynchronize(this->stream()), "fmnist::device_storage::to_host: cudaStreamSynchronize");
     return out;
   }
-
-  T* data() noexcept { return ptr_; }
-  const T* data() const noexcept { return ptr_; }
-  std::size_t size() const noexcept { return n_; }
-  cudaStream_t stream() const noexcept { return stream_; }
-
- private:
-  void release() noexcept {
-    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);  // errors here have no one to go to
-    ptr_ = nullptr;
-    n_ = 0;
-  }
-
-  T* ptr_ = nullptr;
-  std::size_t n_ = 0;
-  cudaStream_t stream_ = nullptr;
 };
 
 /// A data set resident on the device: count images of dim floats (row-major) and their labels.

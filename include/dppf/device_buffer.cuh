@@ -23,7 +23,10 @@
 
 namespace dppf {
 
-template <parameter_value T>
+/// Elements of any trivially copyable type; as a parameter buffer (the executors, communicators
+/// and optimizers), float or double only.
+template <class T>
+  requires std::is_trivially_copyable_v<T>
 class device_array {
  public:
   using value_type = T;
