@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """An independent PyTorch implementation of the example's setup, to cross-check its numbers.
 
-Same data (normalized the same way), MLP 784-512-512-10 with torch.nn.Linear's default init,
+Same data (normalized the same way), MLP 784-512-512-10 (or with --model cnn the example's CNN:
+two stages of Conv2d(5, padding 2), ReLU, MaxPool2d(2) with 8 and 16 channels, then 784-64-10)
+with torch's default init,
 torch.optim.SGD (lr, momentum), M workers simulated one after another on their own shards
 (sharded and shuffled with numpy, so the sample order differs from the C++ run: compare means
 over seeds, not single runs), and at every tau-th step the sync of the method:
@@ -40,6 +42,14 @@ def mlp(sizes):
     return torch.nn.Sequential(*layers)
 
 
+def cnn():
+    return torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 28, 28)),
+        torch.nn.Conv2d(1, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(16 * 7 * 7, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+
 def flat(model):
     return torch.nn.utils.parameters_to_vector(model.parameters())
 
@@ -49,18 +59,21 @@ def set_flat(model, v):
 
 
 @torch.no_grad()
-def evaluate(model, x, y):
-    z = model(x)
-    loss = torch.nn.functional.cross_entropy(z, y).item()
-    acc = (z.argmax(1) == y).float().mean().item()
-    return loss, acc
+def evaluate(model, x, y, chunk=2000):
+    loss, correct = 0.0, 0.0
+    for i in range(0, len(y), chunk):
+        z = model(x[i:i + chunk])
+        loss += torch.nn.functional.cross_entropy(z, y[i:i + chunk], reduction="sum").item()
+        correct += (z.argmax(1) == y[i:i + chunk]).sum().item()
+    return loss / len(y), correct / len(y)
 
 
 def run(method, a, xtr, ytr, xte, yte):
     torch.manual_seed(a.seed)
     m = 1 if method == "single" else a.workers
-    base = mlp([784, 512, 512, 10])
-    models = [mlp([784, 512, 512, 10]) for _ in range(m)]
+    make = cnn if a.model == "cnn" else (lambda: mlp([784, 512, 512, 10]))
+    base = make()
+    models = [make() for _ in range(m)]
     for w in models:
         w.load_state_dict(base.state_dict())
     opts = [torch.optim.SGD(w.parameters(), lr=a.lr, momentum=a.momentum) for w in models]
@@ -104,7 +117,7 @@ def run(method, a, xtr, ytr, xte, yte):
         set_flat(base, xbar)
     tr_loss, tr_acc = evaluate(base, xtr, ytr)
     te_loss, te_acc = evaluate(base, xte, yte)
-    return {"method": method, "impl": "pytorch", "workers": m, "tau": a.tau, "epochs": a.epochs, "seed": a.seed,
+    return {"method": method, "impl": "pytorch", "model": a.model, "workers": m, "tau": a.tau, "epochs": a.epochs, "seed": a.seed,
             "train_acc": tr_acc, "test_acc": te_acc, "train_loss": tr_loss, "test_loss": te_loss,
             "wall_s": time.time() - t0}
 
@@ -122,6 +135,7 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     a = p.parse_args()
     torch.set_num_threads(1)
     xtr, ytr = load(a.data, "train")
