@@ -10,11 +10,11 @@
 
 namespace fmnist_reference {
 
-// The loss of the MLP with plain double loops, no BLAS: the independent reference.
-inline double mlp_loss(const std::vector<std::size_t>& sizes, const std::vector<double>& p, const std::vector<double>& x,
-                      const std::vector<std::uint8_t>& y, std::size_t batch) {
-  double total = 0.0;
-  for (std::size_t i = 0; i < batch; ++i) {
+// The MLP's logits (rows x classes) with plain double loops, no BLAS: the independent reference.
+inline std::vector<double> mlp_logits(const std::vector<std::size_t>& sizes, const std::vector<double>& p,
+                                      const std::vector<double>& x, std::size_t rows) {
+  std::vector<double> logits;
+  for (std::size_t i = 0; i < rows; ++i) {
     std::vector<double> a(x.begin() + static_cast<std::ptrdiff_t>(i * sizes[0]),
                           x.begin() + static_cast<std::ptrdiff_t>((i + 1) * sizes[0]));
     std::size_t off = 0;
@@ -29,11 +29,23 @@ inline double mlp_loss(const std::vector<std::size_t>& sizes, const std::vector<
       off += in * out + out;
       a = z;
     }
-    double m = a[0];
-    for (double v : a) m = std::max(m, v);
+    logits.insert(logits.end(), a.begin(), a.end());
+  }
+  return logits;
+}
+
+// The MLP's mean cross-entropy over the batch, from mlp_logits.
+inline double mlp_loss(const std::vector<std::size_t>& sizes, const std::vector<double>& p, const std::vector<double>& x,
+                       const std::vector<std::uint8_t>& y, std::size_t batch) {
+  const std::vector<double> logits = mlp_logits(sizes, p, x, batch);
+  const std::size_t c = sizes.back();
+  double total = 0.0;
+  for (std::size_t i = 0; i < batch; ++i) {
+    const double* z = logits.data() + i * c;
+    const double m = *std::max_element(z, z + c);
     double sum = 0.0;
-    for (double v : a) sum += std::exp(v - m);
-    total += m + std::log(sum) - a[y[i]];
+    for (std::size_t j = 0; j < c; ++j) sum += std::exp(z[j] - m);
+    total += m + std::log(sum) - z[y[i]];
   }
   return total / static_cast<double>(batch);
 }

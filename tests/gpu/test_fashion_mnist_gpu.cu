@@ -33,6 +33,7 @@
 #include <dppf/device_buffer.cuh>
 
 #include "data_cuda.cuh"
+#include "fashion_mnist_reference.hpp"
 #include "mlp.hpp"
 #include "mlp_cuda.cuh"
 #include "support.hpp"
@@ -84,30 +85,6 @@ struct device_problem {
   dppf::device_span<const float> cparams() const { return {params.data(), params.size()}; }
   dppf::device_span<float> vgrads() { return {grads.data(), grads.size()}; }
 };
-
-// Logits of a plain double loop (no BLAS), rows x classes: the independent reference of evaluate.
-std::vector<double> reference_logits(const std::vector<std::size_t>& sizes, const std::vector<double>& p,
-                                     const std::vector<double>& x, std::size_t rows) {
-  std::vector<double> logits;
-  for (std::size_t i = 0; i < rows; ++i) {
-    std::vector<double> a(x.begin() + static_cast<std::ptrdiff_t>(i * sizes[0]),
-                          x.begin() + static_cast<std::ptrdiff_t>((i + 1) * sizes[0]));
-    std::size_t off = 0;
-    for (std::size_t l = 1; l < sizes.size(); ++l) {
-      const std::size_t in = sizes[l - 1], out = sizes[l];
-      std::vector<double> z(out);
-      for (std::size_t o = 0; o < out; ++o) {
-        double s = p[off + in * out + o];  // the bias follows the weights
-        for (std::size_t k = 0; k < in; ++k) s += p[off + o * in + k] * a[k];
-        z[o] = l + 1 < sizes.size() ? std::max(s, 0.0) : s;
-      }
-      off += in * out + out;
-      a = z;
-    }
-    logits.insert(logits.end(), a.begin(), a.end());
-  }
-  return logits;
-}
 
 // Every element of `got` within grad_tol * (largest |want| of its tensor) of `want`.
 template <class G>
@@ -286,7 +263,7 @@ TEST_CASE("mlp_cuda evaluate matches a double loop: summed loss and correct pred
   stream_guard s;
   problem pr({784, 37, 19, 10}, 101, 9);
   const std::size_t c = pr.sizes.back();
-  const std::vector<double> logits = reference_logits(pr.sizes, widen(pr.params), widen(pr.x), pr.batch);
+  const std::vector<double> logits = fmnist_reference::mlp_logits(pr.sizes, widen(pr.params), widen(pr.x), pr.batch);
   // Labels: the reference's argmax on even rows, another class on odd rows. Rows whose top two
   // logits are closer than float rounding could move them may go either way.
   std::size_t want_correct = 0, near_ties = 0;
