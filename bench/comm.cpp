@@ -32,14 +32,14 @@ void set_bus_bandwidth(benchmark::State& state, double bytes_per_op, int m) {
 void bm_threads_all_reduce(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   const int m = static_cast<int>(state.range(1));
-  dppf::threads group(m);
+  dppf::thread_group group(m);
   std::vector<std::vector<float>> x(static_cast<std::size_t>(m));
   for (int r = 0; r < m; ++r) {
     x[static_cast<std::size_t>(r)].resize(n);
     fill_random(x[static_cast<std::size_t>(r)], static_cast<std::uint64_t>(r));
   }
   const auto iterations = state.max_iterations;
-  group.run([&](dppf::thread_member comm) {
+  group.run([&](dppf::thread_communicator comm) {
     auto& mine = x[static_cast<std::size_t>(comm.rank())];
     if (comm.rank() == 0) {
       for (auto _ : state) comm.all_reduce(mine, dppf::reduce_op::avg);
@@ -56,15 +56,15 @@ void bm_training_step(benchmark::State& state, Rule rule) {
   const auto n = static_cast<std::size_t>(state.range(0));
   const std::int64_t tau = state.range(1);
   const int m = 2;  // one worker per core
-  dppf::threads group(m);
+  dppf::thread_group group(m);
   const auto iterations = state.max_iterations;
   std::uint64_t sync_bytes = 0, bytes = 0;
   std::int64_t steps = 0;
-  group.run([&](dppf::thread_member comm) {
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> p(n), g(n);
     fill_random(p, 1);  // the same start on every worker
     fill_random(g, 10 + static_cast<std::uint64_t>(comm.rank()), -1e-2f, 1e-2f);
-    dppf::trainer t(dppf::sgd({.lr = 0.01, .momentum = 0.9, .weight_decay = 1e-4}), rule, comm, dppf::host_parallel{},
+    dppf::trainer t(dppf::sgd({.lr = 0.01, .momentum = 0.9, .weight_decay = 1e-4}), rule, comm, dppf::host_parallel_executor{},
                     {.tau = tau});
     for (std::int64_t i = 0; i < tau; ++i) t.step(p, g, 1.0);  // untimed: at least one sync is counted
     if (comm.rank() == 0) {

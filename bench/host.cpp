@@ -18,8 +18,8 @@
 #include "bench_support.hpp"
 
 // The Philox fills (sharpness estimators draw their perturbations with them), when present.
-#if __has_include(<dppf/random.hpp>)
-#include <dppf/random.hpp>
+#if __has_include(<dppf/random/directions.hpp>)
+#include <dppf/random/directions.hpp>
 #define DPPF_BENCH_RANDOM 1
 #endif
 
@@ -248,8 +248,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("extra_compile_flags", DPPF_BENCH_FLAGS);
 #endif
   measure_host_limit();
-  register_executor<dppf::host>("host");
-  register_executor<dppf::host_parallel>("host_parallel");
+  register_executor<dppf::host_executor>("host");
+  register_executor<dppf::host_parallel_executor>("host_parallel");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -1,4 +1,4 @@
-// The all-reduce through dppf::mpi (average, out of place: what a DPPF sync runs), beside a raw
+// The all-reduce through dppf::mpi_communicator (average, out of place: what a DPPF sync runs), beside a raw
 // MPI_Allreduce (sum, in place) for the overhead of dppf's argument checks and scaling.
 // Run it under mpiexec, e.g.
 //   mpiexec --allow-run-as-root --oversubscribe -n 4 dppf_bench_mpi --benchmark_out=mpi.json
@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include <dppf/mpi.hpp>
+#include <dppf/communicators/mpi.hpp>
 
 #include "bench_support.hpp"
 
@@ -52,7 +52,7 @@ void timed_collective(benchmark::State& state, MPI_Comm world, Op op) {
   state.counters["workers"] = m;
 }
 
-void bm_dppf_mpi(benchmark::State& state, dppf::mpi* comm) {
+void bm_dppf_mpi(benchmark::State& state, dppf::mpi_communicator* comm) {
   const auto n = static_cast<std::size_t>(state.range(0));
   std::vector<float> x(n), mean(n);
   fill_random(x, static_cast<std::uint64_t>(comm->rank()));
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
                               return std::string_view(a).starts_with("--benchmark_out");
                             }) - argv);
   benchmark::Initialize(&argc, argv);
-  dppf::mpi comm(MPI_COMM_WORLD);
+  dppf::mpi_communicator comm(MPI_COMM_WORLD);
   for (int e = 16; e <= 26; e += 2) {
     const std::int64_t n = std::int64_t{1} << e;
     benchmark::RegisterBenchmark("all_reduce/mpi", bm_dppf_mpi, &comm)

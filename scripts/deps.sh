@@ -8,7 +8,7 @@
 dppf_packages=(
   cmake ninja-build g++ make             # the build (CMake 3.25 in Debian 12)
   doctest-dev libbenchmark-dev            # tests, benchmarks
-  libopenmpi-dev openmpi-bin              # dppf::mpi and its multi-process tests
+  libopenmpi-dev openmpi-bin              # dppf::mpi_communicator and its multi-process tests
   libopenblas-dev zlib1g-dev              # examples (BLAS, reading .gz data)
   dataset-fashion-mnist                   # the real Fashion-MNIST for the examples
   clang libclang-rt-14-dev libomp-14-dev  # tsan preset (clang + LLVM OpenMP/Archer), fuzzing

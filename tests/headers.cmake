@@ -6,7 +6,7 @@
 #                       nothing beyond dppf::core (the umbrella stays complete), except those
 #                       named by dppf_umbrella_exclude().
 # A header that needs more than dppf::core says so with dppf_header_test_requires() (see
-# tests/CMakeLists.txt); dppf/mpi.hpp (and dppf/mpi/) needs dppf::mpi and is skipped without MPI.
+# tests/CMakeLists.txt); dppf/communicators/mpi.hpp (and dppf/mpi/) needs dppf::mpi and is skipped without MPI.
 # Run as a script (cmake -P headers.cmake) this file is the umbrella check itself.
 
 if(CMAKE_SCRIPT_MODE_FILE)
@@ -59,7 +59,7 @@ function(dppf_generate_header_tests)
   foreach(h IN LISTS hpp)
     get_property(skip GLOBAL PROPERTY "DPPF_HEADER_SKIP:${h}")
     get_property(libs GLOBAL PROPERTY "DPPF_HEADER_LIBS:${h}")
-    if(h MATCHES "^dppf/mpi(\\.hpp|/)")
+    if(h MATCHES "^dppf/communicators/mpi")
       if(NOT TARGET dppf::mpi)
         message(STATUS "dppf: no header test for ${h} (MPI not found)")
         continue()

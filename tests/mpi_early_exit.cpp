@@ -10,9 +10,9 @@
 #include <vector>
 
 #include <dppf/consensus/pull_push.hpp>
-#include <dppf/host.hpp>
-#include <dppf/mpi.hpp>
-#include <dppf/sgd.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/communicators/mpi.hpp>
+#include <dppf/optimizers/sgd.hpp>
 #include <dppf/trainer.hpp>
 
 int main(int argc, char** argv) {
@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   std::vector<float> x(1000, 1.0f + static_cast<float>(rank)), g(1000, 0.01f);
-  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, dppf::mpi{MPI_COMM_WORLD}, dppf::host{}, {.tau = 4}};
+  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, dppf::mpi_communicator{MPI_COMM_WORLD}, dppf::host_executor{}, {.tau = 4}};
   for (int t = 0; t < 8; ++t) {
     if (rank == size - 1 && t == 2) {
       std::fprintf(stderr, "rank %d exits early on purpose\n", rank);

@@ -4,7 +4,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
-#include <dppf/mpi.hpp>
+#include <dppf/communicators/mpi.hpp>
 
 #include <cstdlib>
 #include <iostream>

@@ -4,8 +4,8 @@
 
 #include <doctest/doctest.h>
 
-#include <dppf/adamw.hpp>
-#include <dppf/checkpoint.hpp>
+#include <dppf/optimizers/adamw.hpp>
+#include <dppf/checkpoint/trainer_checkpoint.hpp>
 #include <dppf/consensus/data_parallel.hpp>
 #include <dppf/consensus/diloco.hpp>
 #include <dppf/consensus/elastic.hpp>
@@ -13,11 +13,11 @@
 #include <dppf/consensus/leader.hpp>
 #include <dppf/consensus/local_sgd.hpp>
 #include <dppf/consensus/pull_push.hpp>
-#include <dppf/host.hpp>
-#include <dppf/host_parallel.hpp>
-#include <dppf/schedule.hpp>
-#include <dppf/sgd.hpp>
-#include <dppf/threads.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/executors/host_parallel.hpp>
+#include <dppf/optimizers/schedule.hpp>
+#include <dppf/optimizers/sgd.hpp>
+#include <dppf/communicators/thread_group.hpp>
 #include <dppf/trainer.hpp>
 
 #include <cmath>
@@ -72,7 +72,7 @@ auto buffers_of(State& s) {
 
 template <class T, class Opt>
 void check_optimizer_resume(const Opt& opt, int k) {
-  const dppf::host ex;
+  const dppf::host_executor ex;
   dppf_test::temp_dir dir("optimizer");
   const std::size_t n = 37;
   const auto p0 = dppf_test::random_vector<T>(n, 7);
@@ -129,7 +129,7 @@ TEST_CASE_TEMPLATE("checkpoint of sgd and adamw state resumes bit for bit", T, f
 }
 
 TEST_CASE("checkpoint load_state rejects a state of other options and changes nothing") {
-  const dppf::host ex;
+  const dppf::host_executor ex;
   const dppf::sgd with_momentum{{.lr = 0.1, .momentum = 0.9}};
   const dppf::sgd plain{{.lr = 0.1}};
   std::vector<float> p(5, 1.0f);
@@ -261,20 +261,20 @@ template <class T, class MakeTrainer>
 void check_trainer_resume(MakeTrainer make, int k) {
   dppf_test::temp_dir dir("trainer");
   std::vector<worker_result> uninterrupted(workers), resumed(workers);
-  dppf::threads(workers).run([&](dppf::thread_member comm) {
+  dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     auto x = initial_params<T>(comm.rank());
     train(tr, x, comm.rank(), 0, 2 * k);
     uninterrupted[static_cast<std::size_t>(comm.rank())] = result_of<T>(tr, x);
   });
   const auto path = [&](int r) { return dir.path / ("ckpt-" + std::to_string(r) + ".safetensors"); };
-  dppf::threads(workers).run([&](dppf::thread_member comm) {
+  dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     auto x = initial_params<T>(comm.rank());
     train(tr, x, comm.rank(), 0, k);
     dppf::save_trainer(path(comm.rank()), tr, x);
   });
-  dppf::threads(workers).run([&](dppf::thread_member comm) {
+  dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     std::vector<T> x(params_n, T(1234));
     dppf::load_trainer(path(comm.rank()), tr, x);
@@ -298,48 +298,48 @@ TEST_CASE_TEMPLATE("checkpoint of a trainer resumes bit for bit through threads"
   SUBCASE("pull_push with sgd and a warm-up cosine schedule") {
     using schedule = dppf::warmup<dppf::cosine_lr>;
     const schedule lr{.steps = 3, .then = {.lr = 0.05, .total_steps = 20}};
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer<dppf::sgd, dppf::pull_push, dppf::thread_member, dppf::host, schedule>(
-          dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::pull_push{{.alpha = 0.3, .lambda = 0.05}}, comm, dppf::host{},
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer<dppf::sgd, dppf::pull_push, dppf::thread_communicator, dppf::host_executor, schedule>(
+          dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::pull_push{{.alpha = 0.3, .lambda = 0.05}}, comm, dppf::host_executor{},
           {.tau = 3, .warmup_steps = 4, .warmup_tau = 2}, lr);
     }, 7);
   }
   SUBCASE("elastic with adamw on host_parallel") {
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host_parallel{}, every3};
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host_parallel_executor{}, every3};
     }, 7);
   }
   SUBCASE("diloco with sgd") {
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.5}}, dppf::diloco{}, comm, dppf::host{}, every3};
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.5}}, dppf::diloco{}, comm, dppf::host_executor{}, every3};
     }, 7);
   }
   SUBCASE("leader with adamw amsgrad and averaged optimizer state") {
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer{dppf::adamw{{.lr = 0.01, .amsgrad = true}}, dppf::leader{}, comm, dppf::host{},
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer{dppf::adamw{{.lr = 0.01, .amsgrad = true}}, dppf::leader{}, comm, dppf::host_executor{},
                            dppf::trainer_options{.tau = 3, .average_optimizer_state = true}};
     }, 7);
   }
   SUBCASE("grawa, local_sgd and data_parallel") {
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer{dppf::sgd{{.lr = 0.05}}, dppf::grawa{}, comm, dppf::host{}, every3};
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer{dppf::sgd{{.lr = 0.05}}, dppf::grawa{}, comm, dppf::host_executor{}, every3};
     }, 5);
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::local_sgd{}, comm, dppf::host{}, every3};
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::local_sgd{}, comm, dppf::host_executor{}, every3};
     }, 4);
-    check_trainer_resume<T>([&](dppf::thread_member comm) {
-      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::data_parallel{}, comm, dppf::host{}};
+    check_trainer_resume<T>([&](dppf::thread_communicator comm) {
+      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::data_parallel{}, comm, dppf::host_executor{}};
     }, 5);
   }
 }
 
 TEST_CASE("checkpoint of a trainer taken before its first step restores the parameters only") {
   dppf_test::temp_dir dir("before-first-step");
-  const auto make = [](dppf::thread_member comm) {
-    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host{}};
+  const auto make = [](dppf::thread_communicator comm) {
+    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host_executor{}};
   };
   std::vector<std::vector<float>> want(2), got(2);
-  dppf::threads(2).run([&](dppf::thread_member comm) {
+  dppf::thread_group(2).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     auto x = initial_params<float>(comm.rank());
     const auto f = dppf::save_trainer(tr, x);
@@ -349,7 +349,7 @@ TEST_CASE("checkpoint of a trainer taken before its first step restores the para
     train(tr, x, comm.rank(), 0, 5);
     want[static_cast<std::size_t>(comm.rank())] = x;
   });
-  dppf::threads(2).run([&](dppf::thread_member comm) {
+  dppf::thread_group(2).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     std::vector<float> x(params_n);
     dppf::load_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
@@ -363,16 +363,16 @@ TEST_CASE("checkpoint of a trainer taken before its first step restores the para
 
 namespace {
 
-using failing_trainer = dppf::trainer<dppf::sgd, dppf::elastic, dppf::thread_member, dppf::host>;
+using failing_trainer = dppf::trainer<dppf::sgd, dppf::elastic, dppf::thread_communicator, dppf::host_executor>;
 
-failing_trainer make_failing(dppf::thread_member comm) {
-  return failing_trainer(dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host{},
+failing_trainer make_failing(dppf::thread_communicator comm) {
+  return failing_trainer(dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host_executor{},
                          {.tau = 2});
 }
 
 // Saves 3 workers after 3 steps into dir/ckpt-<r>.safetensors.
 void write_group(const std::filesystem::path& dir) {
-  dppf::threads(workers).run([&](dppf::thread_member comm) {
+  dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
     auto tr = make_failing(comm);
     auto x = initial_params<float>(comm.rank());
     train(tr, x, comm.rank(), 0, 3);
@@ -386,8 +386,8 @@ void write_group(const std::filesystem::path& dir) {
 template <class FileOf>
 std::vector<std::string> restore_everywhere(FileOf file_of, bool stepped_before) {
   std::vector<std::string> errors(workers);
-  dppf::threads group(workers, {.timeout = std::chrono::seconds(30)});
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(workers, {.timeout = std::chrono::seconds(30)});
+  group.run([&](dppf::thread_communicator comm) {
     auto tr = make_failing(comm);
     auto x = initial_params<float>(comm.rank() + 10);
     if (stepped_before) train(tr, x, comm.rank(), 0, 1);
@@ -469,7 +469,7 @@ TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's
     }
   }
   SUBCASE("a world size that differs") {
-    dppf::threads(1).run([&](dppf::thread_member comm) {
+    dppf::thread_group(1).run([&](dppf::thread_communicator comm) {
       auto tr = make_failing(comm);
       std::vector<float> x(params_n);
       check_throws_with<checkpoint_error>([&] { dppf::load_trainer(file(0), tr, x); },
@@ -477,7 +477,7 @@ TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's
     });
   }
   SUBCASE("parameters of another size") {
-    dppf::threads(workers).run([&](dppf::thread_member comm) {
+    dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
       auto tr = make_failing(comm);
       std::vector<float> x(params_n + comm.rank());  // rank 0 matches, the others do not
       std::string error;
@@ -496,12 +496,12 @@ TEST_CASE("checkpoint restores into a fresh trainer whose parameter buffer holds
   // With tau = 1 the trainer syncs on its first step; restoring must not sync on the NaN that a
   // freshly allocated buffer may hold (the non-finite policy would raise).
   dppf_test::temp_dir dir("nan");
-  const auto make = [](dppf::thread_member comm) {
-    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host{},
+  const auto make = [](dppf::thread_communicator comm) {
+    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.2}}, comm, dppf::host_executor{},
                          dppf::trainer_options{.tau = 1}};
   };
   std::vector<std::vector<float>> want(2), got(2);
-  dppf::threads(2).run([&](dppf::thread_member comm) {
+  dppf::thread_group(2).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     auto x = initial_params<float>(comm.rank());
     train(tr, x, comm.rank(), 0, 3);
@@ -509,7 +509,7 @@ TEST_CASE("checkpoint restores into a fresh trainer whose parameter buffer holds
     train(tr, x, comm.rank(), 3, 6);
     want[static_cast<std::size_t>(comm.rank())] = x;
   });
-  dppf::threads(2).run([&](dppf::thread_member comm) {
+  dppf::thread_group(2).run([&](dppf::thread_communicator comm) {
     auto tr = make(comm);
     std::vector<float> x(params_n, std::numeric_limits<float>::quiet_NaN());
     dppf::load_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);

@@ -1,16 +1,16 @@
-// Checkpoints over dppf::mpi, run by mpiexec: every rank trains 2k steps uninterrupted, and k
+// Checkpoints over dppf::mpi_communicator, run by mpiexec: every rank trains 2k steps uninterrupted, and k
 // steps + save + restore into a fresh trainer + k steps, and the two agree bit for bit on every
 // rank; a rank whose file is bad makes every rank raise checkpoint_error, without a hang.
 
 #include <doctest/doctest.h>
 
-#include <dppf/adamw.hpp>
-#include <dppf/checkpoint.hpp>
+#include <dppf/optimizers/adamw.hpp>
+#include <dppf/checkpoint/trainer_checkpoint.hpp>
 #include <dppf/consensus/diloco.hpp>
 #include <dppf/consensus/pull_push.hpp>
-#include <dppf/host.hpp>
-#include <dppf/mpi.hpp>
-#include <dppf/sgd.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/communicators/mpi.hpp>
+#include <dppf/optimizers/sgd.hpp>
 #include <dppf/trainer.hpp>
 
 #include <unistd.h>
@@ -43,8 +43,8 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 // A directory every rank agrees on (named after rank 0's process id), removed at the end.
 struct shared_dir {
   std::filesystem::path path;
-  dppf::mpi& comm;
-  explicit shared_dir(dppf::mpi& c) : comm(c) {
+  dppf::mpi_communicator& comm;
+  explicit shared_dir(dppf::mpi_communicator& c) : comm(c) {
     const auto pids = comm.all_gather(static_cast<double>(::getpid()));
     path = std::filesystem::temp_directory_path() /
            ("dppf-checkpoint-mpi-" + std::to_string(static_cast<long>(pids[0])) + "-" + std::to_string(comm.size()));
@@ -61,7 +61,7 @@ struct shared_dir {
 
 template <class T, class Make>
 void check_resume(Make make, int k) {
-  dppf::mpi world(MPI_COMM_WORLD);
+  dppf::mpi_communicator world(MPI_COMM_WORLD);
   shared_dir dir(world);
   const int r = world.rank();
   const auto x0 = dppf_test::random_vector<T>(31, 500 + static_cast<std::uint64_t>(r));
@@ -103,24 +103,24 @@ TEST_CASE_TEMPLATE("checkpoint of a trainer resumes bit for bit through mpi", T,
   SUBCASE("pull_push with sgd") {
     check_resume<T>([] {
       return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::pull_push{{.alpha = 0.3, .lambda = 0.05}},
-                           dppf::mpi(MPI_COMM_WORLD), dppf::host{}, dppf::trainer_options{.tau = 3}};
+                           dppf::mpi_communicator(MPI_COMM_WORLD), dppf::host_executor{}, dppf::trainer_options{.tau = 3}};
     }, 7);
   }
   SUBCASE("diloco with adamw") {
     check_resume<T>([] {
-      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::diloco{}, dppf::mpi(MPI_COMM_WORLD), dppf::host{},
+      return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::diloco{}, dppf::mpi_communicator(MPI_COMM_WORLD), dppf::host_executor{},
                            dppf::trainer_options{.tau = 2}};
     }, 5);
   }
 }
 
 TEST_CASE("checkpoint restore over mpi fails on every rank, without a hang, when the last rank's file is bad") {
-  dppf::mpi world(MPI_COMM_WORLD);
+  dppf::mpi_communicator world(MPI_COMM_WORLD);
   shared_dir dir(world);
   const int r = world.rank(), last = world.size() - 1;
   auto make = [] {
-    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::pull_push{}, dppf::mpi(MPI_COMM_WORLD),
-                         dppf::host{}, dppf::trainer_options{.tau = 2}};
+    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::pull_push{}, dppf::mpi_communicator(MPI_COMM_WORLD),
+                         dppf::host_executor{}, dppf::trainer_options{.tau = 2}};
   };
   {
     auto tr = make();

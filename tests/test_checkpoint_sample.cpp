@@ -3,11 +3,11 @@
 // independent reader), and a trainer checkpoint whose trajectory --verify-trainer-sample
 // re-simulates in numpy.
 
-#include <dppf/checkpoint.hpp>
+#include <dppf/checkpoint/trainer_checkpoint.hpp>
 #include <dppf/consensus/elastic.hpp>
-#include <dppf/host.hpp>
-#include <dppf/sgd.hpp>
-#include <dppf/single.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/optimizers/sgd.hpp>
+#include <dppf/communicators/single.hpp>
 #include <dppf/trainer.hpp>
 
 #include <cstdint>
@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
     if (argc == 3) {
       // One worker, SGD with momentum on f(x) = |x|^2 / 2 (gradient x), EASGD every 2 steps;
       // 5 steps, so the checkpoint falls after the syncs at steps 2 and 4 and one more step.
-      dppf::trainer tr{dppf::sgd{{.lr = 0.1, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.25}}, dppf::single{},
-                       dppf::host{}, {.tau = 2}};
+      dppf::trainer tr{dppf::sgd{{.lr = 0.1, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.25}}, dppf::single_communicator{},
+                       dppf::host_executor{}, {.tau = 2}};
       std::vector<float> x{1.0f, -2.0f, 3.0f, 0.5f};
       for (int t = 0; t < 5; ++t) tr.step(x, std::vector<float>(x), 0.5 * t);
       dppf::save_trainer(argv[2], tr, x);

@@ -33,11 +33,11 @@ template <class T, class Rule>
 matrix run_dppf(const run_spec& s, const scenario& sc, Rule rule, std::vector<dppf::trainer_stats>* stats = nullptr) {
   matrix out(s.workers);
   if (stats) stats->assign(s.workers, {});
-  dppf::threads group(s.workers);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(s.workers);
+  group.run([&](dppf::thread_communicator comm) {
     const auto r = static_cast<std::size_t>(comm.rank());
     std::vector<T> x(sc.x0[r].begin(), sc.x0[r].end()), g(s.n);
-    dppf::trainer tr{dppf::sgd{{.lr = 1.0}}, rule, comm, dppf::host_parallel{}, {.tau = s.tau}};
+    dppf::trainer tr{dppf::sgd{{.lr = 1.0}}, rule, comm, dppf::host_parallel_executor{}, {.tau = s.tau}};
     for (int t = 0; t < s.steps; ++t) {
       std::copy(sc.grads[t][r].begin(), sc.grads[t][r].end(), g.begin());
       tr.step(x, g, sc.losses[t][r]);
@@ -104,11 +104,11 @@ TEST_CASE("data_parallel averages gradients every step and equals SGD on the mea
     const auto sc = make_scenario(s, 77 + m);
     std::vector<dppf::trainer_stats> stats;
     matrix got(m);
-    dppf::threads group(m);
-    group.run([&](dppf::thread_member comm) {
+    dppf::thread_group group(m);
+    group.run([&](dppf::thread_communicator comm) {
       const auto r = static_cast<std::size_t>(comm.rank());
       std::vector<double> x(sc.x0[0]), g(s.n);  // every worker starts from the same point
-      dppf::trainer tr{dppf::sgd{{.lr = 0.5, .momentum = 0.9}}, dppf::data_parallel{}, comm, dppf::host{}};
+      dppf::trainer tr{dppf::sgd{{.lr = 0.5, .momentum = 0.9}}, dppf::data_parallel{}, comm, dppf::host_executor{}};
       for (int t = 0; t < s.steps; ++t) {
         std::copy(sc.grads[t][r].begin(), sc.grads[t][r].end(), g.begin());
         tr.step(x, g);
@@ -137,12 +137,12 @@ TEST_CASE("data_parallel averages gradients every step and equals SGD on the mea
 template <class Rule>
 std::vector<std::vector<float>> train_momentum(int m, Rule rule, int steps = 20, std::int64_t tau = 3) {
   std::vector<std::vector<float>> out(m);
-  dppf::threads group(m);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(m);
+  group.run([&](dppf::thread_communicator comm) {
     const auto r = static_cast<std::size_t>(comm.rank());
     auto x = random_vector<float>(5003, 900 + r);
     dppf::trainer tr{dppf::sgd{{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true}}, rule, comm,
-                     dppf::host_parallel{}, {.tau = tau}};
+                     dppf::host_parallel_executor{}, {.tau = tau}};
     for (int t = 0; t < steps; ++t) tr.step(x, random_vector<float>(5003, 5000 + 10 * t + r));
     out[r] = x;
   });
@@ -160,7 +160,7 @@ TEST_CASE("pull_push with lambda = 0 and alpha = 1 equals local_sgd bit for bit"
 TEST_CASE("pull_push with M = 1 equals plain local training bit for bit") {
   const auto a = train_momentum(1, dppf::pull_push{{.alpha = 0.3, .lambda = 0.7}});
   auto x = random_vector<float>(5003, 900);
-  dppf::host_parallel ex;
+  dppf::host_parallel_executor ex;
   dppf::sgd opt{{.lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true}};
   auto st = opt.init(ex, x);
   for (int t = 0; t < 20; ++t) opt.step(ex, x, random_vector<float>(5003, 5000 + 10 * t), st);
@@ -204,8 +204,8 @@ fixed_point_result run_fixed_point(int m, double alpha, double lambda, double sp
   const std::size_t n = 48, k_curved = 16;
   const int steps = 2400;
   fixed_point_result res{std::vector<double>(m), std::vector<double>(m), std::vector<double>(m)};
-  dppf::threads group(m);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(m);
+  group.run([&](dppf::thread_communicator comm) {
     const auto r = static_cast<std::size_t>(comm.rank());
     auto dir = random_vector<double>(n, 31 + r);
     const double norm = std::sqrt(std::inner_product(dir.begin(), dir.end(), dir.begin(), 0.0));
@@ -218,7 +218,7 @@ fixed_point_result run_fixed_point(int m, double alpha, double lambda, double sp
     };
     res.curved0[r] = curved();
     dppf::trainer tr{dppf::sgd{{.lr = 0.05}}, dppf::pull_push{{.alpha = alpha, .lambda = lambda, .push = mode}}, comm,
-                     dppf::host{}, {.tau = 4}};
+                     dppf::host_executor{}, {.tau = 4}};
     for (int t = 0; t < steps; ++t) {
       for (std::size_t k = 0; k < n; ++k) g[k] = k < k_curved ? (1.0 + 0.5 * static_cast<double>(k)) * x[k] : 0.0;
       tr.step(x, g);
@@ -270,17 +270,17 @@ TEST_CASE("pull_push inverse_mv mode settles where alpha r = lambda / (M r^2)") 
 template <class Rule>
 void check_one_all_reduce_per_sync(Rule rule, const char* name) {
   const std::size_t n = 4096;
-  dppf::threads group(3);
+  dppf::thread_group group(3);
   std::vector<dppf::communication_counts> per_sync(3), total(3);
   std::vector<dppf::trainer_stats> stats(3);
-  group.run([&](dppf::thread_member comm) {
+  group.run([&](dppf::thread_communicator comm) {
     const auto r = static_cast<std::size_t>(comm.rank());
     auto x = random_vector<float>(n, r), g = random_vector<float>(n, 10 + r);
-    dppf::trainer tr{dppf::sgd{{.lr = 0.01}}, rule, comm, dppf::host{}, {.tau = 4}};
+    dppf::trainer tr{dppf::sgd{{.lr = 0.01}}, rule, comm, dppf::host_executor{}, {.tau = 4}};
     tr.step(x, g, 1.0 + r);  // first step: the collective size check and the rule's init
-    const auto after_init = tr.communicator().counts();
+    const auto after_init = tr.comm().counts();
     for (int t = 1; t < 40; ++t) tr.step(x, g, 1.0 + r);
-    auto c = tr.communicator().counts();
+    auto c = tr.comm().counts();
     c.buffer_values -= after_init.buffer_values;
     c.buffer_all_reduces -= after_init.buffer_all_reduces;
     c.broadcasts -= after_init.broadcasts;
@@ -312,11 +312,11 @@ TEST_CASE("each sync communicates one buffer of N values plus O(1) scalars") {
 
 TEST_CASE("pull_push at zero distance gives no NaN and leaves workers in place") {
   for (auto mode : {dppf::push_mode::constant, dppf::push_mode::inverse_mv}) {
-    dppf::threads group(3);
-    group.run([&](dppf::thread_member comm) {
+    dppf::thread_group group(3);
+    group.run([&](dppf::thread_communicator comm) {
       std::vector<double> x(100, 0.25), g(100, 0.0);
       dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{{.alpha = 0.2, .lambda = 0.5, .push = mode}}, comm,
-                       dppf::host{}, {.tau = 1}};
+                       dppf::host_executor{}, {.tau = 1}};
       tr.step(x, g);
       CHECK(tr.stats().distance == 0.0);
       CHECK_FALSE(tr.stats().pushed);
@@ -329,12 +329,12 @@ namespace {
 // Rank 1 gets a NaN in its parameters right before the first sync.
 template <class F>
 void with_nan_on_rank_1(dppf::non_finite_policy policy, F&& check) {
-  dppf::threads group(3);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(3);
+  group.run([&](dppf::thread_communicator comm) {
     const auto r = comm.rank();
     std::vector<double> x(50, 1.0 + r), g(50, 0.0);
     if (r == 1) x[7] = std::numeric_limits<double>::quiet_NaN();
-    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{{.alpha = 0.5, .lambda = 0.1}}, comm, dppf::host{},
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{{.alpha = 0.5, .lambda = 0.1}}, comm, dppf::host_executor{},
                      {.tau = 1, .on_non_finite = policy}};
     check(tr, x, g, r);
   });
@@ -371,10 +371,10 @@ TEST_CASE("non-finite parameters follow the policy on every rank, with no hang")
 
 TEST_CASE("parameter sizes that differ across ranks raise on every rank, with no hang") {
   std::atomic<int> raised{0};
-  dppf::threads group(3);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(3);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> x(comm.rank() == 2 ? 11 : 10, 1.0f), g(x.size(), 0.0f);
-    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host{}};
+    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host_executor{}};
     try {
       tr.step(x, g);
     } catch (const std::invalid_argument& e) {
@@ -394,11 +394,11 @@ TEST_CASE("consensus and trainer options are validated") {
   check_throws_with<std::invalid_argument>([] { dppf::leader{{.pull = 2}}; }, "leader: pull");
   check_throws_with<std::invalid_argument>([] { dppf::grawa{{.alpha = -0.1}}; }, "grawa: alpha");
   check_throws_with<std::invalid_argument>([] { dppf::diloco{{.outer_momentum = 1.0}}; }, "outer_momentum must be in [0, 1)");
-  dppf::threads group(1);
+  dppf::thread_group group(1);
   auto comm = group.member(0);
-  check_throws_with<std::invalid_argument>([&] { dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, comm, dppf::host{}, {.tau = 0}}; },
+  check_throws_with<std::invalid_argument>([&] { dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, comm, dppf::host_executor{}, {.tau = 0}}; },
                                            "tau must be >= 1");
-  dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, comm, dppf::host{}};
+  dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, comm, dppf::host_executor{}};
   std::vector<float> x(5), g(4), empty;
   check_throws_with<std::invalid_argument>([&] { tr.step(x, g); }, "gradients has 4 elements, expected 5");
   check_throws_with<std::invalid_argument>([&] { tr.step(empty, empty); }, "parameters is empty");
@@ -406,10 +406,10 @@ TEST_CASE("consensus and trainer options are validated") {
 
 TEST_CASE("elastic rejects M * alpha > 1 when beta is left to its default") {
   std::atomic<int> raised{0};
-  dppf::threads group(4);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(4);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> x(8, 1.0f), g(8, 0.0f);
-    dppf::trainer tr{dppf::sgd{}, dppf::elastic{{.alpha = 0.5}}, comm, dppf::host{}};
+    dppf::trainer tr{dppf::sgd{}, dppf::elastic{{.alpha = 0.5}}, comm, dppf::host_executor{}};
     try {
       tr.step(x, g);
     } catch (const std::invalid_argument& e) {
@@ -422,10 +422,10 @@ TEST_CASE("elastic rejects M * alpha > 1 when beta is left to its default") {
 
 TEST_CASE("leader without losses raises on every rank") {
   std::atomic<int> raised{0};
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> x(8, 1.0f), g(8, 0.0f);
-    dppf::trainer tr{dppf::sgd{}, dppf::leader{}, comm, dppf::host{}, {.tau = 1}};
+    dppf::trainer tr{dppf::sgd{}, dppf::leader{}, comm, dppf::host_executor{}, {.tau = 1}};
     try {
       tr.step(x, g);
     } catch (const std::invalid_argument& e) {
@@ -439,10 +439,10 @@ TEST_CASE("leader without losses raises on every rank") {
 // ----- trainer features --------------------------------------------------------------------------
 
 TEST_CASE("trainer stats report r_i, the mean, min and max over workers, and the push") {
-  dppf::threads group(3);
+  dppf::thread_group group(3);
   std::vector<dppf::trainer_stats> stats(3);
   std::vector<double> r_direct(3);
-  group.run([&](dppf::thread_member comm) {
+  group.run([&](dppf::thread_communicator comm) {
     const auto r = static_cast<std::size_t>(comm.rank());
     std::vector<double> x(64, 0.0), g(64, 0.0);
     x[r] = 1.0 + static_cast<double>(r);  // distances from the mean differ per worker
@@ -452,7 +452,7 @@ TEST_CASE("trainer stats report r_i, the mean, min and max over workers, and the
     double s = 0;
     for (std::size_t k = 0; k < 64; ++k) s += (x[k] - xbar[k]) * (x[k] - xbar[k]);
     r_direct[r] = std::sqrt(s);
-    dppf::trainer tr{dppf::sgd{{.lr = 0.0}}, dppf::pull_push{{.alpha = 0.1, .lambda = 0.05}}, comm, dppf::host{}, {.tau = 1}};
+    dppf::trainer tr{dppf::sgd{{.lr = 0.0}}, dppf::pull_push{{.alpha = 0.1, .lambda = 0.05}}, comm, dppf::host_executor{}, {.tau = 1}};
     tr.step(x, g);
     stats[r] = tr.stats();
   });
@@ -470,11 +470,11 @@ TEST_CASE("trainer stats report r_i, the mean, min and max over workers, and the
 }
 
 TEST_CASE("trainer warm-up turns the push off and syncs every warmup_tau steps") {
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     auto x = random_vector<double>(32, comm.rank());
     std::vector<double> g(32, 0.0);
-    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{{.alpha = 0.1, .lambda = 0.5}}, comm, dppf::host{},
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{{.alpha = 0.1, .lambda = 0.5}}, comm, dppf::host_executor{},
                      {.tau = 4, .warmup_steps = 3, .warmup_tau = 1}};
     for (int t = 0; t < 3; ++t) {
       tr.step(x, g);
@@ -494,14 +494,14 @@ TEST_CASE("trainer warm-up turns the push off and syncs every warmup_tau steps")
 }
 
 TEST_CASE("pull_push strengths proportional to the learning rate follow the schedule") {
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     auto x = random_vector<double>(32, comm.rank());
     std::vector<double> g(32, 0.0);
     dppf::trainer tr{dppf::sgd{{.lr = 0.2}},
                      dppf::pull_push{{.alpha = 0.4, .lambda = 0.2, .schedule = dppf::strength_schedule::proportional_to_lr}},
                      comm,
-                     dppf::host{},
+                     dppf::host_executor{},
                      {.tau = 2},
                      dppf::step_lr{.lr = 0.2, .step_size = 2, .gamma = 0.5}};
     tr.step(x, g);
@@ -516,12 +516,12 @@ TEST_CASE("pull_push strengths proportional to the learning rate follow the sche
 }
 
 TEST_CASE("trainer averages non-trainable buffers and optionally the optimizer state at sync") {
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     const double r = comm.rank();
     std::vector<double> x(16, r), g(16, 1.0 + r), bn(5, 10.0 * r);
     dppf::trainer tr{dppf::sgd{{.lr = 0.1, .momentum = 0.9}}, dppf::pull_push{{.alpha = 0.5, .lambda = 0.0}}, comm,
-                     dppf::host{}, {.tau = 1, .average_optimizer_state = true}};
+                     dppf::host_executor{}, {.tau = 1, .average_optimizer_state = true}};
     tr.step(x, g, 0.0, bn);
     CHECK(std::all_of(bn.begin(), bn.end(), [](double v) { return v == 5.0; }));  // averaged, not pushed
     auto* ws = tr.state<double>();
@@ -533,10 +533,10 @@ TEST_CASE("trainer averages non-trainable buffers and optionally the optimizer s
 }
 
 TEST_CASE("trainer average gives x_bar on every rank") {
-  dppf::threads group(4);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(4);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> x(10, static_cast<float>(comm.rank()));
-    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host{}};
+    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host_executor{}};
     tr.average(x);
     CHECK(std::all_of(x.begin(), x.end(), [](float v) { return v == 1.5f; }));
   });
@@ -544,10 +544,10 @@ TEST_CASE("trainer average gives x_bar on every rank") {
 
 TEST_CASE("the DESIGN.md usage shape compiles and works") {
   const std::size_t n = 1000;
-  dppf::threads group(4);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(4);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> params(n, 1.0f), grads(n, 0.01f);
-    dppf::host ex;
+    dppf::host_executor ex;
     dppf::sgd opt{{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true}};
     dppf::trainer tr{opt, dppf::pull_push{{.alpha = 0.1, .lambda = 0.05}}, comm, ex, {.tau = 4}};
     for (int t = 0; t < 8; ++t) tr.step(params, grads);
@@ -564,25 +564,25 @@ TEST_CASE("the DESIGN.md usage shape compiles and works") {
 namespace {
 // A communicator that fails on rank `victim` in the middle of a sync: after the all-reduce of
 // the parameters, at the all-gather of the distances.
-struct fails_mid_sync : dppf::thread_member {
+struct fails_mid_sync : dppf::thread_communicator {
   int victim;
   std::uint64_t gathers = 0;
   std::vector<double> all_gather(double v) {
     if (rank() == victim && ++gathers == 2) throw std::runtime_error("rank " + std::to_string(victim) + " died mid-sync");
-    return dppf::thread_member::all_gather(v);
+    return dppf::thread_communicator::all_gather(v);
   }
 };
 }  // namespace
 
 TEST_CASE("a worker that fails in the middle of a sync makes every rank raise, with no hang") {
-  dppf::threads group(4, {.timeout = std::chrono::seconds(30)});
+  dppf::thread_group group(4, {.timeout = std::chrono::seconds(30)});
   std::atomic<int> comm_errors{0};
   check_throws_with<std::runtime_error>(
       [&] {
-        group.run([&](dppf::thread_member m) {
+        group.run([&](dppf::thread_communicator m) {
           auto x = random_vector<float>(1000, m.rank());
           std::vector<float> g(1000, 0.01f);
-          dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, fails_mid_sync{m, 2}, dppf::host{}, {.tau = 2}};
+          dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, fails_mid_sync{m, 2}, dppf::host_executor{}, {.tau = 2}};
           try {
             for (int t = 0; t < 10; ++t) tr.step(x, g);
           } catch (const dppf::communication_error& e) {
@@ -607,14 +607,14 @@ TEST_CASE("two runs with the same inputs give bitwise-identical parameters (dete
 // ----- trainer edge cases ----------------------------------------------------------------------
 
 TEST_CASE("strengths proportional to the learning rate are relative to the schedule's lr(0)") {
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     auto x = random_vector<double>(16, comm.rank());
     std::vector<double> g(16, 0.0);
     // The optimizer's own lr (its default) differs from the schedule's: the schedule wins.
     dppf::trainer tr{dppf::sgd{},
                      dppf::pull_push{{.alpha = 0.4, .lambda = 0.2, .schedule = dppf::strength_schedule::proportional_to_lr}},
-                     comm, dppf::host{}, {.tau = 1}, dppf::constant_lr{.lr = 0.1}};
+                     comm, dppf::host_executor{}, {.tau = 1}, dppf::constant_lr{.lr = 0.1}};
     tr.step(x, g);
     CHECK(tr.stats().alpha == doctest::Approx(0.4));
     CHECK(tr.stats().lambda == doctest::Approx(0.2));
@@ -622,10 +622,10 @@ TEST_CASE("strengths proportional to the learning rate are relative to the sched
 }
 
 TEST_CASE("trainer without a schedule uses the optimizer's current lr") {
-  dppf::threads group(1);
+  dppf::thread_group group(1);
   auto comm = group.member(0);
   std::vector<double> x(4, 1.0), g(4, 1.0);
-  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, comm, dppf::host{}, {.tau = 100}};
+  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, comm, dppf::host_executor{}, {.tau = 100}};
   tr.step(x, g);
   CHECK(x[0] == doctest::Approx(0.9));
   tr.optimizer().set_lr(0.0);
@@ -634,10 +634,10 @@ TEST_CASE("trainer without a schedule uses the optimizer's current lr") {
 }
 
 TEST_CASE("data_parallel averages the non-trainable buffers too") {
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<double> x(4, 0.0), g(4, 1.0), bn(3, 10.0 * comm.rank());
-    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::data_parallel{}, comm, dppf::host{}};
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::data_parallel{}, comm, dppf::host_executor{}};
     tr.step(x, g, 0.0, bn);
     CHECK(std::all_of(bn.begin(), bn.end(), [](double v) { return v == 5.0; }));
   });
@@ -645,10 +645,10 @@ TEST_CASE("data_parallel averages the non-trainable buffers too") {
 
 TEST_CASE("buffers of different sizes across ranks raise on every rank before the parameters change") {
   std::atomic<int> raised{0};
-  dppf::threads group(2);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(2);
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<double> x(4, comm.rank() == 0 ? 1.0 : -1.0), g(4, 0.0), bn(comm.rank() == 0 ? 2 : 3, 1.0);
-    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, comm, dppf::host{}, {.tau = 1}};
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, comm, dppf::host_executor{}, {.tau = 1}};
     try {
       tr.step(x, g, 0.0, bn);
     } catch (const std::invalid_argument& e) {
@@ -663,10 +663,10 @@ TEST_CASE("buffers of different sizes across ranks raise on every rank before th
 
 TEST_CASE("a bad first step on one rank raises on every rank, with no hang") {
   std::atomic<int> invalid{0}, others{0};
-  dppf::threads group(3, {.timeout = std::chrono::seconds(60)});
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(3, {.timeout = std::chrono::seconds(60)});
+  group.run([&](dppf::thread_communicator comm) {
     std::vector<float> x(8, 1.0f), g(comm.rank() == 1 ? 7 : 8, 0.0f);
-    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host{}};
+    dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, comm, dppf::host_executor{}};
     try {
       tr.step(x, g);
     } catch (const std::invalid_argument& e) {
@@ -684,12 +684,12 @@ TEST_CASE("a bad first step on one rank raises on every rank, with no hang") {
 TEST_CASE("grawa follows the non-finite policy for a non-finite gradient") {
   for (auto policy : {dppf::non_finite_policy::raise, dppf::non_finite_policy::skip, dppf::non_finite_policy::reset}) {
     std::atomic<int> raised{0};
-    dppf::threads group(3);
-    group.run([&](dppf::thread_member comm) {
+    dppf::thread_group group(3);
+    group.run([&](dppf::thread_communicator comm) {
       const int r = comm.rank();
       std::vector<double> x(6, 1.0 + r), g(6, 0.0);
       if (r == 2) g[1] = std::numeric_limits<double>::infinity();
-      dppf::trainer tr{dppf::sgd{{.lr = 0.0}}, dppf::grawa{}, comm, dppf::host{}, {.tau = 1, .on_non_finite = policy}};
+      dppf::trainer tr{dppf::sgd{{.lr = 0.0}}, dppf::grawa{}, comm, dppf::host_executor{}, {.tau = 1, .on_non_finite = policy}};
       try {
         tr.step(x, g);
       } catch (const dppf::non_finite_error& e) {

@@ -1,4 +1,4 @@
-// DPPF and LocalSGD through dppf::mpi, with real processes: each rank runs the trainer on its own
+// DPPF and LocalSGD through dppf::mpi_communicator, with real processes: each rank runs the trainer on its own
 // data and the result is compared with the independent double reference, which every rank can
 // compute because the scenario is generated from the seed alone. Also the error paths over MPI.
 
@@ -13,10 +13,10 @@
 
 #include <dppf/consensus/local_sgd.hpp>
 #include <dppf/consensus/pull_push.hpp>
-#include <dppf/host.hpp>
-#include <dppf/host_parallel.hpp>
-#include <dppf/mpi.hpp>
-#include <dppf/sgd.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/executors/host_parallel.hpp>
+#include <dppf/communicators/mpi.hpp>
+#include <dppf/optimizers/sgd.hpp>
 #include <dppf/trainer.hpp>
 
 #include "consensus_reference.hpp"
@@ -33,7 +33,7 @@ template <class T, class Rule>
 std::vector<double> run_rank(const run_spec& s, const scenario& sc, Rule rule) {
   const auto r = static_cast<std::size_t>(world_rank());
   std::vector<T> x(sc.x0[r].begin(), sc.x0[r].end()), g(s.n);
-  dppf::trainer tr{dppf::sgd{{.lr = 1.0}}, rule, dppf::mpi{MPI_COMM_WORLD}, dppf::host_parallel{}, {.tau = s.tau}};
+  dppf::trainer tr{dppf::sgd{{.lr = 1.0}}, rule, dppf::mpi_communicator{MPI_COMM_WORLD}, dppf::host_parallel_executor{}, {.tau = s.tau}};
   for (int t = 0; t < s.steps; ++t) {
     std::copy(sc.grads[t][r].begin(), sc.grads[t][r].end(), g.begin());
     tr.step(x, g, sc.losses[t][r]);
@@ -67,7 +67,7 @@ TEST_CASE_TEMPLATE("local_sgd over mpi matches the independent double implementa
 TEST_CASE("pull_push over mpi: NaN on one rank raises on every rank, with no hang") {
   std::vector<double> x(40, 1.0 + world_rank()), g(40, 0.0);
   if (world_rank() == 1 % world_size()) x[3] = std::numeric_limits<double>::quiet_NaN();
-  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, dppf::mpi{MPI_COMM_WORLD}, dppf::host{}, {.tau = 1}};
+  dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{}, dppf::mpi_communicator{MPI_COMM_WORLD}, dppf::host_executor{}, {.tau = 1}};
   bool raised = false;
   try {
     tr.step(x, g);
@@ -80,7 +80,7 @@ TEST_CASE("pull_push over mpi: NaN on one rank raises on every rank, with no han
 
 TEST_CASE("pull_push over mpi: parameter sizes that differ across ranks raise on every rank") {
   std::vector<float> x(world_rank() == world_size() - 1 ? 9 : 8, 1.0f), g(x.size(), 0.0f);
-  dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, dppf::mpi{MPI_COMM_WORLD}, dppf::host{}};
+  dppf::trainer tr{dppf::sgd{}, dppf::pull_push{}, dppf::mpi_communicator{MPI_COMM_WORLD}, dppf::host_executor{}};
   bool raised = false;
   try {
     tr.step(x, g);

@@ -35,12 +35,12 @@ static_assert(!dppf::host_buffer<dppf::device_span<float>>);
 static_assert(std::same_as<dppf::memory_space_t<dppf::device_span<const float>>, dppf::device_space>);
 static_assert(std::same_as<dppf::view_t<std::vector<float>&>, std::span<float>>);
 static_assert(std::same_as<dppf::view_t<const std::vector<float>&>, std::span<const float>>);
-static_assert(dppf::executor<dppf::host>);
-static_assert(dppf::executor<dppf::host_parallel>);
-static_assert(!dppf::runs_on<dppf::host, dppf::device_span<float>>);
-static_assert(dppf::communicator<dppf::single>);
-static_assert(dppf::communicator<dppf::thread_member>);
-static_assert(dppf::communicator<dppf::counting<dppf::thread_member>>);
+static_assert(dppf::executor<dppf::host_executor>);
+static_assert(dppf::executor<dppf::host_parallel_executor>);
+static_assert(!dppf::runs_on<dppf::host_executor, dppf::device_span<float>>);
+static_assert(dppf::communicator<dppf::single_communicator>);
+static_assert(dppf::communicator<dppf::thread_communicator>);
+static_assert(dppf::communicator<dppf::counting_communicator<dppf::thread_communicator>>);
 
 TEST_CASE("device_span is a sized contiguous view tagged with device memory") {
   float storage[5] = {};
@@ -75,10 +75,10 @@ TEST_CASE("parameter_layout validates ordered, non-overlapping, covering segment
 
 namespace {
 
-struct sequential_1 : dppf::host {};
-struct parallel_default : dppf::host_parallel {};
-struct parallel_3 : dppf::host_parallel {
-  parallel_3() : dppf::host_parallel{3} {}
+struct sequential_1 : dppf::host_executor {};
+struct parallel_default : dppf::host_parallel_executor {};
+struct parallel_3 : dppf::host_parallel_executor {
+  parallel_3() : dppf::host_parallel_executor{3} {}
 };
 
 template <class T>
@@ -99,7 +99,7 @@ struct weighted_fn {
 
 }  // namespace
 
-#define DPPF_HOST_EXECUTORS dppf::host, dppf::host_parallel, parallel_3
+#define DPPF_HOST_EXECUTORS dppf::host_executor, dppf::host_parallel_executor, parallel_3
 
 TEST_CASE_TEMPLATE("executor transform of four buffers matches a double loop", E, DPPF_HOST_EXECUTORS) {
   const E ex{};
@@ -143,14 +143,14 @@ TEST_CASE_TEMPLATE("executor reductions accumulate in double and match a double 
 
 TEST_CASE("host and host_parallel reductions are bitwise identical for every thread count") {
   const auto x = random_vector<double>(3'000'017, 99), y = random_vector<double>(3'000'017, 98);
-  const double reference = dppf::dot(dppf::host{}, x, y);
+  const double reference = dppf::dot(dppf::host_executor{}, x, y);
   for (int t : {1, 2, 3, 4, 7}) {
     CAPTURE(t);
-    const double got = dppf::dot(dppf::host_parallel{t}, x, y);
+    const double got = dppf::dot(dppf::host_parallel_executor{t}, x, y);
     CHECK(std::memcmp(&got, &reference, sizeof got) == 0);
   }
   // Run to run, the same.
-  CHECK(dppf::dot(dppf::host_parallel{}, x, y) == reference);
+  CHECK(dppf::dot(dppf::host_parallel_executor{}, x, y) == reference);
 }
 
 TEST_CASE_TEMPLATE("executor algorithms fill, copy, scale and axpy", E, DPPF_HOST_EXECUTORS) {
@@ -186,7 +186,7 @@ TEST_CASE_TEMPLATE("executor rejects buffers of different sizes and changes noth
 
 TEST_CASE("transform_indexed passes each element's global index") {
   std::vector<double> v(200'000);
-  dppf::host_parallel{4}.transform_indexed([](std::size_t i, double& x) { x = static_cast<double>(i); }, std::span<double>(v));
+  dppf::host_parallel_executor{4}.transform_indexed([](std::size_t i, double& x) { x = static_cast<double>(i); }, std::span<double>(v));
   std::size_t bad = 0;
   for (std::size_t i = 0; i < v.size(); ++i) bad += v[i] != static_cast<double>(i);
   CHECK(bad == 0);
@@ -196,7 +196,7 @@ TEST_CASE("transform_indexed passes each element's global index") {
 // Communicators
 
 TEST_CASE("single communicator is the identity") {
-  dppf::single c;
+  dppf::single_communicator c;
   std::vector<float> in = random_vector<float>(9, 1), out(9);
   c.all_reduce(in, out, dppf::reduce_op::avg);
   CHECK(out == in);
@@ -219,8 +219,8 @@ TEST_CASE("threads all_reduce, all_gather and broadcast match a double reference
       std::vector<std::vector<float>> avg_out(m, std::vector<float>(n)), sum_in_place(inputs), bcast(inputs);
       std::vector<std::vector<double>> gathered(m);
       std::vector<std::array<double, 4>> scalars(m);
-      dppf::threads group(m);
-      group.run([&](dppf::thread_member c) {
+      dppf::thread_group group(m);
+      group.run([&](dppf::thread_communicator c) {
         const auto r = static_cast<std::size_t>(c.rank());
         c.all_reduce(inputs[r], avg_out[r], dppf::reduce_op::avg);
         c.all_reduce(sum_in_place[r], dppf::reduce_op::sum);
@@ -252,9 +252,9 @@ TEST_CASE("threads all_reduce, all_gather and broadcast match a double reference
 }
 
 TEST_CASE("threads all_reduce detects sizes that differ across ranks on every rank") {
-  dppf::threads group(3);
+  dppf::thread_group group(3);
   std::atomic<int> raised{0};
-  group.run([&](dppf::thread_member c) {
+  group.run([&](dppf::thread_communicator c) {
     std::vector<float> x(c.rank() == 1 ? 5 : 4, 1.0f);
     try {
       c.all_reduce(x, dppf::reduce_op::sum);
@@ -271,10 +271,10 @@ TEST_CASE("threads all_reduce detects sizes that differ across ranks on every ra
 }
 
 TEST_CASE("threads group aborts every rank when one worker throws, with no hang") {
-  dppf::threads group(4);
+  dppf::thread_group group(4);
   check_throws_with<std::runtime_error>(
       [&] {
-        group.run([&](dppf::thread_member c) {
+        group.run([&](dppf::thread_communicator c) {
           if (c.rank() == 2) throw std::runtime_error("worker 2 exploded");
           std::vector<double> x(10, 1.0);
           for (int k = 0; k < 3; ++k) c.all_reduce(x, dppf::reduce_op::avg);
@@ -284,7 +284,7 @@ TEST_CASE("threads group aborts every rank when one worker throws, with no hang"
 }
 
 TEST_CASE("threads collective times out instead of hanging") {
-  dppf::threads group(2, {.timeout = std::chrono::milliseconds(200)});
+  dppf::thread_group group(2, {.timeout = std::chrono::milliseconds(200)});
   std::atomic<int> timeouts{0};
   std::thread lone([&] {
     try {
@@ -301,16 +301,16 @@ TEST_CASE("threads collective times out instead of hanging") {
 }
 
 TEST_CASE("threads rejects bad arguments") {
-  check_throws_with<std::invalid_argument>([] { dppf::threads g(0); }, "group size must be at least 1");
-  dppf::threads g(2);
+  check_throws_with<std::invalid_argument>([] { dppf::thread_group g(0); }, "group size must be at least 1");
+  dppf::thread_group g(2);
   check_throws_with<std::invalid_argument>([&] { (void)g.member(2); }, "rank 2 is outside [0, 2)");
 }
 
 TEST_CASE("counting records every collective and the bytes moved") {
-  dppf::threads group(2);
+  dppf::thread_group group(2);
   std::vector<dppf::communication_counts> counts(2);
-  group.run([&](dppf::thread_member m) {
-    dppf::counting<dppf::thread_member> c{m};
+  group.run([&](dppf::thread_communicator m) {
+    dppf::counting_communicator<dppf::thread_communicator> c{m};
     std::vector<float> x(1000, 1.0f), y(1000);
     std::vector<double> z(10, 1.0);
     c.all_reduce(x, y, dppf::reduce_op::avg);
@@ -334,19 +334,19 @@ TEST_CASE("counting records every collective and the bytes moved") {
 }
 
 TEST_CASE("threads timeout is validated, and a huge timeout waits instead of overflowing") {
-  check_throws_with<std::invalid_argument>([] { dppf::threads g(2, {.timeout = std::chrono::milliseconds(0)}); },
+  check_throws_with<std::invalid_argument>([] { dppf::thread_group g(2, {.timeout = std::chrono::milliseconds(0)}); },
                                            "timeout (ms) must be > 0");
-  dppf::threads group(2, {.timeout = std::chrono::milliseconds::max()});
-  group.run([](dppf::thread_member c) {
+  dppf::thread_group group(2, {.timeout = std::chrono::milliseconds::max()});
+  group.run([](dppf::thread_communicator c) {
     if (c.rank() == 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // rank 0 must wait
     CHECK(c.all_reduce(1.0, dppf::reduce_op::sum) == 2.0);
   });
 }
 
 TEST_CASE("threads all_reduce with bad arguments on one rank raises on every rank, with no hang") {
-  dppf::threads group(3, {.timeout = std::chrono::seconds(60)});
+  dppf::thread_group group(3, {.timeout = std::chrono::seconds(60)});
   std::atomic<int> invalid{0}, others{0};
-  group.run([&](dppf::thread_member c) {
+  group.run([&](dppf::thread_communicator c) {
     std::vector<float> x(6, 1.0f), y(c.rank() == 1 ? 5 : 6);
     try {
       c.all_reduce(x, y, dppf::reduce_op::sum);

@@ -1,4 +1,4 @@
-// dppf::mpi, run by mpiexec on 1, 3 and 4 processes: every collective against an independent
+// dppf::mpi_communicator, run by mpiexec on 1, 3 and 4 processes: every collective against an independent
 // double-precision computation of every rank's data (each rank generates all ranks' inputs from
 // fixed seeds), results identical on every rank, argument errors raised on every rank without a
 // hang, MPI error codes turned into exceptions, the duplicated communicator's lifetime, and
@@ -6,10 +6,10 @@
 #include <doctest/doctest.h>
 
 #include <dppf/consensus/pull_push.hpp>
-#include <dppf/counting.hpp>
-#include <dppf/host.hpp>
-#include <dppf/mpi.hpp>
-#include <dppf/sgd.hpp>
+#include <dppf/communicators/counting.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/communicators/mpi.hpp>
+#include <dppf/optimizers/sgd.hpp>
 #include <dppf/trainer.hpp>
 
 #include <unistd.h>
@@ -94,7 +94,7 @@ bool same_on_all_ranks(const std::vector<T>& v) {
 }
 
 // A collective after an error must still line up on every rank.
-void check_still_in_step(dppf::mpi& comm) {
+void check_still_in_step(dppf::mpi_communicator& comm) {
   CHECK(comm.all_reduce(1.0, reduce_op::sum) == comm.size());
 }
 
@@ -109,13 +109,13 @@ const std::size_t sizes[] = {0, 1, 7, 1000003};
 }  // namespace
 
 TEST_CASE("mpi models the communicator concept and duplicates the communicator it is given") {
-  static_assert(dppf::communicator<dppf::mpi>);
-  static_assert(dppf::communicator<dppf::counting<dppf::mpi>>);
+  static_assert(dppf::communicator<dppf::mpi_communicator>);
+  static_assert(dppf::communicator<dppf::counting_communicator<dppf::mpi_communicator>>);
 
   MPI_Errhandler world_before = MPI_ERRHANDLER_NULL, world_after = MPI_ERRHANDLER_NULL, dup = MPI_ERRHANDLER_NULL;
   MPI_Comm_get_errhandler(MPI_COMM_WORLD, &world_before);
   {
-    dppf::mpi comm{MPI_COMM_WORLD};
+    dppf::mpi_communicator comm{MPI_COMM_WORLD};
     CHECK(comm.rank() == world_rank());
     CHECK(comm.size() == world_size());
     CHECK(comm.native_handle() != MPI_COMM_WORLD);
@@ -137,15 +137,15 @@ TEST_CASE("mpi copies share one duplicated communicator, freed with the last cop
   MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, count_deletion, &key, nullptr);
   deletions = 0;
   {
-    dppf::mpi a{MPI_COMM_WORLD};
+    dppf::mpi_communicator a{MPI_COMM_WORLD};
     MPI_Comm_set_attr(a.native_handle(), key, nullptr);  // its delete callback runs when the comm is freed
     {
-      dppf::mpi b = a;
+      dppf::mpi_communicator b = a;
       CHECK(b.native_handle() == a.native_handle());
       CHECK(b.all_reduce(2.0, reduce_op::sum) == 2.0 * world_size());
     }
     CHECK(deletions == 0);
-    dppf::counting<dppf::mpi> counted{a};  // by value, as the trainer holds its communicator
+    dppf::counting_communicator<dppf::mpi_communicator> counted{a};  // by value, as the trainer holds its communicator
     CHECK(counted.inner().native_handle() == a.native_handle());
   }
   CHECK(deletions == 1);
@@ -154,7 +154,7 @@ TEST_CASE("mpi copies share one duplicated communicator, freed with the last cop
 
 TEST_CASE_TEMPLATE("mpi all_reduce of buffers matches a double-precision sum on every element", T, float, double) {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   std::uint64_t seed = 11;
   for (std::size_t n : sizes) {
     const auto d = make_group_data<T>(n, seed++, m);
@@ -191,7 +191,7 @@ TEST_CASE_TEMPLATE("mpi splits buffers larger than max_elements_per_call into se
     const std::size_t n = n_chunk.first, chunk = n_chunk.second;
     CAPTURE(n);
     CAPTURE(chunk);
-    dppf::mpi comm{MPI_COMM_WORLD, {.max_elements_per_call = chunk}};
+    dppf::mpi_communicator comm{MPI_COMM_WORLD, {.max_elements_per_call = chunk}};
     const auto d = make_group_data<T>(n, 100 + n + chunk, m);
     std::vector<T> out(n);
     comm.all_reduce(d.input[static_cast<std::size_t>(rank)], out, reduce_op::avg);
@@ -207,7 +207,7 @@ TEST_CASE_TEMPLATE("mpi splits buffers larger than max_elements_per_call into se
 
 TEST_CASE("mpi all_reduce of a scalar: sum, avg, min and max over ranks") {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   for (std::uint64_t seed : {1u, 2u, 3u}) {
     const auto values = dppf_test::random_vector<double>(static_cast<std::size_t>(m), seed, 100.0);
     double sum = 0.0, sum_abs = 0.0, lo = values[0], hi = values[0];
@@ -231,7 +231,7 @@ TEST_CASE("mpi all_reduce of a scalar: sum, avg, min and max over ranks") {
 
 TEST_CASE("mpi all_gather of a scalar returns every rank's value in rank order") {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   const auto values = dppf_test::random_vector<double>(static_cast<std::size_t>(m), 5);
   const std::vector<double> got = comm.all_gather(values[static_cast<std::size_t>(rank)]);
   CHECK(got == values);
@@ -239,7 +239,7 @@ TEST_CASE("mpi all_gather of a scalar returns every rank's value in rank order")
 
 TEST_CASE_TEMPLATE("mpi broadcast copies the root's buffer to every rank", T, float, double) {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   for (std::size_t n : sizes) {
     const auto d = make_group_data<T>(n, 40 + n, m);
     for (int root : {0, m / 2, m - 1}) {
@@ -254,7 +254,7 @@ TEST_CASE_TEMPLATE("mpi broadcast copies the root's buffer to every rank", T, fl
 
 TEST_CASE("mpi barrier returns only after every rank has arrived") {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   // Each rank creates a file (later ranks later) and then waits at the barrier; after it, every
   // file must exist. Without a real barrier rank 0 would look before the others wrote.
   long long id = static_cast<long long>(::getpid());
@@ -271,7 +271,7 @@ TEST_CASE("mpi barrier returns only after every rank has arrived") {
 }
 
 TEST_CASE("mpi all_reduce of a buffer rejects min and max on every rank") {
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   std::vector<float> in(7, 1.0f), out(7, 0.0f);
   check_throws_with<std::invalid_argument>([&] { comm.all_reduce(in, out, reduce_op::min); },
                                            "mpi::all_reduce of a buffer supports sum and avg, not min");
@@ -285,7 +285,7 @@ TEST_CASE("mpi all_reduce of a buffer rejects min and max on every rank") {
 
 TEST_CASE("mpi all_reduce with an output of the wrong size on one rank raises on every rank") {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   const int bad = m - 1;
   std::vector<double> in(7, 1.0), out(rank == bad ? 8 : 7, 0.0);
   if (rank == bad)
@@ -293,14 +293,14 @@ TEST_CASE("mpi all_reduce with an output of the wrong size on one rank raises on
                                              "mpi::all_reduce output has 8 elements, expected 7 (the input's size)");
   else
     check_throws_with<dppf::communication_error>([&] { comm.all_reduce(in, out, reduce_op::sum); },
-                                                 "dppf::mpi::all_reduce: rank " + std::to_string(bad) +
+                                                 "dppf::mpi_communicator::all_reduce: rank " + std::to_string(bad) +
                                                      " rejected its arguments, so rank " + std::to_string(rank) + " stops too");
   CHECK(out == std::vector<double>(out.size(), 0.0));
   check_still_in_step(comm);
 }
 
 TEST_CASE("mpi all_reduce rejects partially overlapping input and output") {
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   std::vector<float> v(10, 1.0f);
   check_throws_with<std::invalid_argument>(
       [&] { comm.all_reduce(std::span<const float>(v.data(), 5), std::span<float>(v.data() + 2, 5), reduce_op::sum); },
@@ -312,7 +312,7 @@ TEST_CASE("mpi all_reduce rejects partially overlapping input and output") {
 TEST_CASE("mpi buffer sizes that differ across ranks raise on every rank, without a hang") {
   const int m = world_size(), rank = world_rank();
   if (m < 2) return;
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   const int bad = m - 1;
   const std::size_t n = rank == bad ? 8 : 7;
   const std::string sizes_msg = "buffer sizes differ across ranks (rank 0 has 7 elements of 4 bytes, rank " +
@@ -341,7 +341,7 @@ TEST_CASE("mpi buffer sizes that differ across ranks raise on every rank, withou
 
 TEST_CASE("mpi agree_or_throw raises on every rank when one rank failed") {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   const int bad = m / 2;
   if (rank == bad)
     check_throws_with<std::invalid_argument>([&] { dppf::agree_or_throw(comm, true, "bad input here"); }, "bad input here");
@@ -353,7 +353,7 @@ TEST_CASE("mpi agree_or_throw raises on every rank when one rank failed") {
 
 TEST_CASE("mpi broadcast rejects a root out of range or roots that differ across ranks") {
   const int m = world_size(), rank = world_rank();
-  dppf::mpi comm{MPI_COMM_WORLD};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
   std::vector<double> buf(7, static_cast<double>(rank));
   check_throws_with<std::invalid_argument>([&] { comm.broadcast(buf, m); },
                                            "mpi::broadcast: root " + std::to_string(m) + " is outside [0, " + std::to_string(m) + ")");
@@ -370,7 +370,7 @@ TEST_CASE("mpi broadcast rejects a root out of range or roots that differ across
 }
 
 TEST_CASE("mpi with check_arguments off raises local errors without communicating") {
-  dppf::mpi comm{MPI_COMM_WORLD, {.check_arguments = false}};
+  dppf::mpi_communicator comm{MPI_COMM_WORLD, {.check_arguments = false}};
   std::vector<float> in(7, 1.0f), out(6, 0.0f);
   // Every rank makes the same mistake here; with checks off nobody waits for the others.
   check_throws_with<std::invalid_argument>([&] { comm.all_reduce(in, out, reduce_op::sum); }, "output has 6 elements, expected 7");
@@ -381,12 +381,12 @@ TEST_CASE("mpi with check_arguments off raises local errors without communicatin
 }
 
 TEST_CASE("mpi options and arguments are validated at construction") {
-  check_throws_with<std::invalid_argument>([] { dppf::mpi{MPI_COMM_WORLD, {.max_elements_per_call = 0}}; },
+  check_throws_with<std::invalid_argument>([] { dppf::mpi_communicator{MPI_COMM_WORLD, {.max_elements_per_call = 0}}; },
                                            "mpi_options: max_elements_per_call must be in [1, INT_MAX] (got 0)");
   check_throws_with<std::invalid_argument>(
-      [] { dppf::mpi{MPI_COMM_WORLD, {.max_elements_per_call = static_cast<std::size_t>(INT_MAX) + 1}}; },
+      [] { dppf::mpi_communicator{MPI_COMM_WORLD, {.max_elements_per_call = static_cast<std::size_t>(INT_MAX) + 1}}; },
       "max_elements_per_call must be in [1, INT_MAX] (got 2147483648)");
-  check_throws_with<std::invalid_argument>([] { dppf::mpi{MPI_COMM_NULL}; }, "mpi: the communicator is MPI_COMM_NULL");
+  check_throws_with<std::invalid_argument>([] { dppf::mpi_communicator{MPI_COMM_NULL}; }, "mpi: the communicator is MPI_COMM_NULL");
   check_throws_with<std::invalid_argument>([] { dppf::mpi_environment env(99); },
                                            "mpi_environment: required_thread_level must be one of MPI_THREAD_SINGLE");
   // MPI is initialized already (by the test main): another environment neither owns nor finalizes it.
@@ -406,7 +406,7 @@ TEST_CASE("mpi turns MPI error codes into communication_error with MPI's own tex
     int len = 0;
     MPI_Error_string(code, text, &len);
     check_throws_with<dppf::communication_error>([&] { dppf::detail::mpi_check(code, "broadcast", "MPI_Bcast", 3); },
-                                                 "dppf::mpi::broadcast: MPI_Bcast failed on rank 3: " + std::string(text, len));
+                                                 "dppf::mpi_communicator::broadcast: MPI_Bcast failed on rank 3: " + std::string(text, len));
   }
   CHECK_NOTHROW(dppf::detail::mpi_check(MPI_SUCCESS, "broadcast", "MPI_Bcast", 3));
 
@@ -418,13 +418,13 @@ TEST_CASE("mpi turns MPI error codes into communication_error with MPI's own tex
   MPI_Comm_split(MPI_COMM_WORLD, rank / 2 < m / 2 ? rank / 2 : MPI_UNDEFINED, rank, &pair);
   if (pair != MPI_COMM_NULL) {
     {
-      dppf::mpi comm{pair, {.check_arguments = false}};
+      dppf::mpi_communicator comm{pair, {.check_arguments = false}};
       std::vector<double> buf(comm.rank() == 0 ? 16 : 8, 1.0);
       if (comm.rank() == 0)
         CHECK_NOTHROW(comm.broadcast(buf, 0));
       else
         check_throws_with<dppf::communication_error>([&] { comm.broadcast(buf, 0); },
-                                                     "dppf::mpi::broadcast: MPI_Bcast failed on rank 1: ");
+                                                     "dppf::mpi_communicator::broadcast: MPI_Bcast failed on rank 1: ");
     }
     MPI_Comm_free(&pair);
   }
@@ -433,7 +433,7 @@ TEST_CASE("mpi turns MPI error codes into communication_error with MPI's own tex
 
 TEST_CASE("counting<mpi> records every collective and the bytes it moved") {
   const int m = world_size(), rank = world_rank();
-  dppf::counting<dppf::mpi> comm{dppf::mpi{MPI_COMM_WORLD}};
+  dppf::counting_communicator<dppf::mpi_communicator> comm{dppf::mpi_communicator{MPI_COMM_WORLD}};
   CHECK(comm.rank() == rank);
   CHECK(comm.size() == m);
 
@@ -467,16 +467,16 @@ TEST_CASE("counting<mpi> records every collective and the bytes it moved") {
   CHECK(comm.counts().bytes == 0);
 }
 
-TEST_CASE("the trainer of DESIGN 2.3 runs DPPF over dppf::mpi{MPI_COMM_WORLD}") {
+TEST_CASE("the trainer of DESIGN 2.3 runs DPPF over dppf::mpi_communicator{MPI_COMM_WORLD}") {
   const int m = world_size(), rank = world_rank();
   const std::size_t n = 1000;
   const double lr = 0.1, alpha = 0.1, lambda = 0.05;
   const auto p0 = make_group_data<float>(n, 500, m), g0 = make_group_data<float>(n, 600, m);
   std::vector<float> params = p0.input[static_cast<std::size_t>(rank)], grads = g0.input[static_cast<std::size_t>(rank)];
 
-  dppf::host ex;
+  dppf::host_executor ex;
   dppf::sgd opt{{.lr = lr}};
-  dppf::trainer tr{opt, dppf::pull_push{{.alpha = alpha, .lambda = lambda}}, dppf::mpi{MPI_COMM_WORLD}, ex, {.tau = 1}};
+  dppf::trainer tr{opt, dppf::pull_push{{.alpha = alpha, .lambda = lambda}}, dppf::mpi_communicator{MPI_COMM_WORLD}, ex, {.tau = 1}};
   tr.step(params, grads);
 
   // Independent reference in double: each rank's SGD step, the mean, and the pull-push update.

@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "support.hpp"
-#include <dppf/adamw.hpp>
-#include <dppf/host.hpp>
-#include <dppf/host_parallel.hpp>
-#include <dppf/schedule.hpp>
-#include <dppf/sgd.hpp>
+#include <dppf/optimizers/adamw.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/executors/host_parallel.hpp>
+#include <dppf/optimizers/schedule.hpp>
+#include <dppf/optimizers/sgd.hpp>
 
 namespace {
 
@@ -277,8 +277,8 @@ void check_against_torch(const std::vector<std::string>& sets,
     };
     std::vector<std::vector<T>> on_host, on_parallel;
     // 1000 copies of 37 elements: above host_parallel's serial threshold, split over 3 threads.
-    check("host", run_against_torch<T>(opt, dppf::host{}, set, 1000, schedule, &on_host));
-    check("host_parallel", run_against_torch<T>(opt, dppf::host_parallel{.threads = 3}, set, 1000, schedule,
+    check("host", run_against_torch<T>(opt, dppf::host_executor{}, set, 1000, schedule, &on_host));
+    check("host_parallel", run_against_torch<T>(opt, dppf::host_parallel_executor{.threads = 3}, set, 1000, schedule,
                                                 &on_parallel));
     INFO("option set " << set);
     REQUIRE(on_host.size() == on_parallel.size());
@@ -372,9 +372,9 @@ TEST_CASE("sgd and adamw give bitwise-identical trajectories on host and host_pa
     for (int threads : {2, 3}) {
       CAPTURE(set);
       CAPTURE(threads);
-      const dppf::host_parallel par{.threads = threads};
-      const auto f_host = run(opt, dppf::host{}, f_inputs), f_par = run(opt, par, f_inputs);
-      const auto d_host = run(opt, dppf::host{}, d_inputs), d_par = run(opt, par, d_inputs);
+      const dppf::host_parallel_executor par{.threads = threads};
+      const auto f_host = run(opt, dppf::host_executor{}, f_inputs), f_par = run(opt, par, f_inputs);
+      const auto d_host = run(opt, dppf::host_executor{}, d_inputs), d_par = run(opt, par, d_inputs);
       REQUIRE(f_host.size() == f_par.size());
       REQUIRE(d_host.size() == d_par.size());
       for (std::size_t b = 0; b < f_host.size(); ++b) {
@@ -444,7 +444,7 @@ namespace {
 template <class Opt, class T>
 void check_rejected_step(const Opt& opt, std::vector<T> params, std::vector<T> grads,
                          std::size_t state_size, std::initializer_list<std::string_view> needles) {
-  const dppf::host ex;
+  const dppf::host_executor ex;
   auto state = opt.template init<T>(ex, state_size);
   // A state that is not all zero, so that an untouched one can be told apart.
   state.for_each_buffer([](std::string_view, auto& b) { std::ranges::fill(b, T(0.5)); });
@@ -474,16 +474,16 @@ TEST_CASE("sgd rejects mismatched and empty buffers without changing anything") 
     check_rejected_step(*opt, p5, random_vector<float>(4, 3), 5, {"sgd::step: gradients has 4 elements, expected 5"});
     check_rejected_step(*opt, p5, random_vector<float>(6, 3), 5, {"sgd::step: gradients has 6 elements, expected 5"});
     check_rejected_step(*opt, std::vector<float>{}, std::vector<float>{}, 5, {"sgd::step: parameters is empty"});
-    check_throws_with([&] { (void)opt->init(dppf::host{}, std::size_t{0}); }, {"sgd::init: parameters is empty"});
-    check_throws_with([&] { (void)opt->init(dppf::host{}, std::vector<double>{}); }, {"sgd::init: parameters is empty"});
+    check_throws_with([&] { (void)opt->init(dppf::host_executor{}, std::size_t{0}); }, {"sgd::init: parameters is empty"});
+    check_throws_with([&] { (void)opt->init(dppf::host_executor{}, std::vector<double>{}); }, {"sgd::init: parameters is empty"});
   }
   // A momentum buffer made for another size.
   check_rejected_step(momentum, p5, g5, 7, {"sgd::step: momentum buffer has 7 elements, expected 5"});
   // The same checks hold for host_parallel and for std::span buffers.
   std::vector<double> p = random_vector<double>(5, 4), g = random_vector<double>(4, 5);
   const std::vector<double> before = p;
-  auto state = momentum.init(dppf::host_parallel{}, p);
-  check_throws_with([&] { momentum.step(dppf::host_parallel{}, std::span<double>(p), std::span<const double>(g), state); },
+  auto state = momentum.init(dppf::host_parallel_executor{}, p);
+  check_throws_with([&] { momentum.step(dppf::host_parallel_executor{}, std::span<double>(p), std::span<const double>(g), state); },
                     {"sgd::step: gradients has 4 elements, expected 5"});
   CHECK(p == before);
   CHECK(state.step == 0);
@@ -497,13 +497,13 @@ TEST_CASE("adamw rejects mismatched and empty buffers without changing anything"
     check_rejected_step(*opt, p5, random_vector<double>(3, 3), 5, {"adamw::step: gradients has 3 elements, expected 5"});
     check_rejected_step(*opt, std::vector<double>{}, std::vector<double>{}, 5, {"adamw::step: parameters is empty"});
     check_rejected_step(*opt, p5, g5, 6, {"adamw::step: exp_avg has 6 elements, expected 5"});
-    check_throws_with([&] { (void)opt->init(dppf::host{}, std::size_t{0}); }, {"adamw::init: parameters is empty"});
+    check_throws_with([&] { (void)opt->init(dppf::host_executor{}, std::size_t{0}); }, {"adamw::init: parameters is empty"});
   }
   // A state made without amsgrad has no running maximum.
   std::vector<float> p = random_vector<float>(5, 6), g = random_vector<float>(5, 7);
   const std::vector<float> before = p;
-  auto state = plain.init(dppf::host{}, p);
-  check_throws_with([&] { amsgrad.step(dppf::host{}, p, g, state); },
+  auto state = plain.init(dppf::host_executor{}, p);
+  check_throws_with([&] { amsgrad.step(dppf::host_executor{}, p, g, state); },
                     {"adamw::step: max_exp_avg_sq has 0 elements, expected 5"});
   CHECK(p == before);
   CHECK(state.step == 0);
@@ -514,7 +514,7 @@ TEST_CASE("adamw rejects mismatched and empty buffers without changing anything"
 // State: allocated through the executor, sized to the parameters, visited by for_each_buffer.
 
 TEST_CASE("optimizer state for_each_buffer visits exactly the live buffers") {
-  const dppf::host ex;
+  const dppf::host_executor ex;
   const auto visit = [](auto& state) {
     std::vector<std::pair<std::string, const void*>> seen;
     state.for_each_buffer([&](std::string_view name, auto& b) {
@@ -538,7 +538,7 @@ TEST_CASE("optimizer state for_each_buffer visits exactly the live buffers") {
   CHECK(a0.max_exp_avg_sq.empty());
   CHECK(visit(a0) == seen_t{{"exp_avg", a0.exp_avg.data()}, {"exp_avg_sq", a0.exp_avg_sq.data()}});
 
-  auto a1 = dppf::adamw{{.amsgrad = true}}.init(dppf::host_parallel{}, std::vector<double>(9));
+  auto a1 = dppf::adamw{{.amsgrad = true}}.init(dppf::host_parallel_executor{}, std::vector<double>(9));
   CHECK(visit(a1) == seen_t{{"exp_avg", a1.exp_avg.data()},
                             {"exp_avg_sq", a1.exp_avg_sq.data()},
                             {"max_exp_avg_sq", a1.max_exp_avg_sq.data()}});
@@ -552,7 +552,7 @@ TEST_CASE("optimizer state for_each_buffer visits exactly the live buffers") {
   std::vector<double> p = random_vector<double>(9, 21), g = random_vector<double>(9, 22);
   const std::vector<double> p0 = p;
   dppf::sgd{{.lr = 0.1, .momentum = 0.9, .dampening = 0.3, .weight_decay = 0.01}}.step(ex, p, g, s1);
-  dppf::adamw{{.amsgrad = true}}.step(dppf::host_parallel{}, std::vector<double>(p0), g, a1);
+  dppf::adamw{{.amsgrad = true}}.step(dppf::host_parallel_executor{}, std::vector<double>(p0), g, a1);
   std::map<std::string, std::vector<double>> contents;
   const auto collect = [&](std::string_view name, const auto& b) { contents[std::string(name)].assign(b.begin(), b.end()); };
   s1.for_each_buffer(collect);
@@ -576,7 +576,7 @@ TEST_CASE("sgd usage shape of DESIGN.md 2.3 compiles and works") {
   const std::size_t n = 1000;
   std::vector<float> params(n), grads(n);  // any parameter_buffer
   params = random_vector<float>(n, 31);
-  dppf::host ex;
+  dppf::host_executor ex;
 
   dppf::sgd opt{{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true}};
   auto state = opt.init(ex, params.size());  // state lives in ex's memory space
@@ -599,7 +599,7 @@ TEST_CASE("sgd usage shape of DESIGN.md 2.3 compiles and works") {
   // The same with host_parallel and a std::span over caller-owned memory.
   std::vector<float> storage = random_vector<float>(n, 31);
   std::span<float> view(storage);
-  dppf::host_parallel pex;
+  dppf::host_parallel_executor pex;
   auto pstate = opt.init(pex, view);
   for (std::uint64_t t = 0; t < 5; ++t) opt.step(pex, view, random_vector<float>(n, 40 + t), pstate);
   CHECK(storage == params);

@@ -2,9 +2,9 @@
 // and the (seed, stream, index) fills: identical on host and host_parallel at any thread count.
 #include <doctest/doctest.h>
 
-#include <dppf/host.hpp>
-#include <dppf/host_parallel.hpp>
-#include <dppf/random.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/executors/host_parallel.hpp>
+#include <dppf/random/directions.hpp>
 
 #include <bit>
 #include <cmath>
@@ -63,7 +63,7 @@ TEST_CASE("uniform_at, normal_at and rademacher_at follow from the Philox bits")
 TEST_CASE("random fills have the moments of their distributions") {
   // 2^18 draws: the standard error of a mean is 1/512 of the standard deviation; 6 of them bound it.
   const std::size_t n = std::size_t{1} << 18;
-  dppf::host ex;
+  dppf::host_executor ex;
   std::vector<double> x(n);
   const double tol = 6.0 / std::sqrt(static_cast<double>(n));
   dppf::fill_normal(ex, x, {42, 0});
@@ -102,7 +102,7 @@ TEST_CASE("random fills are identical on host and host_parallel for every thread
   const dppf::random_key key{2024, 5};
   std::vector<double> ud(n), nd(n), rd(n);
   std::vector<float> uf(n), nf(n), rf(n);
-  dppf::host seq;
+  dppf::host_executor seq;
   dppf::fill_uniform(seq, ud, key, -2.0, 2.0);
   dppf::fill_normal(seq, nd, key, 1.0, 0.5);
   dppf::fill_rademacher(seq, rd, key);
@@ -117,7 +117,7 @@ TEST_CASE("random fills are identical on host and host_parallel for every thread
   }
   for (int threads : {1, 2, 3, 4, 7}) {
     CAPTURE(threads);
-    dppf::host_parallel par{threads};
+    dppf::host_parallel_executor par{threads};
     std::vector<double> ud2(n), nd2(n), rd2(n);
     std::vector<float> uf2(n), nf2(n), rf2(n);
     dppf::fill_uniform(par, ud2, key, -2.0, 2.0);

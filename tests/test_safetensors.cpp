@@ -3,7 +3,7 @@
 
 #include <doctest/doctest.h>
 
-#include <dppf/safetensors.hpp>
+#include <dppf/checkpoint/safetensors.hpp>
 
 #include <sys/resource.h>
 

@@ -3,8 +3,8 @@
 // double loops; executor independence; bad input.
 #include <doctest/doctest.h>
 
-#include <dppf/host.hpp>
-#include <dppf/host_parallel.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/executors/host_parallel.hpp>
 #include <dppf/sharpness.hpp>
 
 #include <algorithm>
@@ -149,7 +149,7 @@ std::vector<double> negated(std::vector<double> u) {
 }  // namespace
 
 TEST_CASE("mean_valley equals sqrt(2 delta / u^T H u) averaged over the drawn directions") {
-  dppf::host ex;
+  dppf::host_executor ex;
   for (bool rotated : {false, true}) {
     for (double cond : {1.0e2, 1.0e4}) {
       CAPTURE(rotated);
@@ -182,7 +182,7 @@ TEST_CASE("mean_valley equals sqrt(2 delta / u^T H u) averaged over the drawn di
 }
 
 TEST_CASE("mean_valley away from the minimum: two-sided, additive and multiplicative thresholds") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const std::size_t n = 30;
   const quadratic f = rotated_quadratic(n, 1e3, 11);
   const auto x = dppf_test::random_vector<double>(n, 12, 0.01);
@@ -214,7 +214,7 @@ TEST_CASE("mean_valley away from the minimum: two-sided, additive and multiplica
 }
 
 TEST_CASE("mean_valley caps at t_max and counts censored sides") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const quadratic f = diagonal_quadratic(20, 10.0, 1);
   oracles o{&f};
   const std::vector<double> x(20, 0.0);
@@ -231,7 +231,7 @@ TEST_CASE("mean_valley caps at t_max and counts censored sides") {
 }
 
 TEST_CASE("filter normalization scales each segment to that segment's norm") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const auto layout = dppf::parameter_layout::from_sizes({{"w1", 7}, {"b1", 3}, {"w2", 11}, {"zero", 4}});
   auto x = dppf_test::random_vector<double>(25, 5, 2.0);
   std::fill(x.begin() + 21, x.end(), 0.0);
@@ -275,7 +275,7 @@ TEST_CASE("filter normalization scales each segment to that segment's norm") {
 }
 
 TEST_CASE("hessian_top_eigenvalue finds the largest eigenvalue by central differences and by hvp") {
-  dppf::host ex;
+  dppf::host_executor ex;
   for (bool rotated : {false, true}) {
     CAPTURE(rotated);
     const std::size_t n = 40;
@@ -308,7 +308,7 @@ TEST_CASE("hessian_top_eigenvalue finds the largest eigenvalue by central differ
 }
 
 TEST_CASE("hessian_trace is Hutchinson's estimate over the drawn Rademacher probes") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const std::size_t n = 40;
   // Diagonal H: every probe gives z^T H z = tr(H) exactly (the estimator's variance is zero).
   {
@@ -342,7 +342,7 @@ TEST_CASE("hessian_trace is Hutchinson's estimate over the drawn Rademacher prob
 }
 
 TEST_CASE("sam_sharpness equals rho ||g|| + rho^2 g^T H g / (2 ||g||^2) on a quadratic") {
-  dppf::host ex;
+  dppf::host_executor ex;
   for (bool rotated : {false, true}) {
     CAPTURE(rotated);
     const std::size_t n = 40;
@@ -369,7 +369,7 @@ TEST_CASE("sam_sharpness equals rho ||g|| + rho^2 g^T H g / (2 ||g||^2) on a qua
 }
 
 TEST_CASE("average_sharpness is the mean loss increase over the drawn Gaussian perturbations") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const std::size_t n = 40;
   const quadratic f = rotated_quadratic(n, 1e2, 51);
   const auto x = dppf_test::random_vector<double>(n, 52, 0.1);
@@ -396,7 +396,7 @@ TEST_CASE("average_sharpness is the mean loss increase over the drawn Gaussian p
 }
 
 TEST_CASE("landscape grids equal direct evaluation") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const std::size_t n = 30;
   const quadratic f = rotated_quadratic(n, 1e3, 61);
   oracles o{&f};
@@ -476,12 +476,12 @@ TEST_CASE("sharpness estimators give the same numbers on host and host_parallel"
     out.insert(out.end(), ls.values.begin(), ls.values.end());
     return out;
   };
-  const auto ref_d = run(dppf::host{}, xd);
-  const auto ref_f = run(dppf::host{}, xf);
+  const auto ref_d = run(dppf::host_executor{}, xd);
+  const auto ref_f = run(dppf::host_executor{}, xf);
   for (int threads : {1, 2, 3, 4}) {
     CAPTURE(threads);
-    CHECK(run(dppf::host_parallel{threads}, xd) == ref_d);
-    CHECK(run(dppf::host_parallel{threads}, xf) == ref_f);
+    CHECK(run(dppf::host_parallel_executor{threads}, xd) == ref_d);
+    CHECK(run(dppf::host_parallel_executor{threads}, xf) == ref_f);
   }
 }
 
@@ -492,7 +492,7 @@ TEST_CASE("the mean valley usage shape of the design brief") {
     for (float v : x) s += 0.5 * 3.0 * v * v;
     return s;
   };
-  dppf::host ex;
+  dppf::host_executor ex;
   auto mv = dppf::mean_valley(ex, loss_fn, params, {.directions = 16, .delta = 0.1, .seed = 1});
   double imv = 1.0 / mv.value;
   // f = 3/2 ||x||^2: along a unit u, f(x + t u) - f(x) = 3 t u.x + 3 t^2 / 2.
@@ -508,7 +508,7 @@ TEST_CASE("the mean valley usage shape of the design brief") {
 }
 
 TEST_CASE("sharpness estimators reject bad input with clear exceptions") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const quadratic f = diagonal_quadratic(10, 10.0, 1);
   oracles o{&f};
   const std::vector<double> x(10, 0.1), empty;
@@ -598,7 +598,7 @@ TEST_CASE("sharpness estimators reject bad input with clear exceptions") {
 }
 
 TEST_CASE("mean_valley bisection stops at adjacent doubles under a tolerance below machine precision") {
-  dppf::host ex;
+  dppf::host_executor ex;
   const quadratic f = diagonal_quadratic(8, 10.0, 3);
   oracles o{&f};
   const std::vector<double> x(8, 0.0);

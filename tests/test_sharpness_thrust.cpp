@@ -1,10 +1,10 @@
-// The random fills and the sharpness estimators on dppf::thrust over Thrust's OpenMP and cpp
-// systems (g++, THRUST_DEVICE_SYSTEM_OMP): the same numbers as dppf::host, bit for bit.
+// The random fills and the sharpness estimators on dppf::thrust_executor over Thrust's OpenMP and cpp
+// systems (g++, THRUST_DEVICE_SYSTEM_OMP): the same numbers as dppf::host_executor, bit for bit.
 #include <doctest/doctest.h>
 
-#include <dppf/host.hpp>
+#include <dppf/executors/host.hpp>
 #include <dppf/sharpness.hpp>
-#include <dppf/thrust.hpp>
+#include <dppf/executors/thrust.hpp>
 
 #include <thrust/system/cpp/execution_policy.h>
 #include <thrust/system/omp/execution_policy.h>
@@ -58,9 +58,9 @@ bool bitwise_equal(const std::vector<double>& a, const std::vector<double>& b) {
 
 }  // namespace
 
-TEST_CASE("random fills and sharpness estimators on thrust omp and cpp equal dppf::host bit for bit") {
+TEST_CASE("random fills and sharpness estimators on thrust omp and cpp equal dppf::host_executor bit for bit") {
   const auto x = dppf_test::random_vector<double>(40000, 3, 0.01);
-  const auto reference = everything(dppf::host{}, x);
-  CHECK(bitwise_equal(everything(dppf::thrust{thrust::omp::par}, x), reference));
-  CHECK(bitwise_equal(everything(dppf::thrust{thrust::cpp::par}, x), reference));
+  const auto reference = everything(dppf::host_executor{}, x);
+  CHECK(bitwise_equal(everything(dppf::thrust_executor{thrust::omp::par}, x), reference));
+  CHECK(bitwise_equal(everything(dppf::thrust_executor{thrust::cpp::par}, x), reference));
 }

@@ -6,8 +6,8 @@ find_path(DPPF_THRUST_INCLUDE_DIR thrust/version.h
   DOC "Directory holding thrust/, cub/ and cuda/ (CCCL) for the Thrust OMP tests")
 if(NOT DPPF_THRUST_INCLUDE_DIR)
   message(STATUS "dppf: Thrust headers not found, test_thrust_omp is not built")
-  dppf_header_test_skip(dppf/thrust.hpp "Thrust headers not found")
-  dppf_umbrella_exclude(dppf/thrust.hpp "needs Thrust")
+  dppf_header_test_skip(dppf/executors/thrust.hpp "Thrust headers not found")
+  dppf_umbrella_exclude(dppf/executors/thrust.hpp "needs Thrust")
   return()
 endif()
 
@@ -23,4 +23,4 @@ dppf_add_test(test_thrust_omp test_thrust_omp.cpp LIBS dppf_thrust_omp LABELS th
 target_include_directories(test_thrust_omp PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 set_tests_properties(test_thrust_omp PROPERTIES ENVIRONMENT OMP_NUM_THREADS=2)
 
-dppf_header_test_requires(dppf/thrust.hpp dppf_thrust_omp)
+dppf_header_test_requires(dppf/executors/thrust.hpp dppf_thrust_omp)

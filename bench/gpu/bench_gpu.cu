@@ -7,11 +7,11 @@
 //
 // Exits with 77 when no CUDA device is present.
 
-#include <dppf/adamw.hpp>
+#include <dppf/optimizers/adamw.hpp>
 #include <dppf/algorithms.hpp>
-#include <dppf/cuda_executor.cuh>
-#include <dppf/sgd.hpp>
-#include <dppf/thrust.hpp>
+#include <dppf/executors/cuda.cuh>
+#include <dppf/optimizers/sgd.hpp>
+#include <dppf/executors/thrust.hpp>
 
 #include <thrust/system/cuda/execution_policy.h>
 
@@ -55,7 +55,7 @@ std::string csv_field(const std::string& s) {
 
 // Best time of `reps` runs of f, in seconds.
 double best_seconds(cudaStream_t s, int reps, const std::function<void()>& f) {
-  using dppf::detail::cuda_check;
+  using dppf::cuda_check;
   cudaEvent_t a, b;
   cuda_check(cudaEventCreate(&a), "cudaEventCreate");
   cuda_check(cudaEventCreate(&b), "cudaEventCreate");
@@ -73,7 +73,7 @@ double best_seconds(cudaStream_t s, int reps, const std::function<void()>& f) {
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  dppf::detail::cuda_check(cudaGetLastError(), "benchmark");
+  dppf::cuda_check(cudaGetLastError(), "benchmark");
   return best;
 }
 
@@ -108,10 +108,10 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaStream_t s = nullptr;
   try {
-    dppf::detail::cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-    dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    dppf::cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    dppf::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     run(o, prop, s);  // every device buffer is freed (in order on s) before s goes
-    dppf::detail::cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+    dppf::cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gpu: %s\n", e.what());
     return 1;
@@ -124,8 +124,8 @@ namespace {
 
 void run(const options& o, const cudaDeviceProp& prop, cudaStream_t s) {
   const std::size_t n = o.n;
-  const dppf::cuda ex{s};
-  const dppf::thrust tx{thrust::cuda::par_nosync.on(s)};
+  const dppf::cuda_executor ex{s};
+  const dppf::thrust_executor tx{thrust::cuda::par_nosync.on(s)};
 
   auto p = ex.allocate<float>(n), g = ex.allocate<float>(n), q = ex.allocate<float>(n);
   dppf::fill(ex, p, 1.0f);

@@ -2,7 +2,7 @@
 // The Fashion-MNIST example's workers on a GPU: fmnist::cuda_backend and fmnist::cuda_replica
 // give fmnist::train (train.hpp) what host_backend and host_replica give it, with the data sets
 // resident on the device (uploaded once), parameters, gradients and x_bar in device memory, the
-// MLP on cuBLAS (mlp_cuda) and the dppf::cuda executor, all on one stream.
+// MLP on cuBLAS (mlp_cuda) and the dppf::cuda_executor executor, all on one stream.
 //
 // The communicator must take device buffers and order its work with that stream:
 //   one GPU, M workers as threads:  dppf::device_group group(M, backend.stream()); group.run(f);
@@ -19,8 +19,8 @@
 #include <utility>
 #include <vector>
 
-#include <dppf/cuda_executor.cuh>
-#include <dppf/device_buffer.cuh>
+#include <dppf/executors/cuda.cuh>
+#include <dppf/device_array.cuh>
 
 #include "data_cuda.cuh"
 #include "mlp_cuda.cuh"
@@ -39,7 +39,7 @@ inline device_dataset to_device(const dataset& d, cudaStream_t stream = nullptr)
 /// One worker's model and buffers on the device (see host_replica for the interface).
 class cuda_replica {
  public:
-  using executor_type = dppf::cuda;
+  using executor_type = dppf::cuda_executor;
 
   cuda_replica(const run_options& o, const device_dataset& train, const device_dataset& test, cudaStream_t stream)
       : model_(mlp_sizes(o), stream),

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include <dppf/buffer.hpp>
-#include <dppf/detail/cuda_check.cuh>
-#include <dppf/device_buffer.cuh>
+#include <dppf/cuda_check.cuh>
+#include <dppf/device_array.cuh>
 
 namespace fmnist {
 
@@ -41,20 +41,20 @@ class device_storage : public dppf::device_array<T> {
       throw std::invalid_argument("fmnist::device_storage::assign: " + std::to_string(host.size()) +
                                   " elements do not fit in " + std::to_string(this->size()));
     if (host.empty()) return;
-    dppf::detail::cuda_check(
+    dppf::cuda_check(
         cudaMemcpyAsync(this->data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, this->stream()),
         "fmnist::device_storage::assign: cudaMemcpyAsync");
-    dppf::detail::cuda_check(cudaStreamSynchronize(this->stream()), "fmnist::device_storage::assign: cudaStreamSynchronize");
+    dppf::cuda_check(cudaStreamSynchronize(this->stream()), "fmnist::device_storage::assign: cudaStreamSynchronize");
   }
 
   /// The elements in a std::vector, copied after the work queued on the stream (waits).
   std::vector<T> to_host() const {
     std::vector<T> out(this->size());
     if (out.empty()) return out;
-    dppf::detail::cuda_check(
+    dppf::cuda_check(
         cudaMemcpyAsync(out.data(), this->data(), out.size() * sizeof(T), cudaMemcpyDeviceToHost, this->stream()),
         "fmnist::device_storage::to_host: cudaMemcpyAsync");
-    dppf::detail::cuda_check(cudaStreamSynchronize(this->stream()), "fmnist::device_storage::to_host: cudaStreamSynchronize");
+    dppf::cuda_check(cudaStreamSynchronize(this->stream()), "fmnist::device_storage::to_host: cudaStreamSynchronize");
     return out;
   }
 };
@@ -120,7 +120,7 @@ inline void gather_batch(dppf::device_span<const float> images, const std::uint8
   const std::size_t blocks = std::min<std::size_t>((n + 255) / 256, 65536);
   detail::gather_rows_kernel<float><<<unsigned(blocks), 256, 0, stream>>>(images.data(), labels, images.size() / dim, dim,
                                                                           indices, batch, xb.data(), yb);
-  dppf::detail::cuda_check_launch("fmnist::gather_batch: kernel launch");
+  dppf::cuda_check_launch("fmnist::gather_batch: kernel launch");
 }
 
 /// As above from a resident data set.

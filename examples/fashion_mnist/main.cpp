@@ -24,15 +24,15 @@
 #include "train.hpp"
 
 #ifdef FMNIST_WITH_MPI
-#include <dppf/mpi.hpp>
+#include <dppf/communicators/mpi.hpp>
 #endif
 #ifdef FMNIST_WITH_CUDA
-#include <dppf/device_group.cuh>
+#include <dppf/communicators/device_group.cuh>
 
 #include "backend_cuda.cuh"
 #endif
 #if defined(FMNIST_WITH_NCCL) && defined(FMNIST_WITH_MPI)
-#include <dppf/nccl_mpi.cuh>
+#include <dppf/communicators/nccl_mpi.cuh>
 #endif
 
 #ifndef FMNIST_DEFAULT_DATA_DIR
@@ -166,7 +166,7 @@ config parse_args(int argc, char** argv) {
   if (c.device == "cuda") usage("--device cuda: this build has no CUDA (configure with -DDPPF_ENABLE_CUDA=ON)");
 #endif
 #ifndef FMNIST_WITH_MPI
-  if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
+  if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi_communicator was not found when it was configured)");
 #endif
   if (c.comm != "threads" && c.comm != "mpi" && c.comm != "nccl")
     usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or nccl)");
@@ -262,7 +262,7 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
 // The stream of the GPU runs (created on the current device, destroyed at the end).
 class cuda_stream {
  public:
-  cuda_stream() { dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  cuda_stream() { dppf::cuda_check(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
   cuda_stream(const cuda_stream&) = delete;
   cuda_stream& operator=(const cuda_stream&) = delete;
   ~cuda_stream() { (void)cudaStreamDestroy(s_); }
@@ -292,7 +292,7 @@ int main(int argc, char** argv) {
     };
     if (c.comm == "threads" && c.device == "cpu") {
       run_all(c, c.run.workers, 0, host, [&](auto&& f, int m) {
-        dppf::threads group(m);
+        dppf::thread_group group(m);
         group.run(f);
       });
       return 0;
@@ -310,7 +310,7 @@ int main(int argc, char** argv) {
 #ifdef FMNIST_WITH_MPI
     // One worker per MPI process: M is the number of ranks.
     dppf::mpi_environment env(argc, argv);
-    dppf::mpi comm{MPI_COMM_WORLD};
+    dppf::mpi_communicator comm{MPI_COMM_WORLD};
     for (const auto& m : c.methods)
       if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
     try {
@@ -323,12 +323,12 @@ int main(int argc, char** argv) {
             MPI_Comm_rank(node, &local) != MPI_SUCCESS || MPI_Comm_size(node, &on_node) != MPI_SUCCESS ||
             MPI_Comm_free(&node) != MPI_SUCCESS)
           throw dppf::communication_error("--comm nccl: cannot find this rank's index on its node");
-        dppf::detail::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+        dppf::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
         if (on_node > devices)  // NCCL refuses two ranks on one GPU; say so before it does
           throw std::invalid_argument("--comm nccl: " + std::to_string(on_node) + " ranks on this node but " +
                                       std::to_string(devices) + " GPUs (one rank per GPU; for several workers on one "
                                       "GPU use --device cuda --comm threads)");
-        dppf::detail::cuda_check(cudaSetDevice(local), "cudaSetDevice");
+        dppf::cuda_check(cudaSetDevice(local), "cudaSetDevice");
         const cuda_stream s;
         const auto gpu = [&](const fmnist::dataset& train, const fmnist::dataset& test) {
           return fmnist::cuda_backend{train, test, s.get()};

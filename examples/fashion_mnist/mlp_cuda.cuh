@@ -33,10 +33,10 @@
 #include <vector>
 
 #include <dppf/buffer.hpp>
-#include <dppf/cuda_executor.cuh>
-#include <dppf/detail/config.hpp>
-#include <dppf/detail/cuda_check.cuh>
-#include <dppf/device_buffer.cuh>
+#include <dppf/executors/cuda.cuh>
+#include <dppf/config.hpp>
+#include <dppf/cuda_check.cuh>
+#include <dppf/device_array.cuh>
 #include <dppf/layout.hpp>
 
 #include "mlp.hpp"
@@ -212,10 +212,10 @@ class mlp_cuda {
     layout().require_covers(params.size(), "mlp_cuda::init: parameters");
     std::vector<float> host(params.size());
     shape_.init(host, seed);
-    dppf::detail::cuda_check(
+    dppf::cuda_check(
         cudaMemcpyAsync(params.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice, stream_),
         "mlp_cuda::init: cudaMemcpyAsync");
-    dppf::detail::cuda_check(cudaStreamSynchronize(stream_), "mlp_cuda::init: cudaStreamSynchronize");
+    dppf::cuda_check(cudaStreamSynchronize(stream_), "mlp_cuda::init: cudaStreamSynchronize");
   }
 
   /// Mean cross-entropy over the batch (x_dev: batch x inputs floats, y_dev: batch labels, both
@@ -234,13 +234,13 @@ class mlp_cuda {
     const std::size_t c = classes(), L = layers();
     float* delta = acts_[L - 1].data();  // the logits become dLoss/dlogits in place
     reserve(stats_, 3 * batch);
-    dppf::detail::cuda_check(cudaMemsetAsync(acc_.data(), 0, 3 * sizeof(double), stream_),
+    dppf::cuda_check(cudaMemsetAsync(acc_.data(), 0, 3 * sizeof(double), stream_),
                              "mlp_cuda::loss_and_grad: cudaMemsetAsync");
     detail::softmax_xent_rows<float><<<detail::grid_for(batch), 256, 0, stream_>>>(
         delta, y_dev, batch, c, 1.0f / static_cast<float>(batch), stats_.data());
-    dppf::detail::cuda_check_launch("mlp_cuda::loss_and_grad: softmax kernel launch");
+    dppf::cuda_check_launch("mlp_cuda::loss_and_grad: softmax kernel launch");
     detail::sum_row_stats<256><<<1, 256, 0, stream_>>>(stats_.data(), batch, acc_.data());
-    dppf::detail::cuda_check_launch("mlp_cuda::loss_and_grad: loss sum kernel launch");
+    dppf::cuda_check_launch("mlp_cuda::loss_and_grad: loss sum kernel launch");
 
     const dppf::parameter_layout& lay = layout();
     for (std::size_t l = L; l >= 1; --l) {
@@ -252,7 +252,7 @@ class mlp_cuda {
       detail::gemm_row_major(blas_->get(), true, false, out, in, batch, d, out, a_prev, in, 0.0f, dw, in,
                              "cublasSgemm (dW = D^T A_prev)");
       detail::column_sums<float><<<detail::grid_for(out), 256, 0, stream_>>>(d, batch, out, db);
-      dppf::detail::cuda_check_launch("mlp_cuda::loss_and_grad: bias gradient kernel launch");
+      dppf::cuda_check_launch("mlp_cuda::loss_and_grad: bias gradient kernel launch");
       const float* w = params.data() + lay[2 * (l - 1)].offset;
       if (l == 1) {  // the input has no ReLU
         if (input_grad_dev)
@@ -280,7 +280,7 @@ class mlp_cuda {
     }
     check_call("mlp_cuda::evaluate", params, x_dev, y_dev, std::min(chunk, n));
     ready();
-    dppf::detail::cuda_check(cudaMemsetAsync(acc_.data(), 0, 3 * sizeof(double), stream_),
+    dppf::cuda_check(cudaMemsetAsync(acc_.data(), 0, 3 * sizeof(double), stream_),
                              "mlp_cuda::evaluate: cudaMemsetAsync");
     for (std::size_t start = 0; start < n; start += chunk) {
       const std::size_t b = std::min(chunk, n - start);
@@ -289,9 +289,9 @@ class mlp_cuda {
       detail::softmax_xent_rows<float><<<detail::grid_for(b), 256, 0, stream_>>>(acts_[layers() - 1].data(),
                                                                                  y_dev + start, b, classes(), 0.0f,
                                                                                  stats_.data());
-      dppf::detail::cuda_check_launch("mlp_cuda::evaluate: softmax kernel launch");
+      dppf::cuda_check_launch("mlp_cuda::evaluate: softmax kernel launch");
       detail::sum_row_stats<256><<<1, 256, 0, stream_>>>(stats_.data(), b, acc_.data());
-      dppf::detail::cuda_check_launch("mlp_cuda::evaluate: loss sum kernel launch");
+      dppf::cuda_check_launch("mlp_cuda::evaluate: loss sum kernel launch");
     }
     const sums s = read_sums("mlp_cuda::evaluate");
     return {s.loss, s.correct, static_cast<double>(n)};
@@ -358,9 +358,9 @@ class mlp_cuda {
   // The accumulated sums, copied back after everything queued; a label out of range is an error.
   sums read_sums(const char* who) {
     double h[3] = {0.0, 0.0, 0.0};
-    dppf::detail::cuda_check(cudaMemcpyAsync(h, acc_.data(), sizeof h, cudaMemcpyDeviceToHost, stream_),
+    dppf::cuda_check(cudaMemcpyAsync(h, acc_.data(), sizeof h, cudaMemcpyDeviceToHost, stream_),
                              (std::string(who) + ": cudaMemcpyAsync").c_str());
-    dppf::detail::cuda_check(cudaStreamSynchronize(stream_), (std::string(who) + ": cudaStreamSynchronize").c_str());
+    dppf::cuda_check(cudaStreamSynchronize(stream_), (std::string(who) + ": cudaStreamSynchronize").c_str());
     if (h[2] > 0.0)
       throw std::invalid_argument(std::string(who) + ": " + std::to_string(static_cast<long long>(h[2])) +
                                   " labels are not below the " + std::to_string(classes()) +
@@ -370,7 +370,7 @@ class mlp_cuda {
 
   mlp<float> shape_;  // layout, sizes and init only; its own buffers stay empty
   cudaStream_t stream_;
-  dppf::cuda ex_;
+  dppf::cuda_executor ex_;
   std::optional<detail::cublas_handle> blas_;
   std::vector<dppf::device_array<float>> acts_;    // Z_l / A_l (hidden) and the logits, batch x sizes[l]
   std::vector<dppf::device_array<float>> deltas_;  // dLoss/dZ_l of the hidden layers

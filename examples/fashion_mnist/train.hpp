@@ -1,5 +1,5 @@
 #pragma once
-// The training driver of the Fashion-MNIST example: M workers (one thread each in a dppf::threads
+// The training driver of the Fashion-MNIST example: M workers (one thread each in a dppf::thread_group
 // group, or one MPI process each), each with its own shard of the training set that it reshuffles
 // every epoch, its own copy of the model's flat parameter buffer (MLP or CNN), and a dppf::trainer that runs the local SGD step and,
 // every tau steps, the consensus rule of the chosen method. After every epoch the workers'
@@ -119,7 +119,7 @@ inline void validate(const run_options& o, std::size_t train_count) {
 /// The example's worker on the CPU: its model, parameters, gradients and minibatch in host memory.
 class host_replica {
  public:
-  using executor_type = dppf::host;
+  using executor_type = dppf::host_executor;
 
   host_replica(const run_options& o, const dataset& train, const dataset& test)
       : model_(make_network(o)), train_(train), test_(test), params_(model_.size()), grads_(model_.size()),
@@ -183,7 +183,7 @@ inline void sharpness(run_result& result, const dataset& train) {
   const auto loss_and_grad = [&](std::span<const float> x, std::span<float> g) {
     return model.loss_and_grad(x, train.x.data(), train.y.data(), n, g);
   };
-  const dppf::host ex;
+  const dppf::host_executor ex;
   result.imv = dppf::inverse_mean_valley(ex, loss, result.x_bar,
                                          {.directions = o.valley_directions, .delta = 0.1, .seed = o.seed}).value;
   result.hessian_top = dppf::hessian_top_eigenvalue(ex, loss_and_grad, result.x_bar,
@@ -221,7 +221,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     const auto ex = rep.executor();
     dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
                      std::move(comm), ex, {.tau = tau, .warmup_steps = o.push_warmup}};
-    auto& eval_comm = tr.communicator().inner();  // uncounted: evaluation traffic is not training traffic
+    auto& eval_comm = tr.comm().inner();  // uncounted: evaluation traffic is not training traffic
 
     // Each worker evaluates one slice of each set; the sums are all-reduced.
     const auto evaluate = [&](bool test_set) {
@@ -307,11 +307,11 @@ run_result train(const run_options& o, const dataset& train, const dataset& test
   return go(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max());
 }
 
-/// As above with the workers as threads of this process (a dppf::threads group).
+/// As above with the workers as threads of this process (a dppf::thread_group group).
 inline run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb = {}) {
   const int m = o.method == "single" ? 1 : o.workers;
   return fmnist::train(o, train, test, cb, m, host_backend{train, test}, [](auto&& f, int workers) {
-    dppf::threads group(workers);
+    dppf::thread_group group(workers);
     group.run(f);
   });
 }

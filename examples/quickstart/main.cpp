@@ -1,4 +1,4 @@
-// dppf quickstart: M workers in one process (dppf::threads), each training the same linear model
+// dppf quickstart: M workers in one process (dppf::thread_group), each training the same linear model
 // on its own shard of a synthetic least-squares problem with dppf::sgd, averaging parameters
 // with all_reduce(avg) after every round of local steps (LocalSGD by hand). Prints one JSON
 // line; exits non-zero if training did not converge or the workers disagree at the end.
@@ -76,11 +76,11 @@ int main(int argc, char** argv) {
     bool agree = false;
   } out;
 
-  dppf::threads group(workers);
-  group.run([&](dppf::thread_member comm) {
+  dppf::thread_group group(workers);
+  group.run([&](dppf::thread_communicator comm) {
     const shard data = make_shard(comm.rank(), x_true);
     std::vector<float> params(dim, 0.0f), grads(dim);
-    dppf::host ex;
+    dppf::host_executor ex;
     dppf::sgd opt{{.lr = 0.05, .momentum = 0.9}};
     auto state = opt.init(ex, params);
 

@@ -117,8 +117,8 @@ outcome run(const config& c, const valley::landscape& land) {
   std::vector<dppf::trainer_stats> stats(static_cast<std::size_t>(c.workers));
   std::atomic<int> in_wide{0};
   with_rule(c, [&](auto rule) {
-    dppf::threads group(c.workers);
-    group.run([&](dppf::thread_member comm) {
+    dppf::thread_group group(c.workers);
+    group.run([&](dppf::thread_communicator comm) {
       const auto r = static_cast<std::size_t>(comm.rank());
       std::mt19937_64 gen(c.seed * 7919 + r);
       std::normal_distribution<double> normal(0.0, c.noise);
@@ -128,7 +128,7 @@ outcome run(const config& c, const valley::landscape& land) {
       x[1] = 0.05;
       // "single" is plain local SGD: one worker that never syncs.
       const std::int64_t tau = c.method == "single" ? c.steps + 1 : c.tau;
-      dppf::trainer tr{dppf::sgd{{.lr = c.lr}}, rule, comm, dppf::host{}, {.tau = tau}};
+      dppf::trainer tr{dppf::sgd{{.lr = c.lr}}, rule, comm, dppf::host_executor{}, {.tau = tau}};
       for (int t = 0; t < c.steps; ++t) {
         const double loss = land.value_and_gradient(std::span<const double>(x), std::span<double>(g));
         for (double& gk : g) gk += normal(gen);

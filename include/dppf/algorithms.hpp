@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include "buffer.hpp"
-#include "detail/config.hpp"
+#include "config.hpp"
 #include "executor.hpp"
 
 namespace dppf {

@@ -1,11 +1,11 @@
 #pragma once
 // dppf's umbrella for CUDA builds (nvcc): the host library plus the GPU executors, device
-// buffers and communicators. NCCL's MPI bootstrap is separate (dppf/nccl_mpi.cuh needs MPI).
+// buffers and communicators. NCCL's MPI bootstrap is separate (dppf/communicators/nccl_mpi.cuh needs MPI).
 
 #include "dppf.hpp"
 
-#include "cuda_executor.cuh"
-#include "device_buffer.cuh"
-#include "device_group.cuh"
-#include "nccl.cuh"
-#include "thrust.hpp"
+#include "executors/cuda.cuh"
+#include "device_array.cuh"
+#include "communicators/device_group.cuh"
+#include "communicators/nccl.cuh"
+#include "executors/thrust.hpp"

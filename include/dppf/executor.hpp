@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "buffer.hpp"
-#include "detail/config.hpp"
+#include "config.hpp"
 #include "memory_space.hpp"
 
 namespace dppf {

@@ -17,11 +17,11 @@
 
 #include "buffer.hpp"
 #include "communicator.hpp"
-#include "consensus.hpp"
-#include "counting.hpp"
-#include "detail/validate.hpp"
+#include "consensus/rule.hpp"
+#include "communicators/counting.hpp"
+#include "error.hpp"
 #include "executor.hpp"
-#include "schedule.hpp"
+#include "optimizers/schedule.hpp"
 
 namespace dppf {
 
@@ -114,8 +114,8 @@ class trainer {
   const trainer_options& options() const noexcept { return options_; }
   Optimizer& optimizer() noexcept { return optimizer_; }
   const Consensus& rule() const noexcept { return rule_; }
-  counting<Comm>& communicator() noexcept { return comm_; }
-  const Exec& executor() const noexcept { return ex_; }
+  counting_communicator<Comm>& comm() noexcept { return comm_; }
+  const Exec& exec() const noexcept { return ex_; }
 
   /// True when the step with this 0-based index ends with a sync.
   bool syncs_after(std::int64_t step) const noexcept {
@@ -163,7 +163,7 @@ class trainer {
 
  private:
   template <class T>
-  using ctx_type = sync_context<Exec, counting<Comm>, T>;
+  using ctx_type = sync_context<Exec, counting_communicator<Comm>, T>;
 
   template <class P, class G, class B>
   void step_impl(P& params, const G& grads, double loss, B* buffers) {
@@ -263,7 +263,7 @@ class trainer {
 
   Optimizer optimizer_;
   Consensus rule_;
-  counting<Comm> comm_;
+  counting_communicator<Comm> comm_;
   Exec ex_;
   trainer_options options_;
   Schedule schedule_;

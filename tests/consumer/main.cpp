@@ -36,7 +36,7 @@ int main() {
     grads[i] = 0.25f * static_cast<float>(i * i) - 0.75f;
   }
   const std::vector<float> p0 = params;
-  dppf::host ex;
+  dppf::host_executor ex;
   dppf::sgd opt{{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true}};
   auto state = opt.init(ex, params.size());
   opt.step(ex, params, grads, state);
@@ -47,7 +47,7 @@ int main() {
   }
 
   // Three workers average their buffers.
-  dppf::threads group(3);
+  dppf::thread_group group(3);
   std::vector<std::vector<double>> results(3);
   group.run([&](auto comm) {
     std::vector<double> x(4);

@@ -1,12 +1,12 @@
-// A program that links dppf::mpi: MPI's headers and library come with the target. Run by its
+// A program that links dppf::mpi_communicator: MPI's headers and library come with the target. Run by its
 // project's CTest under mpiexec with 2 processes.
 #include <dppf/dppf.hpp>
 #include <mpi.h>
 
 #include <cstdio>
 
-#if __has_include(<dppf/mpi.hpp>)
-#include <dppf/mpi.hpp>
+#if __has_include(<dppf/communicators/mpi.hpp>)
+#include <dppf/communicators/mpi.hpp>
 #define DPPF_CONSUMER_HAS_MPI_COMMUNICATOR 1
 #endif
 
@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   if (total != expected) ++failures;
 #ifdef DPPF_CONSUMER_HAS_MPI_COMMUNICATOR
   {
-    dppf::mpi comm{MPI_COMM_WORLD};
+    dppf::mpi_communicator comm{MPI_COMM_WORLD};
     if (comm.rank() != rank || comm.size() != size) ++failures;
     if (comm.all_reduce(static_cast<double>(rank), dppf::reduce_op::sum) != expected) ++failures;
   }

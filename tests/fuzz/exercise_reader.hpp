@@ -3,7 +3,7 @@
 // every tensor through the typed API, and check that writing a parsed file and parsing it again
 // gives the same bytes. Malformed input must end in dppf::checkpoint_error and nothing else.
 
-#include <dppf/safetensors.hpp>
+#include <dppf/checkpoint/safetensors.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,7 @@
 #pragma once
 // Moves test data between std::vector and a GPU executor's device buffers, on its stream.
 
-#include <dppf/device_buffer.cuh>
+#include <dppf/device_array.cuh>
 
 #include <vector>
 

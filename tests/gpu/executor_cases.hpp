@@ -4,8 +4,8 @@
 // of the executor's memory space:
 //   Mirror::upload(ex, std::vector<T>) -> buffer in ex's space
 //   Mirror::download(ex, buffer)       -> std::vector<T>
-// References are a plain double loop (elementwise ops, reductions) or dppf::host (optimizer
-// steps). `exact` executors (those running the host order on the host) must match dppf::host
+// References are a plain double loop (elementwise ops, reductions) or dppf::host_executor (optimizer
+// steps). `exact` executors (those running the host order on the host) must match dppf::host_executor
 // bitwise; the others within the tolerances stated next to each check.
 
 #include <doctest/doctest.h>
@@ -19,10 +19,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include <dppf/adamw.hpp>
+#include <dppf/optimizers/adamw.hpp>
 #include <dppf/algorithms.hpp>
-#include <dppf/host.hpp>
-#include <dppf/sgd.hpp>
+#include <dppf/executors/host.hpp>
+#include <dppf/optimizers/sgd.hpp>
 
 #include "../support.hpp"
 
@@ -84,9 +84,9 @@ void check_elementwise(const E& ex, bool exact) {
         bad += !(std::abs(double(got[off + i]) - ref) <= tol);
       }
       CHECK(bad == 0);
-      if (exact) {  // the same roundings as dppf::host, element for element
+      if (exact) {  // the same roundings as dppf::host_executor, element for element
         auto want = slice(y0, off, n);
-        dppf::axpy(dppf::host{}, a, std::span<const T>(slice(x0, off, n)), want);
+        dppf::axpy(dppf::host_executor{}, a, std::span<const T>(slice(x0, off, n)), want);
         CHECK(slice(got, off, n) == want);
       }
 
@@ -118,7 +118,7 @@ void check_elementwise(const E& ex, bool exact) {
       CHECK(std::abs(idx - ref_idx) <= deps * ref_idx_abs);
       CHECK(std::abs(sum - ref_sum) <= deps * ref_sum_abs);
       if (exact) {
-        const dppf::host h;
+        const dppf::host_executor h;
         CHECK(dot == dppf::dot(h, std::span<const T>(xr), std::span<const T>(yr)));
         CHECK(idx == h.transform_reduce_indexed(indexed_product{}, std::span<const T>(xr), std::span<const T>(yr)));
         CHECK(sum == dppf::sum(h, std::span<const T>(xr)));
@@ -126,7 +126,7 @@ void check_elementwise(const E& ex, bool exact) {
     }
 }
 
-// Compares every element of a buffer after the same steps on ex and on dppf::host: bitwise when
+// Compares every element of a buffer after the same steps on ex and on dppf::host_executor: bitwise when
 // exact; otherwise within 8 eps (|host value| + rms of the host buffer). A device contracts
 // a * b + c into one FMA (one rounding instead of two), so each operation may differ by an
 // ulp of its operands, not of its result: where a moment cancels (m * beta + (1 - beta) g
@@ -149,11 +149,11 @@ std::size_t count_mismatches(const E& ex, const DeviceBuf& got, const std::vecto
   return bad;
 }
 
-// Three steps of an optimizer on ex and on dppf::host from the same inputs.
+// Three steps of an optimizer on ex and on dppf::host_executor from the same inputs.
 template <class Mirror, class T, class E, class Opt>
 void check_optimizer(const E& ex, const Opt& opt, bool exact, std::size_t n, std::uint64_t seed) {
   CAPTURE(n);
-  const dppf::host h;
+  const dppf::host_executor h;
   auto p_host = dppf_test::random_vector<T>(n, seed);
   auto p = Mirror::upload(ex, p_host);
   auto s_host = opt.template init<T>(h, n);

@@ -31,7 +31,7 @@ Looked in the following places:
   Test #11: test_nccl
   Test #12: fashion_mnist_gpu_train
   Test #77: header:dppf/cuda.cuh
-  Test #79: header:dppf/detail/cuda_check.cuh
+  Test #79: header:dppf/cuda_check.cuh
   Test #88: bench.bench_gpu
   Test #90: example.fashion_mnist
 
@@ -43,7 +43,7 @@ cat > "$tmp/help-ninja.txt" <<'EOF'
 test_gpu: phony
 test_nccl: phony
 header_dppf_cuda_cuh: phony
-header_dppf_detail_cuda_check_cuh: phony
+header_dppf_cuda_check_cuh: phony
 bench_gpu: phony
 fashion_mnist: phony
 all: phony
@@ -56,11 +56,11 @@ The following are some of the valid targets for this Makefile:
 ... test_gpu
 ... test_nccl
 ... header_dppf_cuda_cuh
-... header_dppf_detail_cuda_check_cuh
+... header_dppf_cuda_check_cuh
 ... bench_gpu
 ... fashion_mnist
 EOF
-want="test_gpu test_nccl header_dppf_cuda_cuh header_dppf_detail_cuda_check_cuh bench_gpu fashion_mnist"
+want="test_gpu test_nccl header_dppf_cuda_cuh header_dppf_cuda_check_cuh bench_gpu fashion_mnist"
 got=$(bash "$script" --print-targets "$tmp/ctest.txt" "$tmp/help-ninja.txt" 2> "$tmp/err" | xargs)
 expect "targets from ctest -N (Ninja)" "$got" "$want"
 expect "a test without a target is named" "$(grep -c "fashion_mnist_gpu_train" "$tmp/err")" "1"

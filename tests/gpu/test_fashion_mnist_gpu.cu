@@ -30,7 +30,7 @@
 #include <thread>
 #include <vector>
 
-#include <dppf/device_buffer.cuh>
+#include <dppf/device_array.cuh>
 
 #include "data_cuda.cuh"
 #include "fashion_mnist_reference.hpp"
@@ -45,7 +45,7 @@ constexpr double loss_tol = 1e-6;  // relative
 
 struct stream_guard {
   cudaStream_t s = nullptr;
-  stream_guard() { dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  stream_guard() { dppf::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
   ~stream_guard() { cudaStreamDestroy(s); }
 };
 

@@ -1,5 +1,5 @@
 // fmnist::train (train.hpp) on the GPU backend of backend_cuda.cuh (data resident, mlp_cuda,
-// dppf::cuda, dppf::device_group) against the CPU backend (OpenBLAS, dppf::host, dppf::threads):
+// dppf::cuda_executor, dppf::device_group) against the CPU backend (OpenBLAS, dppf::host_executor, dppf::thread_group):
 // whole training runs on a learnable synthetic set, and the replica's own checks. Needs the
 // example's dependencies (OpenBLAS, zlib); test_fashion_mnist_gpu checks the model itself.
 
@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include <dppf/device_group.cuh>
+#include <dppf/communicators/device_group.cuh>
 
 #include "backend_cuda.cuh"
 #include "mlp.hpp"
@@ -23,7 +23,7 @@ namespace {
 
 struct stream_guard {
   cudaStream_t s = nullptr;
-  stream_guard() { dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  stream_guard() { dppf::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
   ~stream_guard() { cudaStreamDestroy(s); }
 };
 
@@ -68,7 +68,7 @@ TEST_CASE("fashion_mnist training on the GPU backend matches the CPU backend") {
     CAPTURE(method);
     o.method = method;
     const fmnist::run_result want = fmnist::train(o, train, test, {}, o.workers, fmnist::host_backend{train, test},
-                                                  [](auto&& f, int m) { dppf::threads(m).run(f); });
+                                                  [](auto&& f, int m) { dppf::thread_group(m).run(f); });
     const fmnist::run_result got = fmnist::train(o, train, test, {}, o.workers, gpu,
                                                  [&](auto&& f, int m) { dppf::device_group(m, s.s).run(f); });
     REQUIRE(got.epochs.size() == want.epochs.size());

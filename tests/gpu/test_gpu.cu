@@ -3,10 +3,10 @@
 // there), plus what only the device has: 64-bit sizes, multi-tensor apply, determinism of the
 // reductions, and dppf::device_group.
 
-#include <dppf/cuda_executor.cuh>
-#include <dppf/device_group.cuh>
-#include <dppf/thrust.hpp>
-#include <dppf/threads.hpp>
+#include <dppf/executors/cuda.cuh>
+#include <dppf/communicators/device_group.cuh>
+#include <dppf/executors/thrust.hpp>
+#include <dppf/communicators/thread_group.hpp>
 #include <dppf/trainer.hpp>
 #include <dppf/consensus/diloco.hpp>
 #include <dppf/consensus/elastic.hpp>
@@ -34,17 +34,17 @@ namespace {
 // One stream per test, destroyed at the end.
 struct stream_guard {
   cudaStream_t s = nullptr;
-  stream_guard() { dppf::detail::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  stream_guard() { dppf::cuda_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
   ~stream_guard() { cudaStreamDestroy(s); }
 };
 
-auto thrust_on(cudaStream_t s) { return dppf::thrust{thrust::cuda::par_nosync.on(s)}; }
+auto thrust_on(cudaStream_t s) { return dppf::thrust_executor{thrust::cuda::par_nosync.on(s)}; }
 
-static_assert(dppf::executor<dppf::cuda>);
+static_assert(dppf::executor<dppf::cuda_executor>);
 static_assert(dppf::executor<decltype(thrust_on(nullptr))>);
 static_assert(std::same_as<decltype(thrust_on(nullptr))::memory_space, dppf::device_space>);
-static_assert(std::same_as<dppf::buffer_t<dppf::cuda, float>, dppf::device_array<float>>);
-static_assert(dppf::communicator<dppf::device_member>);
+static_assert(std::same_as<dppf::buffer_t<dppf::cuda_executor, float>, dppf::device_array<float>>);
+static_assert(dppf::communicator<dppf::device_communicator>);
 
 struct index_value {
   DPPF_HOST_DEVICE void operator()(std::size_t i, float& x) const { x = static_cast<float>(i % 8); }
@@ -57,7 +57,7 @@ struct as_double {
 
 TEST_CASE("cuda executor matches a double loop on every element") {
   stream_guard s;
-  const dppf::cuda ex{s.s};
+  const dppf::cuda_executor ex{s.s};
   dppf_gpu_test::check_elementwise<device_mirror, float>(ex, false);
   dppf_gpu_test::check_elementwise<device_mirror, double>(ex, false);
 }
@@ -69,26 +69,26 @@ TEST_CASE("thrust cuda executor matches a double loop on every element") {
   dppf_gpu_test::check_elementwise<device_mirror, double>(ex, false);
 }
 
-TEST_CASE("cuda executor sgd and adamw steps match dppf::host") {
+TEST_CASE("cuda executor sgd and adamw steps match dppf::host_executor") {
   stream_guard s;
-  dppf_gpu_test::check_optimizers<device_mirror, float>(dppf::cuda{s.s}, false);
-  dppf_gpu_test::check_optimizers<device_mirror, double>(dppf::cuda{s.s}, false);
+  dppf_gpu_test::check_optimizers<device_mirror, float>(dppf::cuda_executor{s.s}, false);
+  dppf_gpu_test::check_optimizers<device_mirror, double>(dppf::cuda_executor{s.s}, false);
 }
 
-TEST_CASE("thrust cuda executor sgd and adamw steps match dppf::host") {
+TEST_CASE("thrust cuda executor sgd and adamw steps match dppf::host_executor") {
   stream_guard s;
   dppf_gpu_test::check_optimizers<device_mirror, float>(thrust_on(s.s), false);
 }
 
 TEST_CASE("gpu executors reject buffers of different sizes") {
   stream_guard s;
-  dppf_gpu_test::check_size_mismatch<device_mirror, float>(dppf::cuda{s.s});
+  dppf_gpu_test::check_size_mismatch<device_mirror, float>(dppf::cuda_executor{s.s});
   dppf_gpu_test::check_size_mismatch<device_mirror, float>(thrust_on(s.s));
 }
 
 TEST_CASE("cuda reductions give the same bits run to run") {
   stream_guard s;
-  const dppf::cuda ex{s.s};
+  const dppf::cuda_executor ex{s.s};
   const auto x = dppf::to_device(dppf_test::random_vector<float>(3000017, 21), s.s);
   const double first = dppf::squared_norm(ex, x);
   for (int k = 0; k < 5; ++k) CHECK(dppf::squared_norm(ex, x) == first);
@@ -97,26 +97,26 @@ TEST_CASE("cuda reductions give the same bits run to run") {
 TEST_CASE("cuda executor handles buffers beyond 2^31 elements") {
   const std::size_t n = (std::size_t{1} << 31) + 7;
   std::size_t free_bytes = 0, total = 0;
-  dppf::detail::cuda_check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+  dppf::cuda_check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
   if (free_bytes < n * sizeof(float) + (std::size_t{1} << 30)) {
     MESSAGE("skipped: needs " << n * sizeof(float) / (1 << 20) << " MiB of free device memory");
     return;
   }
   stream_guard s;
-  const dppf::cuda ex{s.s};
+  const dppf::cuda_executor ex{s.s};
   auto x = ex.allocate<float>(n);
   ex.transform_indexed(index_value{}, x);
   // Sum of i % 8 over [0, n): whole periods of 28 plus the tail 0 + 1 + ... + 6.
   const double want = double(n / 8) * 28.0 + 21.0;
   CHECK(ex.transform_reduce(as_double{}, x) == want);
   std::vector<float> tail(16);
-  dppf::detail::cuda_check(cudaMemcpy(tail.data(), x.data() + (n - 16), 16 * sizeof(float), cudaMemcpyDeviceToHost), "copy");
+  dppf::cuda_check(cudaMemcpy(tail.data(), x.data() + (n - 16), 16 * sizeof(float), cudaMemcpyDeviceToHost), "copy");
   for (std::size_t k = 0; k < 16; ++k) CHECK(tail[k] == float((n - 16 + k) % 8));
 }
 
 TEST_CASE("cuda multi-tensor apply updates every tensor of a list like per-tensor host steps") {
   stream_guard s;
-  const dppf::cuda ex{s.s};
+  const dppf::cuda_executor ex{s.s};
   // Odd sizes, an empty tensor, and more tensors than one launch holds.
   std::vector<std::size_t> sizes = {1, 7, 0, 1000003, 33};
   for (int k = 0; k < 300; ++k) sizes.push_back(std::size_t(k % 17 + 1));
@@ -142,7 +142,7 @@ TEST_CASE("cuda multi-tensor apply updates every tensor of a list like per-tenso
   ex.transform_lists_each(f, std::span<const dppf::device_span<float>>(lp), std::span<const dppf::device_span<const float>>(lg),
                           std::span<const dppf::device_span<float>>(lm));
   ex.synchronize();
-  const dppf::host h;
+  const dppf::host_executor h;
   std::size_t bad = 0;
   for (std::size_t t = 0; t < sizes.size(); ++t) {
     h.transform(f, hp[t], std::as_const(hg[t]), hm[t]);
@@ -194,9 +194,9 @@ TEST_CASE("device_group averages device buffers in rank order like a double loop
   dppf::device_group group(m, s.s);
   std::vector<std::vector<float>> got(m), bcast(m);
   std::vector<double> scalars(m);
-  group.run([&](dppf::device_member c) {
+  group.run([&](dppf::device_communicator c) {
     const auto r = std::size_t(c.rank());
-    const dppf::cuda ex{s.s};
+    const dppf::cuda_executor ex{s.s};
     auto x = dppf::to_device(in[r], s.s);
     auto y = ex.allocate<float>(n);
     c.all_reduce(x, y, dppf::reduce_op::avg);
@@ -216,8 +216,8 @@ TEST_CASE("device_group rejects mismatched sizes on every rank") {
   stream_guard s;
   dppf::device_group group(2, s.s);
   std::vector<int> raised(2, 0);
-  group.run([&](dppf::device_member c) {
-    auto x = dppf::cuda{s.s}.allocate<float>(c.rank() == 0 ? 4 : 5);
+  group.run([&](dppf::device_communicator c) {
+    auto x = dppf::cuda_executor{s.s}.allocate<float>(c.rank() == 0 ? 4 : 5);
     try {
       c.all_reduce(x, dppf::reduce_op::sum);
     } catch (const std::invalid_argument& e) {
@@ -232,9 +232,9 @@ TEST_CASE("device_group: one rank's bad arguments raise on every rank, none wait
   // A short timeout: a rank left waiting at a barrier would fail with a timeout, not pass.
   dppf::device_group group(2, s.s, {.timeout = std::chrono::seconds(20)});
   std::vector<std::string> caught(2);
-  group.run([&](dppf::device_member c) {
-    auto x = dppf::cuda{s.s}.allocate<float>(4);
-    auto y = dppf::cuda{s.s}.allocate<float>(c.rank() == 0 ? 5 : 4);
+  group.run([&](dppf::device_communicator c) {
+    auto x = dppf::cuda_executor{s.s}.allocate<float>(4);
+    auto y = dppf::cuda_executor{s.s}.allocate<float>(c.rank() == 0 ? 5 : 4);
     try {
       c.all_reduce(x, y, dppf::reduce_op::avg);
     } catch (const std::exception& e) {
@@ -264,18 +264,18 @@ std::pair<std::vector<std::vector<float>>, std::vector<std::vector<float>>> run_
     for (std::size_t i = 0; i < n; ++i) g[i] += x[i] - float(r) * 0.1f;
     return g;
   };
-  dppf::threads(m).run([&](dppf::thread_member comm) {
+  dppf::thread_group(m).run([&](dppf::thread_communicator comm) {
     const auto r = std::size_t(comm.rank());
     std::vector<float> x = start[r], stats = dppf_test::random_vector<float>(5, 60 + r);
-    dppf::trainer tr{opt, make_rule(), comm, dppf::host{}, {.tau = 2}};
+    dppf::trainer tr{opt, make_rule(), comm, dppf::host_executor{}, {.tau = 2}};
     for (int k = 0; k < steps; ++k) tr.step(x, grads(comm.rank(), k, x), 1.0 + comm.rank(), stats);
     x.insert(x.end(), stats.begin(), stats.end());
     host_out[r] = x;
   });
   stream_guard s;
-  dppf::device_group(m, s.s).run([&](dppf::device_member comm) {
+  dppf::device_group(m, s.s).run([&](dppf::device_communicator comm) {
     const auto r = std::size_t(comm.rank());
-    const dppf::cuda ex{s.s};
+    const dppf::cuda_executor ex{s.s};
     auto x = dppf::to_device(start[r], s.s);
     auto stats = dppf::to_device(dppf_test::random_vector<float>(5, 60 + r), s.s);
     dppf::trainer tr{opt, make_rule(), comm, ex, {.tau = 2}};

@@ -7,9 +7,9 @@
 #include <doctest/doctest.h>
 
 #include <dppf/algorithms.hpp>
-#include <dppf/cuda_executor.cuh>
-#include <dppf/device_group.cuh>
-#include <dppf/sgd.hpp>
+#include <dppf/executors/cuda.cuh>
+#include <dppf/communicators/device_group.cuh>
+#include <dppf/optimizers/sgd.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -79,7 +79,7 @@ TEST_CASE("cuda kernel arguments: constness travels as a mask and tables fit the
 }
 
 TEST_CASE("cuda executor rejects mismatched buffers before any launch") {
-  const dppf::cuda ex{};
+  const dppf::cuda_executor ex{};
   const auto x = fake<const float>(0x10000, 5);
   const auto y = fake<float>(0x20000, 4);
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::axpy(ex, 1.0f, x, y); }, "different sizes (5 and 4)");
@@ -87,7 +87,7 @@ TEST_CASE("cuda executor rejects mismatched buffers before any launch") {
 }
 
 TEST_CASE("cuda multi-tensor apply checks every tensor before the first launch") {
-  const dppf::cuda ex{};
+  const dppf::cuda_executor ex{};
   const dppf::detail::sgd_update<float> f{-0.1f, 0.9f, 1.0f, 0.0f, false, false, false};
   constexpr std::size_t cap = dppf::detail::cuda_table_capacity<float, const float, float>;
   std::vector<dppf::device_span<float>> p, m;
@@ -120,7 +120,7 @@ TEST_CASE("device_group: one rank's bad arguments raise on every rank before any
   // A short timeout: a rank left waiting at a barrier would fail with a timeout, not pass.
   dppf::device_group group(3, nullptr, {.timeout = std::chrono::seconds(20)});
   std::vector<std::string> caught(3);
-  group.run([&](dppf::device_member c) {
+  group.run([&](dppf::device_communicator c) {
     const auto r = std::size_t(c.rank());
     const auto x = fake<const float>(0x10000 * (r + 1), 8);
     const auto y = fake<float>(0x100000 * (r + 1), r == 1 ? 9 : 8);
@@ -135,7 +135,7 @@ TEST_CASE("device_group: one rank's bad arguments raise on every rank before any
   CHECK(caught[2].find("rank 1 rejected its arguments (this is rank 2)") != std::string::npos);
 
   std::vector<std::string> op(3), root(3);
-  group.run([&](dppf::device_member c) {
+  group.run([&](dppf::device_communicator c) {
     const auto r = std::size_t(c.rank());
     auto x = fake<float>(0x10000 * (r + 1), 8);
     try {
@@ -159,7 +159,7 @@ TEST_CASE("device_group: one rank's bad arguments raise on every rank before any
 TEST_CASE("device_group: buffer sizes that differ across ranks raise on every rank") {
   dppf::device_group group(2, nullptr, {.timeout = std::chrono::seconds(20)});
   std::vector<std::string> caught(2);
-  group.run([&](dppf::device_member c) {
+  group.run([&](dppf::device_communicator c) {
     const auto r = std::size_t(c.rank());
     auto x = fake<float>(0x10000 * (r + 1), r == 0 ? 4 : 5);
     try {

@@ -1,8 +1,8 @@
-// dppf::nccl with one rank (any GPU machine) and, where several GPUs exist, one rank per GPU on
+// dppf::nccl_communicator with one rank (any GPU machine) and, where several GPUs exist, one rank per GPU on
 // threads of this process.
 
-#include <dppf/cuda_executor.cuh>
-#include <dppf/nccl.cuh>
+#include <dppf/executors/cuda.cuh>
+#include <dppf/communicators/nccl.cuh>
 
 #include <cfloat>
 #include <chrono>
@@ -13,18 +13,18 @@
 
 #include "gpu/executor_cases.hpp"
 
-static_assert(dppf::communicator<dppf::nccl>);
+static_assert(dppf::communicator<dppf::nccl_communicator>);
 
 TEST_CASE("nccl communicator with one rank is the identity") {
   cudaStream_t s = nullptr;
-  dppf::detail::cuda_check(cudaStreamCreate(&s), "cudaStreamCreate");
+  dppf::cuda_check(cudaStreamCreate(&s), "cudaStreamCreate");
   {
-    dppf::nccl comm(dppf::nccl::unique_id(), 0, 1, s, {.timeout = std::chrono::seconds(60)});
+    dppf::nccl_communicator comm(dppf::nccl_communicator::unique_id(), 0, 1, s, {.timeout = std::chrono::seconds(60)});
     CHECK(comm.rank() == 0);
     CHECK(comm.size() == 1);
     const auto h = dppf_test::random_vector<float>(1000003, 3);
     auto x = dppf::to_device(h, s);
-    auto y = dppf::cuda{s}.allocate<float>(h.size());
+    auto y = dppf::cuda_executor{s}.allocate<float>(h.size());
     comm.all_reduce(x, y, dppf::reduce_op::avg);
     CHECK(dppf::to_host(y, s) == h);
     comm.all_reduce(x, dppf::reduce_op::sum);
@@ -36,7 +36,7 @@ TEST_CASE("nccl communicator with one rank is the identity") {
     CHECK(comm.all_gather(7.0) == std::vector<double>{7.0});
     comm.barrier();
     dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, dppf::reduce_op::max); }, "sum and avg only");
-    auto short_y = dppf::cuda{s}.allocate<float>(5);
+    auto short_y = dppf::cuda_executor{s}.allocate<float>(5);
     dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, short_y, dppf::reduce_op::avg); },
                                                         "output has 5 elements");
   }
@@ -45,22 +45,22 @@ TEST_CASE("nccl communicator with one rank is the identity") {
 
 TEST_CASE("nccl communicator rejects a bad rank and size") {
   const ncclUniqueId id{};
-  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl(id, 1, 1); }, "rank");
-  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl(id, 0, 0); }, "size");
+  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl_communicator(id, 1, 1); }, "rank");
+  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::nccl_communicator(id, 0, 0); }, "size");
 }
 
 // Run as its own CTest entry (test_nccl_timeout, with a short TIMEOUT): if aborting a pending
 // initialization ever hung, it would cost that entry's minute, not the other NCCL tests.
 TEST_CASE("nccl: a rank that never arrives makes initialization time out and raise, not hang") {
-  const ncclUniqueId id = dppf::nccl::unique_id();
+  const ncclUniqueId id = dppf::nccl_communicator::unique_id();
   dppf_test::check_throws_with<dppf::communication_error>(
-      [&] { dppf::nccl comm(id, 0, 2, nullptr, {.timeout = std::chrono::seconds(3)}); },
+      [&] { dppf::nccl_communicator comm(id, 0, 2, nullptr, {.timeout = std::chrono::seconds(3)}); },
       "ncclCommInitRankConfig timed out after 3000 ms on rank 0 of 2 (communicator aborted)");
 }
 
 TEST_CASE("nccl averages one buffer per GPU like a double loop") {
   int devices = 0;
-  dppf::detail::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  dppf::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
   if (devices < 2) {
     MESSAGE("skipped: one GPU");
     return;
@@ -68,14 +68,14 @@ TEST_CASE("nccl averages one buffer per GPU like a double loop") {
   const std::size_t n = 1000003;
   std::vector<std::vector<float>> in, out(static_cast<std::size_t>(devices));
   for (int r = 0; r < devices; ++r) in.push_back(dppf_test::random_vector<float>(n, 40 + std::uint64_t(r)));
-  const ncclUniqueId id = dppf::nccl::unique_id();
+  const ncclUniqueId id = dppf::nccl_communicator::unique_id();
   std::vector<std::thread> pool;
   std::vector<std::string> errors(static_cast<std::size_t>(devices));
   for (int r = 0; r < devices; ++r)
     pool.emplace_back([&, r] {
       try {
-        dppf::detail::cuda_check(cudaSetDevice(r), "cudaSetDevice");
-        dppf::nccl comm(id, r, devices, nullptr, {.timeout = std::chrono::seconds(60)});
+        dppf::cuda_check(cudaSetDevice(r), "cudaSetDevice");
+        dppf::nccl_communicator comm(id, r, devices, nullptr, {.timeout = std::chrono::seconds(60)});
         auto x = dppf::to_device(in[std::size_t(r)]);
         comm.all_reduce(x, dppf::reduce_op::avg);
         out[std::size_t(r)] = dppf::to_host(x);

@@ -3,7 +3,7 @@
 // with. Every step the gradients are averaged (one all-reduce of N values) before the local
 // optimizer step, so workers that start equal stay equal; there is no parameter sync.
 
-#include "../consensus.hpp"
+#include "rule.hpp"
 
 namespace dppf {
 

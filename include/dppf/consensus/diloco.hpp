@@ -7,8 +7,8 @@
 
 #include <cstdint>
 
-#include "../consensus.hpp"
-#include "../detail/validate.hpp"
+#include "rule.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 
@@ -72,7 +72,7 @@ class diloco {
     average_into_scratch(ctx);
     sync_report report;
     report.alpha = 1.0;
-    detail::distances d;
+    distances d;
     if (!measure_distances(ctx, ctx.scratch, report, d)) return report;
     ctx.ex.transform(detail::diloco_fn<T>{static_cast<T>(options_.outer_lr), static_cast<T>(options_.outer_momentum),
                                           options_.nesterov, s.outer_steps == 0},

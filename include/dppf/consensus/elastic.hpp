@@ -7,8 +7,8 @@
 #include <cstddef>
 #include <string>
 
-#include "../consensus.hpp"
-#include "../detail/validate.hpp"
+#include "rule.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 
@@ -71,7 +71,7 @@ class elastic {
     average_into_scratch(ctx);
     sync_report report;
     report.alpha = options_.alpha;
-    detail::distances d;
+    distances d;
     if (!measure_distances(ctx, view(s.center), report, d)) return report;
     ctx.ex.transform(detail::elastic_fn<T>{static_cast<T>(options_.alpha), static_cast<T>(beta(ctx.comm.size()))},
                      ctx.params, view(s.center), typename Ctx::const_view_type(ctx.scratch));

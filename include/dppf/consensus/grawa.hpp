@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "../algorithms.hpp"
-#include "../consensus.hpp"
-#include "../detail/validate.hpp"
+#include "rule.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 

@@ -10,8 +10,8 @@
 #include <string>
 
 #include "../algorithms.hpp"
-#include "../consensus.hpp"
-#include "../detail/validate.hpp"
+#include "rule.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 

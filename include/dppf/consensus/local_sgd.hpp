@@ -2,7 +2,7 @@
 // dppf::local_sgd: model averaging (LocalSGD). x_i <- x_bar. The same update functor as
 // pull_push with alpha = 1 and lambda = 0, so the two agree bit for bit.
 
-#include "../consensus.hpp"
+#include "rule.hpp"
 
 namespace dppf {
 

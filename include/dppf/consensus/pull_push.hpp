@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../consensus.hpp"
-#include "../detail/validate.hpp"
+#include "rule.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 
@@ -64,7 +64,7 @@ class pull_push {
     report.alpha = std::min(1.0, options_.alpha * scale);
     report.lambda = ctx.warmup ? 0.0 : options_.lambda * scale;
     const int workers = ctx.comm.size();
-    return move_toward(ctx, ctx.scratch, report, [&](const detail::distances& d, sync_report& r) {
+    return move_toward(ctx, ctx.scratch, report, [&](const distances& d, sync_report& r) {
       double coefficient = 1.0 - r.alpha;
       const double push = push_magnitude(r.lambda, workers, d.mean);
       if (push > 0.0 && d.mine > options_.eps) {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../detail/validate.hpp"
+#include "../error.hpp"
 #include "common.hpp"
 
 namespace dppf {

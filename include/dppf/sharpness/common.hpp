@@ -24,7 +24,7 @@
 #include "../error.hpp"
 #include "../executor.hpp"
 #include "../layout.hpp"
-#include "../random.hpp"
+#include "../random/directions.hpp"
 
 namespace dppf {
 

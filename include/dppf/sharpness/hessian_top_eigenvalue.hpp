@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "../detail/validate.hpp"
+#include "../error.hpp"
 #include "hvp.hpp"
 
 namespace dppf {

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../detail/validate.hpp"
+#include "../error.hpp"
 #include "hvp.hpp"
 
 namespace dppf {

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "../detail/validate.hpp"
+#include "../error.hpp"
 #include "common.hpp"
 
 namespace dppf {

@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "../detail/validate.hpp"
+#include "../error.hpp"
 #include "common.hpp"
 
 namespace dppf {

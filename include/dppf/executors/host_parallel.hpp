@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "buffer.hpp"
+#include "../buffer.hpp"
 #include "detail/host_loops.hpp"
 
 #if defined(_OPENMP)
@@ -19,7 +19,7 @@
 namespace dppf {
 
 /// Runs elementwise work and reductions on a team of OpenMP threads, in host memory.
-struct host_parallel {
+struct host_parallel_executor {
   using memory_space = host_space;
   template <parameter_value T>
   using buffer = std::vector<T>;
@@ -35,7 +35,7 @@ struct host_parallel {
   /// Calls f(i, b0[i], ..., bk[i]) for every index i, split into one static block per thread.
   template <class F, host_buffer... B>
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host_parallel::transform", b...);
+    const std::size_t n = detail::common_size("host_parallel_executor::transform", b...);
     [[maybe_unused]] const int teams = team_size(n);
 DPPF_OMP(parallel num_threads(teams) if (teams > 1))
     {
@@ -53,7 +53,7 @@ DPPF_OMP(parallel num_threads(teams) if (teams > 1))
   /// The sum over i of f(i, b0[i], ...), accumulated in double; same order as `host`.
   template <class F, host_buffer... B>
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host_parallel::transform_reduce", b...);
+    const std::size_t n = detail::common_size("host_parallel_executor::transform_reduce", b...);
     const std::size_t chunks = detail::chunk_count(n);
     std::vector<double> partial(chunks);
     [[maybe_unused]] const int teams = team_size(n);
@@ -104,5 +104,8 @@ DPPF_OMP(parallel for schedule(static) num_threads(teams) if (teams > 1))
     return {begin, std::min(n, begin + per)};
   }
 };
+
+/// The 0.1 spelling.
+using host_parallel [[deprecated("dppf 0.2 renamed it dppf::host_parallel_executor; see CHANGELOG.md")]] = host_parallel_executor;
 
 }  // namespace dppf

@@ -17,14 +17,13 @@
 #include <thread>
 #include <vector>
 
-#include "buffer.hpp"
-#include "communicator.hpp"
-#include "detail/validate.hpp"
-#include "error.hpp"
+#include "../buffer.hpp"
+#include "../communicator.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 
-struct threads_options {
+struct thread_group_options {
   /// Longest wait at any collective before every rank raises communication_error; a year or
   /// more (e.g. milliseconds::max()) waits forever.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
@@ -42,15 +41,15 @@ struct thread_slot {
   bool rejected = false;  // this rank found its own arguments invalid
 };
 
-struct thread_group {
-  thread_group(int m, threads_options o) : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)) {
-    detail::require(m >= 1, "threads: the group size must be at least 1");
-    detail::require_option(o.timeout.count() > 0, "threads", "timeout (ms)", o.timeout.count(),
+struct thread_group_state {
+  thread_group_state(int m, thread_group_options o) : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)) {
+    detail::require(m >= 1, "thread_group: the group size must be at least 1");
+    detail::require_option(o.timeout.count() > 0, "thread_group", "timeout (ms)", o.timeout.count(),
                            "must be > 0 (a year or more waits forever)");
   }
 
   int size;
-  threads_options options;
+  thread_group_options options;
   std::vector<thread_slot> slots;
 
   std::mutex mutex;
@@ -70,7 +69,7 @@ struct thread_group {
   }
 
   [[noreturn]] void raise_aborted() const {
-    throw communication_error("dppf::threads: group aborted (" + abort_reason + ")");
+    throw communication_error("dppf::thread_group: group aborted (" + abort_reason + ")");
   }
 
   // All ranks meet here. Raises on abort and on timeout (and then aborts the group).
@@ -110,18 +109,18 @@ struct thread_group {
 
 }  // namespace detail
 
-class thread_member;
+class thread_communicator;
 
 /// An in-process group of M workers; `member(r)` is worker r's communicator.
-class threads {
+class thread_group {
  public:
 
-  explicit threads(int size, threads_options options = {}) : state_(std::make_shared<detail::thread_group>(size, options)) {}
+  explicit thread_group(int size, thread_group_options options = {}) : state_(std::make_shared<detail::thread_group_state>(size, options)) {}
 
   int size() const noexcept { return state_->size; }
 
   /// The communicator of worker `rank`, to be used from that worker's thread only.
-  thread_member member(int rank) const;
+  thread_communicator member(int rank) const;
 
   /// Marks the group failed: every rank's current and later collectives raise.
   void abort(const std::string& why) const { state_->abort(why); }
@@ -132,11 +131,11 @@ class threads {
   void run(F&& f) const;
 
  private:
-  std::shared_ptr<detail::thread_group> state_;
+  std::shared_ptr<detail::thread_group_state> state_;
 };
 
 /// One worker's view of a `threads` group; models `communicator`.
-class thread_member {
+class thread_communicator {
  public:
   using memory_space = host_space;
 
@@ -186,10 +185,10 @@ class thread_member {
   template <host_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    if (root < 0 || root >= size()) detail::throw_invalid("threads::broadcast: root " + std::to_string(root) + " out of range");
+    if (root < 0 || root >= size()) detail::throw_invalid("thread_group::broadcast: root " + std::to_string(root) + " out of range");
     post({.out = std::ranges::data(b), .n = std::ranges::size(b), .element_size = sizeof(T)});
     try {
-      check_sizes("threads::broadcast");
+      check_sizes("thread_group::broadcast");
     } catch (...) {
       barrier_noexcept();
       throw;
@@ -202,8 +201,8 @@ class thread_member {
   void barrier() { state_->barrier(); }
 
  private:
-  friend class threads;
-  thread_member(std::shared_ptr<detail::thread_group> s, int rank) : state_(std::move(s)), rank_(rank) {}
+  friend class thread_group;
+  thread_communicator(std::shared_ptr<detail::thread_group_state> s, int rank) : state_(std::move(s)), rank_(rank) {}
 
   void post(detail::thread_slot s) {
     state_->slots[static_cast<std::size_t>(rank_)] = s;
@@ -232,17 +231,17 @@ class thread_member {
     // A rank's own bad arguments are agreed on first, so every rank raises, none waits.
     std::string problem;
     if (op != reduce_op::sum && op != reduce_op::avg)
-      problem = std::string("threads::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
+      problem = std::string("thread_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
     else if (n_in != n_out)
-      problem = "threads::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
+      problem = "thread_group::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
     post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T), .rejected = !problem.empty()});
     try {
       if (!problem.empty()) detail::throw_invalid(problem);
       for (int r = 0; r < size(); ++r)
         if (state_->slots[static_cast<std::size_t>(r)].rejected)
-          throw communication_error("dppf::threads::all_reduce: rank " + std::to_string(r) +
+          throw communication_error("dppf::thread_group::all_reduce: rank " + std::to_string(r) +
                                     " rejected its arguments (this is rank " + std::to_string(rank_) + ")");
-      check_sizes("threads::all_reduce");
+      check_sizes("thread_group::all_reduce");
     } catch (...) {
       barrier_noexcept();
       throw;
@@ -286,18 +285,18 @@ class thread_member {
     }
   }
 
-  std::shared_ptr<detail::thread_group> state_;
+  std::shared_ptr<detail::thread_group_state> state_;
   int rank_;
 };
 
-inline thread_member threads::member(int rank) const {
+inline thread_communicator thread_group::member(int rank) const {
   if (rank < 0 || rank >= size())
-    detail::throw_invalid("threads::member: rank " + std::to_string(rank) + " is outside [0, " + std::to_string(size()) + ")");
+    detail::throw_invalid("thread_group::member: rank " + std::to_string(rank) + " is outside [0, " + std::to_string(size()) + ")");
   return {state_, rank};
 }
 
 template <class F>
-void threads::run(F&& f) const {
+void thread_group::run(F&& f) const {
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(size()));
   std::vector<std::thread> pool;
   pool.reserve(errors.size());
@@ -325,5 +324,10 @@ void threads::run(F&& f) const {
   }
   if (first_other) std::rethrow_exception(first_other);
 }
+
+/// The 0.1 spellings.
+using threads [[deprecated("dppf 0.2 renamed it dppf::thread_group; see CHANGELOG.md")]] = thread_group;
+using thread_member [[deprecated("dppf 0.2 renamed it dppf::thread_communicator; see CHANGELOG.md")]] = thread_communicator;
+using threads_options [[deprecated("dppf 0.2 renamed it dppf::thread_group_options; see CHANGELOG.md")]] = thread_group_options;
 
 }  // namespace dppf

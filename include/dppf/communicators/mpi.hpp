@@ -1,10 +1,10 @@
 #pragma once
-// dppf::mpi: the communicator of a group of MPI processes (host buffers), and mpi_environment,
-// an RAII MPI_Init_thread / MPI_Finalize. Needs MPI (link dppf::mpi), not CUDA.
+// dppf::mpi_communicator: the communicator of a group of MPI processes (host buffers), and mpi_environment,
+// an RAII MPI_Init_thread / MPI_Finalize. Needs MPI (link dppf::mpi_communicator), not CUDA.
 //
 // * The constructor duplicates the given MPI_Comm (MPI_Comm_dup, collective over it) and sets
 //   MPI_ERRORS_RETURN on the duplicate only, so the caller's communicator, its error handler and
-//   its message matching are left alone. Copies of a dppf::mpi share the duplicate; the last one
+//   its message matching are left alone. Copies of a dppf::mpi_communicator share the duplicate; the last one
 //   frees it (skipped when MPI is already finalized).
 // * Every MPI return code is checked; a failure raises dppf::communication_error naming the
 //   operation, the MPI call, this rank and MPI_Error_string's text.
@@ -12,7 +12,7 @@
 //   makes all ranks agree that sizes, element types and roots match and that no rank rejected
 //   its arguments, so bad input raises on every rank instead of leaving some waiting forever.
 // * Buffers of more than INT_MAX elements are split into several MPI calls.
-// * A dppf::mpi and its copies are used by one thread at a time, and every rank calls the
+// * A dppf::mpi_communicator and its copies are used by one thread at a time, and every rank calls the
 //   collectives in the same order (as for any MPI communicator).
 
 #include <mpi.h>
@@ -27,10 +27,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "buffer.hpp"
-#include "communicator.hpp"
-#include "detail/validate.hpp"
-#include "error.hpp"
+#include "../buffer.hpp"
+#include "../communicator.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 
@@ -58,7 +57,7 @@ inline std::string mpi_error_text(int code) {
 /// Turns an MPI return code into communication_error naming the operation, the call and the rank.
 inline void mpi_check(int code, const char* operation, const char* call, int rank) {
   if (code == MPI_SUCCESS) return;
-  throw communication_error(std::string("dppf::mpi::") + operation + ": " + call + " failed" +
+  throw communication_error(std::string("dppf::mpi_communicator::") + operation + ": " + call + " failed" +
                             (rank >= 0 ? " on rank " + std::to_string(rank) : std::string()) + ": " + mpi_error_text(code));
 }
 
@@ -84,7 +83,7 @@ struct mpi_comm_handle {
 
 }  // namespace detail
 
-/// The communicator over an MPI intra-communicator, e.g. `dppf::mpi{MPI_COMM_WORLD}`. MPI must
+/// The communicator over an MPI intra-communicator, e.g. `dppf::mpi_communicator{MPI_COMM_WORLD}`. MPI must
 /// be initialized (see mpi_environment). Construction is collective over `comm`.
 ///
 /// Buffer all-reduce supports sum and avg; avg is MPI_SUM followed by a local scaling by 1/M
@@ -92,18 +91,18 @@ struct mpi_comm_handle {
 /// library's order (unlike `threads`, which adds in double), followed by one more pass over the
 /// output. MPI recommends, and Open MPI's algorithms give (the tests check it), the same result
 /// bit for bit on every rank. Scalars (double) support sum, avg, min and max.
-class mpi {
+class mpi_communicator {
  public:
   using memory_space = host_space;
 
-  explicit mpi(MPI_Comm comm, mpi_options options = {}) : options_(options), handle_(std::make_shared<detail::mpi_comm_handle>()) {
+  explicit mpi_communicator(MPI_Comm comm, mpi_options options = {}) : options_(options), handle_(std::make_shared<detail::mpi_comm_handle>()) {
     detail::require_option(options.max_elements_per_call >= 1 && options.max_elements_per_call <= static_cast<std::size_t>(INT_MAX),
                            "mpi_options", "max_elements_per_call", options.max_elements_per_call, "must be in [1, INT_MAX]");
     int initialized = 0, finalized = 0;
     MPI_Initialized(&initialized);
     MPI_Finalized(&finalized);
     if (!initialized || finalized)
-      throw communication_error("dppf::mpi: MPI is not initialized (or already finalized); create a dppf::mpi_environment first");
+      throw communication_error("dppf::mpi_communicator: MPI is not initialized (or already finalized); create a dppf::mpi_environment first");
     if (comm == MPI_COMM_NULL) detail::throw_invalid("mpi: the communicator is MPI_COMM_NULL");
     int inter = 0;
     detail::mpi_check(MPI_Comm_test_inter(comm, &inter), "mpi", "MPI_Comm_test_inter", -1);
@@ -124,7 +123,7 @@ class mpi {
   template <host_buffer In, host_buffer Out>
   void all_reduce(const In& in, Out&& out, reduce_op op) {
     using T = std::remove_cv_t<buffer_element_t<Out>>;
-    static_assert(!std::is_const_v<buffer_element_t<Out>>, "dppf::mpi::all_reduce: the output buffer is read-only");
+    static_assert(!std::is_const_v<buffer_element_t<Out>>, "dppf::mpi_communicator::all_reduce: the output buffer is read-only");
     static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
     reduce_buffer<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
   }
@@ -133,7 +132,7 @@ class mpi {
   template <host_buffer B>
   void all_reduce(B&& inout, reduce_op op) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi::all_reduce: the buffer is read-only");
+    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi_communicator::all_reduce: the buffer is read-only");
     T* p = std::ranges::data(inout);
     reduce_buffer<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
   }
@@ -165,7 +164,7 @@ class mpi {
   template <host_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi::broadcast: the buffer is read-only");
+    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi_communicator::broadcast: the buffer is read-only");
     const std::size_t n = std::ranges::size(b);
     std::string error;
     if (root < 0 || root >= size_)
@@ -223,7 +222,7 @@ class mpi {
     detail::mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_LONG_LONG, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
     if (!error.empty()) detail::throw_invalid(error);
     if (v[6] != 0)
-      throw communication_error(std::string("dppf::mpi::") + operation + ": rank " + std::to_string(v[6] - 1) +
+      throw communication_error(std::string("dppf::mpi_communicator::") + operation + ": rank " + std::to_string(v[6] - 1) +
                                 " rejected its arguments, so rank " + std::to_string(rank_) + " stops too");
     if (v[0] == -v[1] && v[2] == -v[3] && v[4] == -v[5]) return;
 
@@ -305,5 +304,8 @@ class mpi_environment {
   int provided_ = MPI_THREAD_SINGLE;
   bool owner_ = false;
 };
+
+/// The 0.1 spelling.
+using mpi [[deprecated("dppf 0.2 renamed it dppf::mpi_communicator; see CHANGELOG.md")]] = mpi_communicator;
 
 }  // namespace dppf

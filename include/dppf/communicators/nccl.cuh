@@ -1,8 +1,8 @@
 #pragma once
-// dppf::nccl: a communicator of device buffers over NCCL, on one CUDA stream.
+// dppf::nccl_communicator: a communicator of device buffers over NCCL, on one CUDA stream.
 //
 // * Made from a unique id, this rank and the group size (nccl::unique_id() on one rank, shipped
-//   to the others by any means), or from MPI with dppf/nccl_mpi.cuh.
+//   to the others by any means), or from MPI with dppf/communicators/nccl_mpi.cuh.
 // * The communicator is non-blocking (ncclConfig_t::blocking = 0): no NCCL call can hang the
 //   caller. Every ncclResult_t is checked; every collective then waits for its completion by
 //   polling ncclCommGetAsyncError and the stream, up to options.timeout. An error or a timeout
@@ -13,7 +13,7 @@
 //   all-gather; options.check_sizes = false skips it).
 // * Stream order: collectives run on the communicator's stream, after the work queued there;
 //   buffers produced on another stream must have that stream synchronized first (an executor on
-//   the same stream, e.g. dppf::cuda{stream}, needs nothing). Buffers used here and allocated in
+//   the same stream, e.g. dppf::cuda_executor{stream}, needs nothing). Buffers used here and allocated in
 //   stream order (dppf::device_array) must have been allocated on this stream, or synchronized.
 
 #include <cuda_runtime.h>
@@ -27,12 +27,11 @@
 #include <utility>
 #include <vector>
 
-#include "buffer.hpp"
-#include "communicator.hpp"
-#include "detail/cuda_check.cuh"
-#include "detail/validate.hpp"
-#include "device_buffer.cuh"
-#include "error.hpp"
+#include "../buffer.hpp"
+#include "../communicator.hpp"
+#include "../cuda_check.cuh"
+#include "../error.hpp"
+#include "../device_array.cuh"
 
 namespace dppf {
 
@@ -65,7 +64,7 @@ inline ncclRedOp_t nccl_op(reduce_op op) {
 
 }  // namespace detail
 
-class nccl {
+class nccl_communicator {
  public:
   using memory_space = device_space;
 
@@ -74,12 +73,12 @@ class nccl {
     ncclUniqueId id;
     const ncclResult_t r = ncclGetUniqueId(&id);
     if (r != ncclSuccess)
-      throw communication_error(std::string("dppf::nccl: ncclGetUniqueId failed: ") + ncclGetErrorString(r));
+      throw communication_error(std::string("dppf::nccl_communicator: ncclGetUniqueId failed: ") + ncclGetErrorString(r));
     return id;
   }
 
   /// Joins the group `id` as `rank` of `size`; collectives run on `stream` (not owned).
-  nccl(ncclUniqueId id, int rank, int size, cudaStream_t stream = nullptr, nccl_options options = {})
+  nccl_communicator(ncclUniqueId id, int rank, int size, cudaStream_t stream = nullptr, nccl_options options = {})
       : rank_(rank), size_(size), stream_(stream), options_(options) {
     detail::require_option(size >= 1, "nccl", "size", size, "must be >= 1");
     detail::require_option(rank >= 0 && rank < size, "nccl", "rank", rank, "must be in [0, size)");
@@ -92,7 +91,7 @@ class nccl {
     if (r != ncclSuccess && r != ncclInProgress) {
       if (comm_) (void)ncclCommAbort(comm_);
       comm_ = nullptr;
-      throw communication_error(std::string("dppf::nccl: ncclCommInitRankConfig failed on rank ") + std::to_string(rank) +
+      throw communication_error(std::string("dppf::nccl_communicator: ncclCommInitRankConfig failed on rank ") + std::to_string(rank) +
                                 ": " + ncclGetErrorString(r));
     }
     wait_nccl("ncclCommInitRankConfig");
@@ -186,13 +185,13 @@ class nccl {
   }
 
   void require_alive(const char* what) const {
-    if (!comm_) throw communication_error(std::string("dppf::nccl: ") + what + ": the communicator was aborted");
+    if (!comm_) throw communication_error(std::string("dppf::nccl_communicator: ") + what + ": the communicator was aborted");
   }
 
   [[noreturn]] void fail(const std::string& why) {
     if (comm_) (void)ncclCommAbort(comm_);
     comm_ = nullptr;
-    throw communication_error("dppf::nccl: " + why + " on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+    throw communication_error("dppf::nccl_communicator: " + why + " on rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
                               " (communicator aborted)");
   }
 
@@ -245,14 +244,14 @@ class nccl {
 
   void upload_scalar(double v) {
     require_alive("scalar collective");
-    detail::cuda_check(cudaMemcpyAsync(scratch_.data(), &v, sizeof(double), cudaMemcpyHostToDevice, stream_),
+    cuda_check(cudaMemcpyAsync(scratch_.data(), &v, sizeof(double), cudaMemcpyHostToDevice, stream_),
                        "nccl: cudaMemcpyAsync (scalar)");
   }
 
   std::vector<double> download(std::size_t n) {
     std::vector<double> out(n);
     wait("scalar collective");
-    detail::cuda_check(cudaMemcpyAsync(out.data(), scratch_.data(), n * sizeof(double), cudaMemcpyDeviceToHost, stream_),
+    cuda_check(cudaMemcpyAsync(out.data(), scratch_.data(), n * sizeof(double), cudaMemcpyDeviceToHost, stream_),
                        "nccl: cudaMemcpyAsync (scalar result)");
     wait("scalar collective (copy)");
     return out;
@@ -265,5 +264,8 @@ class nccl {
   ncclComm_t comm_ = nullptr;
   device_array<double> scratch_;  // [scalar in/out, all-gather results (size)]
 };
+
+/// The 0.1 spelling.
+using nccl [[deprecated("dppf 0.2 renamed it dppf::nccl_communicator; see CHANGELOG.md")]] = nccl_communicator;
 
 }  // namespace dppf

@@ -4,13 +4,13 @@
 #include <algorithm>
 #include <vector>
 
-#include "buffer.hpp"
-#include "communicator.hpp"
+#include "../buffer.hpp"
+#include "../communicator.hpp"
 
 namespace dppf {
 
 /// One rank, no communication. all_reduce with avg or sum copies (out of place) or does nothing.
-struct single {
+struct single_communicator {
   using memory_space = host_space;
 
   int rank() const noexcept { return 0; }
@@ -39,5 +39,8 @@ struct single {
     detail::require(op == reduce_op::sum || op == reduce_op::avg, "all_reduce of a buffer supports sum and avg only");
   }
 };
+
+/// The 0.1 spelling.
+using single [[deprecated("dppf 0.2 renamed it dppf::single_communicator; see CHANGELOG.md")]] = single_communicator;
 
 }  // namespace dppf

@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "buffer.hpp"
-#include "communicator.hpp"
+#include "../buffer.hpp"
+#include "../communicator.hpp"
 
 namespace dppf {
 
@@ -30,11 +30,11 @@ struct communication_counts {
 };
 
 template <communicator C>
-class counting {
+class counting_communicator {
  public:
   using memory_space = typename C::memory_space;
 
-  explicit counting(C inner) : inner_(std::move(inner)) {}
+  explicit counting_communicator(C inner) : inner_(std::move(inner)) {}
 
   int rank() const { return inner_.rank(); }
   int size() const { return inner_.size(); }
@@ -89,5 +89,9 @@ class counting {
   C inner_;
   communication_counts counts_;
 };
+
+/// The 0.1 spelling.
+template <class C>
+using counting [[deprecated("dppf 0.2 renamed it dppf::counting_communicator; see CHANGELOG.md")]] = counting_communicator<C>;
 
 }  // namespace dppf

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "detail/config.hpp"
+#include "../config.hpp"
 
 namespace dppf {
 

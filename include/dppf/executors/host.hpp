@@ -6,13 +6,13 @@
 #include <cstddef>
 #include <vector>
 
-#include "buffer.hpp"
+#include "../buffer.hpp"
 #include "detail/host_loops.hpp"
 
 namespace dppf {
 
 /// Runs elementwise work and reductions on the calling thread, in host memory.
-struct host {
+struct host_executor {
   using memory_space = host_space;
   template <parameter_value T>
   using buffer = std::vector<T>;
@@ -26,7 +26,7 @@ struct host {
   /// Calls f(i, b0[i], ..., bk[i]) for every index i; f updates elements through references.
   template <class F, host_buffer... B>
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host::transform", b...);
+    const std::size_t n = detail::common_size("host_executor::transform", b...);
     detail::indexed_range(0, n, f, std::ranges::data(b)...);
   }
 
@@ -39,7 +39,7 @@ struct host {
   /// The sum over i of f(i, b0[i], ...), accumulated in double in a fixed order.
   template <class F, host_buffer... B>
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host::transform_reduce", b...);
+    const std::size_t n = detail::common_size("host_executor::transform_reduce", b...);
     double total = 0.0;
     for (std::size_t c = 0; c < detail::chunk_count(n); ++c) {
       const std::size_t begin = c * detail::reduce_chunk;
@@ -56,5 +56,8 @@ struct host {
 
   void synchronize() const noexcept {}
 };
+
+/// The 0.1 spelling.
+using host [[deprecated("dppf 0.2 renamed it dppf::host_executor; see CHANGELOG.md")]] = host_executor;
 
 }  // namespace dppf

@@ -1,5 +1,5 @@
 #pragma once
-// Bootstraps dppf::nccl from an MPI communicator: rank 0 makes the unique id and broadcasts it
+// Bootstraps dppf::nccl_communicator from an MPI communicator: rank 0 makes the unique id and broadcasts it
 // (with a status, so a failure on rank 0 raises on every rank instead of hanging the others).
 
 #include <mpi.h>
@@ -12,7 +12,7 @@
 namespace dppf {
 
 /// A NCCL communicator over the ranks of `comm` (same ranks, same order).
-inline nccl nccl_from_mpi(MPI_Comm comm, cudaStream_t stream = nullptr, nccl_options options = {}) {
+inline nccl_communicator nccl_from_mpi(MPI_Comm comm, cudaStream_t stream = nullptr, nccl_options options = {}) {
   int rank = 0, size = 0;
   if (MPI_Comm_rank(comm, &rank) != MPI_SUCCESS || MPI_Comm_size(comm, &size) != MPI_SUCCESS)
     throw communication_error("dppf::nccl_from_mpi: MPI_Comm_rank/MPI_Comm_size failed");
@@ -30,7 +30,7 @@ inline nccl nccl_from_mpi(MPI_Comm comm, cudaStream_t stream = nullptr, nccl_opt
     throw communication_error("dppf::nccl_from_mpi: MPI_Bcast of the NCCL unique id failed on rank " + std::to_string(rank));
   if (!msg.ok)
     throw communication_error(std::string("dppf::nccl_from_mpi: ncclGetUniqueId failed on rank 0: ") + msg.error);
-  return nccl(msg.id, rank, size, stream, options);
+  return nccl_communicator(msg.id, rank, size, stream, options);
 }
 
 }  // namespace dppf

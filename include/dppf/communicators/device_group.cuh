@@ -1,15 +1,15 @@
 #pragma once
 // dppf::device_group: M virtual workers on one GPU in one process, for single-GPU research.
 // Each worker runs on its own host thread (group.run(f) calls f(member(r)) on M threads, like
-// dppf::threads) and owns its device buffers; a buffer all-reduce is one kernel on the group's
+// dppf::thread_group) and owns its device buffers; a buffer all-reduce is one kernel on the group's
 // stream that adds every rank's element in rank order, in double, and writes the rounded result
 // into every rank's output: deterministic and identical on every rank. Scalars are reduced on
-// the host exactly as dppf::threads does. Rendezvous, abort on failure and the timeout are
-// dppf::threads' own.
+// the host exactly as dppf::thread_group does. Rendezvous, abort on failure and the timeout are
+// dppf::thread_group' own.
 //
 // Stream order: the collective's kernel and copies run on the group's stream, after whatever
 // each rank queued there before the call. A rank that produces its buffers on another stream
-// must synchronize that stream first (a dppf::cuda executor on the group's stream needs nothing).
+// must synchronize that stream first (a dppf::cuda_executor executor on the group's stream needs nothing).
 
 #include <cuda_runtime.h>
 
@@ -19,12 +19,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "buffer.hpp"
-#include "communicator.hpp"
-#include "detail/cuda_check.cuh"
-#include "detail/cuda_kernels.cuh"
-#include "error.hpp"
-#include "threads.hpp"
+#include "../buffer.hpp"
+#include "../communicator.hpp"
+#include "../cuda_check.cuh"
+#include "../executors/detail/cuda_kernels.cuh"
+#include "../error.hpp"
+#include "thread_group.hpp"
 
 namespace dppf {
 
@@ -53,34 +53,34 @@ __global__ void __launch_bounds__(cuda_block)
 }
 
 struct device_group_state {
-  device_group_state(int m, cudaStream_t s, threads_options o) : host(m, o), stream(s), slots(std::size_t(m)) {
+  device_group_state(int m, cudaStream_t s, thread_group_options o) : host(m, o), stream(s), slots(std::size_t(m)) {
     require(m <= device_group_max_ranks, "device_group: at most 128 ranks");
   }
-  threads host;  // rendezvous, scalars, abort and timeout
+  thread_group host;  // rendezvous, scalars, abort and timeout
   cudaStream_t stream;
   std::vector<thread_slot> slots;  // each rank's buffers for the collective in progress
 };
 
 }  // namespace detail
 
-class device_member;
+class device_communicator;
 
 class device_group {
  public:
   /// M workers whose collectives run on `stream` (not owned).
-  explicit device_group(int size, cudaStream_t stream = nullptr, threads_options options = {})
+  explicit device_group(int size, cudaStream_t stream = nullptr, thread_group_options options = {})
       : state_(std::make_shared<detail::device_group_state>(size, stream, options)) {}
 
   int size() const noexcept { return state_->host.size(); }
   cudaStream_t stream() const noexcept { return state_->stream; }
 
   /// The communicator of worker `rank`, to be used from that worker's thread only.
-  device_member member(int rank) const;
+  device_communicator member(int rank) const;
 
   void abort(const std::string& why) const { state_->host.abort(why); }
 
   /// Runs f(member(r)) on M threads; a worker that throws aborts the group and its exception
-  /// is rethrown here (dppf::threads::run does the work).
+  /// is rethrown here (dppf::thread_group::run does the work).
   template <class F>
   void run(F&& f) const;
 
@@ -89,7 +89,7 @@ class device_group {
 };
 
 /// One virtual worker's communicator; models `communicator` for device buffers.
-class device_member {
+class device_communicator {
  public:
   using memory_space = device_space;
 
@@ -124,10 +124,10 @@ class device_member {
       on_root("device_group::broadcast: cudaMemcpyAsync", [&] {
         for (int r = 0; r < size(); ++r)
           if (r != root)
-            detail::cuda_check(cudaMemcpyAsync(slot(r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
+            cuda_check(cudaMemcpyAsync(slot(r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
                                                state_->stream),
                                "device_group::broadcast: cudaMemcpyAsync");
-        detail::cuda_check(cudaStreamSynchronize(state_->stream), "device_group::broadcast: cudaStreamSynchronize");
+        cuda_check(cudaStreamSynchronize(state_->stream), "device_group::broadcast: cudaStreamSynchronize");
       });
     }
     barrier();  // the root's copies are complete before anyone goes on
@@ -137,7 +137,7 @@ class device_member {
 
  private:
   friend class device_group;
-  device_member(std::shared_ptr<detail::device_group_state> s, thread_member host)
+  device_communicator(std::shared_ptr<detail::device_group_state> s, thread_communicator host)
       : state_(std::move(s)), host_(std::move(host)) {}
 
   detail::thread_slot& slot(int r) const { return state_->slots[std::size_t(r)]; }
@@ -207,22 +207,25 @@ class device_member {
       const std::size_t blocks = detail::cuda_blocks(n_in, detail::cuda_max_blocks);
       on_root("device_group::all_reduce", [&] {
         detail::device_group_reduce_kernel<T><<<unsigned(blocks), detail::cuda_block, 0, state_->stream>>>(t, size(), n_in, scale);
-        detail::cuda_check_launch("device_group::all_reduce: kernel launch");
-        detail::cuda_check(cudaStreamSynchronize(state_->stream), "device_group::all_reduce: cudaStreamSynchronize");
+        cuda_check_launch("device_group::all_reduce: kernel launch");
+        cuda_check(cudaStreamSynchronize(state_->stream), "device_group::all_reduce: cudaStreamSynchronize");
       });
     }
     barrier();  // every output written before any rank goes on
   }
 
   std::shared_ptr<detail::device_group_state> state_;
-  thread_member host_;
+  thread_communicator host_;
 };
 
-inline device_member device_group::member(int rank) const { return {state_, state_->host.member(rank)}; }
+inline device_communicator device_group::member(int rank) const { return {state_, state_->host.member(rank)}; }
 
 template <class F>
 void device_group::run(F&& f) const {
-  state_->host.run([&](thread_member m) { f(device_member(state_, m)); });
+  state_->host.run([&](thread_communicator m) { f(device_communicator(state_, m)); });
 }
+
+/// The 0.1 spelling.
+using device_member [[deprecated("dppf 0.2 renamed it dppf::device_communicator; see CHANGELOG.md")]] = device_communicator;
 
 }  // namespace dppf

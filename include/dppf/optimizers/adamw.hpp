@@ -7,11 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "buffer.hpp"
-#include "detail/config.hpp"
+#include "../buffer.hpp"
+#include "../config.hpp"
 #include "detail/optimizer_base.hpp"
-#include "detail/validate.hpp"
-#include "executor.hpp"
+#include "../error.hpp"
+#include "../executor.hpp"
 
 namespace dppf {
 

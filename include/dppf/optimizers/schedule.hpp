@@ -10,7 +10,7 @@
 #include <functional>
 #include <numbers>
 
-#include "detail/validate.hpp"
+#include "../error.hpp"
 
 namespace dppf {
 

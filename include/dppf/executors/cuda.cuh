@@ -1,7 +1,7 @@
 #pragma once
-// dppf::cuda: an executor of hand-written kernels on one CUDA stream. Every operation is one
+// dppf::cuda_executor: an executor of hand-written kernels on one CUDA stream. Every operation is one
 // kernel launch (a fused transform, or a reduction and its fixed-order second pass) running the
-// same DPPF_HOST_DEVICE functors as dppf::host; see detail/cuda_kernels.cuh for the loops.
+// same DPPF_HOST_DEVICE functors as dppf::host_executor; see detail/cuda_kernels.cuh for the loops.
 // Work is queued asynchronously on the stream; reductions return a host double and therefore
 // wait for their own result. synchronize() waits for everything queued.
 
@@ -12,16 +12,16 @@
 #include <string>
 #include <type_traits>
 
-#include "buffer.hpp"
-#include "detail/cuda_check.cuh"
+#include "../buffer.hpp"
+#include "../cuda_check.cuh"
 #include "detail/cuda_kernels.cuh"
 #include "detail/host_loops.hpp"
-#include "device_buffer.cuh"
-#include "memory_space.hpp"
+#include "../device_array.cuh"
+#include "../memory_space.hpp"
 
 namespace dppf {
 
-class cuda {
+class cuda_executor {
  public:
   using memory_space = device_space;
   template <parameter_value T>
@@ -29,7 +29,7 @@ class cuda {
 
   /// Work goes to `stream` (the legacy default stream when none is given). The stream is not
   /// owned: it must outlive the executor and its buffers.
-  explicit cuda(cudaStream_t stream = nullptr) noexcept : stream_(stream) {}
+  explicit cuda_executor(cudaStream_t stream = nullptr) noexcept : stream_(stream) {}
 
   cudaStream_t stream() const noexcept { return stream_; }
 
@@ -44,7 +44,7 @@ class cuda {
   /// buffer back, which costs its bytes again and is wrong if it aliases another buffer.
   template <class F, device_buffer... B>
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("cuda::transform", b...);
+    const std::size_t n = detail::common_size("cuda_executor::transform", b...);
     if (n == 0) return;
     constexpr int V = detail::cuda_vector_lanes<buffer_element_t<B>...>;
     const bool vectorized = detail::cuda_aligned(V, std::ranges::data(b)...);
@@ -52,7 +52,7 @@ class cuda {
     constexpr auto mask = detail::cuda_const_mask<buffer_element_t<B>...>();
     detail::cuda_transform_kernel<V, mask><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(
         f, n, vectorized, detail::cuda_pointers(std::ranges::data(b)...));
-    detail::cuda_check_launch("cuda::transform: kernel launch");
+    cuda_check_launch("cuda_executor::transform: kernel launch");
   }
 
   /// Calls f(b0[i], ..., bk[i]) for every index i, in one launch.
@@ -65,7 +65,7 @@ class cuda {
   /// per-block partials in a fixed order, one copy of the result; waits for it.
   template <class F, device_buffer... B>
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("cuda::transform_reduce", b...);
+    const std::size_t n = detail::common_size("cuda_executor::transform_reduce", b...);
     if (n == 0) return 0.0;
     constexpr int V = detail::cuda_vector_lanes<buffer_element_t<B>...>;
     const bool vectorized = detail::cuda_aligned(V, std::ranges::data(b)...);
@@ -74,14 +74,14 @@ class cuda {
     constexpr auto mask = detail::cuda_const_mask<buffer_element_t<B>...>();
     detail::cuda_reduce_kernel<V, mask><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(
         f, n, vectorized, detail::cuda_pointers(std::ranges::data(b)...), partial.data());
-    detail::cuda_check_launch("cuda::transform_reduce: kernel launch");
+    cuda_check_launch("cuda_executor::transform_reduce: kernel launch");
     detail::cuda_reduce_partials<<<1, detail::cuda_block, 0, stream_>>>(partial.data(), blocks,
                                                                           partial.data() + blocks);
-    detail::cuda_check_launch("cuda::transform_reduce: second pass launch");
+    cuda_check_launch("cuda_executor::transform_reduce: second pass launch");
     double result = 0.0;
-    detail::cuda_check(cudaMemcpyAsync(&result, partial.data() + blocks, sizeof(double), cudaMemcpyDeviceToHost, stream_),
-                       "cuda::transform_reduce: cudaMemcpyAsync");
-    detail::cuda_check(cudaStreamSynchronize(stream_), "cuda::transform_reduce: cudaStreamSynchronize");
+    cuda_check(cudaMemcpyAsync(&result, partial.data() + blocks, sizeof(double), cudaMemcpyDeviceToHost, stream_),
+                       "cuda_executor::transform_reduce: cudaMemcpyAsync");
+    cuda_check(cudaStreamSynchronize(stream_), "cuda_executor::transform_reduce: cudaStreamSynchronize");
     return result;
   }
 
@@ -96,10 +96,10 @@ class cuda {
   /// so a model's tensors are updated in one or a few launches without packing them.
   template <class F, class... T>
   void transform_lists(F f, std::span<const device_span<T>>... lists) const {
-    const std::size_t count = detail::common_size("cuda::transform_lists (tensor counts)", lists...);
+    const std::size_t count = detail::common_size("cuda_executor::transform_lists (tensor counts)", lists...);
     // Every tensor is checked before the first launch: a bad one changes nothing.
     for (std::size_t t = 0; t < count; ++t)
-      (void)detail::common_size(("cuda::transform_lists (tensor " + std::to_string(t) + ")").c_str(), lists[t]...);
+      (void)detail::common_size(("cuda_executor::transform_lists (tensor " + std::to_string(t) + ")").c_str(), lists[t]...);
     constexpr std::size_t cap = detail::cuda_table_capacity<T...>;
     constexpr auto mask = detail::cuda_const_mask<T...>();
     using table_type = detail::cuda_tensor_table<cap, std::remove_const_t<T>...>;
@@ -118,7 +118,7 @@ class cuda {
       if (total == 0) continue;
       const std::size_t blocks = detail::cuda_blocks(total, detail::cuda_max_blocks);
       detail::cuda_multi_tensor_kernel<mask><<<unsigned(blocks), detail::cuda_block, 0, stream_>>>(f, table);
-      detail::cuda_check_launch("cuda::transform_lists: kernel launch");
+      cuda_check_launch("cuda_executor::transform_lists: kernel launch");
     }
   }
 
@@ -128,7 +128,7 @@ class cuda {
     transform_lists(detail::drop_index<F>{f}, lists...);
   }
 
-  void synchronize() const { detail::cuda_check(cudaStreamSynchronize(stream_), "cuda::synchronize"); }
+  void synchronize() const { cuda_check(cudaStreamSynchronize(stream_), "cuda_executor::synchronize"); }
 
  private:
   cudaStream_t stream_;

@@ -1,5 +1,7 @@
 #pragma once
-// Compiler plumbing shared by every header. Detail only: not part of the public API.
+// Compiler plumbing shared by every header. DPPF_HOST_DEVICE is public: write your own functors
+// (a custom optimizer update, consensus rule or executor primitive) with it so they compile for
+// host and device alike. DPPF_RESTRICT and DPPF_OMP are internal.
 
 // Functors holding update math are compiled for host and device alike.
 #if defined(__CUDACC__) || defined(__HIPCC__)

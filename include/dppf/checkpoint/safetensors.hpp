@@ -38,15 +38,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "error.hpp"
+#include "../error.hpp"
 
 namespace dppf {
-
-/// A checkpoint file is missing, unreadable, malformed, or does not match the live state.
-class checkpoint_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 /// Element types of the safetensors format (F16, BF16 and the F8 types are kept as raw bytes).
 enum class dtype : std::uint8_t { boolean, u8, i8, f8_e5m2, f8_e4m3, u16, i16, f16, bf16, u32, i32, f32, u64, i64, f64 };

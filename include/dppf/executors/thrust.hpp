@@ -1,11 +1,11 @@
 #pragma once
-// dppf::thrust<Policy>: an executor that runs the same functors as dppf::host through any Thrust
+// dppf::thrust<Policy>: an executor that runs the same functors as dppf::host_executor through any Thrust
 // execution policy. With a host system (thrust::omp::par, thrust::cpp::par, thrust::host) it
 // works on host memory and compiles with g++ given Thrust's include path; with the CUDA system
 // (thrust::cuda::par_nosync.on(stream), compiled by nvcc) it works on device memory.
 //
-// Reductions: on a host system every fixed-size chunk is summed exactly as dppf::host sums it
-// and the chunk sums are added in order, so results are bitwise identical to dppf::host for any
+// Reductions: on a host system every fixed-size chunk is summed exactly as dppf::host_executor sums it
+// and the chunk sums are added in order, so results are bitwise identical to dppf::host_executor for any
 // thread count. On the CUDA system Thrust's reduction accumulates in double (deterministic for a
 // given device and size, not bitwise equal to the host order).
 
@@ -20,16 +20,16 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/transform_reduce.h>
 
-#include "buffer.hpp"
-#include "detail/config.hpp"
+#include "../buffer.hpp"
+#include "../config.hpp"
 #include "detail/host_loops.hpp"
-#include "memory_space.hpp"
+#include "../memory_space.hpp"
 
 #if defined(__CUDACC__)
 #include <thrust/system/cuda/execution_policy.h>
 
-#include "device_buffer.cuh"
-#include "detail/cuda_check.cuh"
+#include "../device_array.cuh"
+#include "../cuda_check.cuh"
 #endif
 
 namespace dppf {
@@ -71,7 +71,7 @@ struct thrust_value {
   }
 };
 
-// Writes the sum of chunk c (dppf::host's order) into sums[c]: the reduction on a host system.
+// Writes the sum of chunk c (dppf::host_executor's order) into sums[c]: the reduction on a host system.
 template <class F, class... T>
 struct thrust_chunk_sum {
   F f;
@@ -92,13 +92,13 @@ struct thrust_chunk_sum {
 
 /// Runs elementwise work and reductions through a Thrust execution policy.
 template <class Policy>
-class thrust {
+class thrust_executor {
  public:
   using policy_type = Policy;
   using memory_space = detail::thrust_space_t<Policy>;
   static constexpr bool on_device = std::is_same_v<memory_space, device_space>;
 
-  explicit thrust(Policy policy = Policy{}) : policy_(policy) {}
+  explicit thrust_executor(Policy policy = Policy{}) : policy_(policy) {}
 
   const Policy& policy() const noexcept { return policy_; }
 
@@ -119,7 +119,7 @@ class thrust {
   template <class F, parameter_buffer... B>
     requires(std::same_as<memory_space_t<B>, memory_space> && ...)
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("thrust::transform", b...);
+    const std::size_t n = detail::common_size("thrust_executor::transform", b...);
     if (n == 0) return;
     using apply = detail::thrust_apply<F, buffer_element_t<B>...>;
     ::thrust::for_each_n(policy_, ::thrust::counting_iterator<std::size_t>(0), n,
@@ -137,7 +137,7 @@ class thrust {
   template <class F, parameter_buffer... B>
     requires(std::same_as<memory_space_t<B>, memory_space> && ...)
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("thrust::transform_reduce", b...);
+    const std::size_t n = detail::common_size("thrust_executor::transform_reduce", b...);
     if (n == 0) return 0.0;
     if constexpr (on_device) {
       using value = detail::thrust_value<F, buffer_element_t<B>...>;
@@ -152,7 +152,7 @@ class thrust {
       ::thrust::for_each_n(policy_, ::thrust::counting_iterator<std::size_t>(0), chunks,
                            chunk{f, n, sums.data(), ::thrust::make_tuple(std::ranges::data(b)...)});
       double total = 0.0;
-      for (const double s : sums) total += s;  // in chunk order, as dppf::host adds them
+      for (const double s : sums) total += s;  // in chunk order, as dppf::host_executor adds them
       return total;
     }
   }
@@ -168,7 +168,7 @@ class thrust {
   void synchronize() const {
     if constexpr (on_device) {
 #if defined(__CUDACC__)
-      detail::cuda_check(cudaStreamSynchronize(stream()), "thrust::synchronize");
+      cuda_check(cudaStreamSynchronize(stream()), "thrust_executor::synchronize");
 #endif
     }
   }
@@ -188,6 +188,6 @@ class thrust {
 };
 
 template <class Policy>
-thrust(Policy) -> thrust<Policy>;
+thrust_executor(Policy) -> thrust_executor<Policy>;
 
 }  // namespace dppf

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "buffer.hpp"
-#include "detail/cuda_check.cuh"
+#include "cuda_check.cuh"
 #include "memory_space.hpp"
 
 namespace dppf {
@@ -40,12 +40,12 @@ class device_array {
   explicit device_array(std::size_t n, cudaStream_t stream = nullptr) : n_(n), stream_(stream) {
     if (n == 0) return;
     void* p = nullptr;
-    detail::cuda_check(cudaMallocAsync(&p, n * sizeof(T), stream), "device_array: cudaMallocAsync");
+    cuda_check(cudaMallocAsync(&p, n * sizeof(T), stream), "device_array: cudaMallocAsync");
     ptr_ = static_cast<T*>(p);
     const cudaError_t e = cudaMemsetAsync(ptr_, 0, n * sizeof(T), stream);
     if (e != cudaSuccess) {
       (void)cudaFreeAsync(ptr_, stream);
-      detail::cuda_check(e, "device_array: cudaMemsetAsync");
+      cuda_check(e, "device_array: cudaMemsetAsync");
     }
   }
   device_array(const device_array&) = delete;
@@ -92,9 +92,9 @@ auto to_device(const B& host, cudaStream_t stream = nullptr) {
   const std::size_t n = std::ranges::size(host);
   device_array<T> d(n, stream);
   if (n != 0) {
-    detail::cuda_check(cudaMemcpyAsync(d.data(), std::ranges::data(host), n * sizeof(T), cudaMemcpyHostToDevice, stream),
+    cuda_check(cudaMemcpyAsync(d.data(), std::ranges::data(host), n * sizeof(T), cudaMemcpyHostToDevice, stream),
                        "to_device: cudaMemcpyAsync");
-    detail::cuda_check(cudaStreamSynchronize(stream), "to_device: cudaStreamSynchronize");
+    cuda_check(cudaStreamSynchronize(stream), "to_device: cudaStreamSynchronize");
   }
   return d;
 }
@@ -106,9 +106,9 @@ auto to_host(const B& src, cudaStream_t stream = nullptr) {
   const std::size_t n = std::ranges::size(src);
   std::vector<T> out(n);
   if (n != 0) {
-    detail::cuda_check(cudaMemcpyAsync(out.data(), std::ranges::data(src), n * sizeof(T), cudaMemcpyDeviceToHost, stream),
+    cuda_check(cudaMemcpyAsync(out.data(), std::ranges::data(src), n * sizeof(T), cudaMemcpyDeviceToHost, stream),
                        "to_host: cudaMemcpyAsync");
-    detail::cuda_check(cudaStreamSynchronize(stream), "to_host: cudaStreamSynchronize");
+    cuda_check(cudaStreamSynchronize(stream), "to_host: cudaStreamSynchronize");
   }
   return out;
 }

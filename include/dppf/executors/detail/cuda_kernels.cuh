@@ -18,8 +18,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "../buffer.hpp"
-#include "config.hpp"
+#include "../../buffer.hpp"
+#include "../../config.hpp"
 
 namespace dppf::detail {
 

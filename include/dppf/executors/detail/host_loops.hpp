@@ -8,8 +8,8 @@
 #include <span>
 #include <vector>
 
-#include "../buffer.hpp"
-#include "config.hpp"
+#include "../../buffer.hpp"
+#include "../../config.hpp"
 
 namespace dppf::detail {
 

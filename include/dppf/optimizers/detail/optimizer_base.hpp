@@ -6,9 +6,9 @@
 #include <ranges>
 #include <type_traits>
 
-#include "../buffer.hpp"
-#include "../executor.hpp"
-#include "validate.hpp"
+#include "../../buffer.hpp"
+#include "../../executor.hpp"
+#include "../../error.hpp"
 
 namespace dppf::detail {
 

@@ -1,0 +1,374 @@
+#pragma once
+// Checkpoints of dppf state in the safetensors format (safetensors.hpp): optimizer and consensus
+// states, named buffers, counters, random-engine state, and a whole trainer.
+//
+// Names in a file: "<prefix>.<buffer>" for every buffer a state visits with for_each_buffer and
+// "<prefix>.<counter>" (I64 scalar) for its counters (`step` of sgd/adamw, `outer_steps` of
+// diloco, or anything a state lists with for_each_counter). A trainer checkpoint holds
+//   params, optimizer.*, consensus.*, trainer.steps, trainer.syncs, trainer.loss_sum,
+//   trainer.loss_count, and metadata dppf.rank, dppf.world_size, dppf.element_type,
+//   dppf.workspace ("1" once the first step has allocated the optimizer and consensus state).
+//
+// Loading is all-or-nothing: every tensor is checked against the live state (presence, dtype,
+// element count, no unexpected tensors under the prefix) before anything is written, so a failed
+// load leaves the live state as it was. Restoring a trainer is collective: if any rank's file is
+// unusable, every rank raises checkpoint_error before any rank changes its state.
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../buffer.hpp"
+#include "../communicator.hpp"
+#include "safetensors.hpp"
+
+namespace dppf {
+
+namespace detail {
+
+// Visits a state's counters as f(name, std::int64_t&): the members `step` and `outer_steps`
+// (sgd, adamw, diloco) and whatever a state lists itself through for_each_counter.
+template <class State, class F>
+void for_each_counter(State& s, F&& f) {
+  if constexpr (requires { s.for_each_counter(f); }) {
+    s.for_each_counter(f);
+  } else {
+    if constexpr (requires { requires std::is_same_v<decltype(s.step), std::int64_t>; }) f("step", s.step);
+    if constexpr (requires { requires std::is_same_v<decltype(s.outer_steps), std::int64_t>; })
+      f("outer_steps", s.outer_steps);
+  }
+}
+
+template <class B>
+concept checkpointable_buffer = std::ranges::contiguous_range<B> && std::ranges::sized_range<B> &&
+                                tensor_element<std::ranges::range_value_t<B>> &&
+                                std::same_as<memory_space_t<B>, host_space>;
+
+inline std::string join(const std::string& prefix, const char* name) { return prefix + "." + name; }
+
+// The checks of a load, then the copies: a load either changes everything or nothing.
+class restore_plan {
+ public:
+  explicit restore_plan(const safetensors& in) : in_(in) {}
+
+  const safetensors& file() const noexcept { return in_; }
+
+  template <checkpointable_buffer B>
+  void buffer(const std::string& name, B& live) {
+    using T = std::ranges::range_value_t<B>;
+    in_.check<T>(name, std::ranges::size(live));
+    expected_.push_back(name);
+    copies_.push_back([this, name, &live] { in_.read(name, std::span<T>(std::ranges::data(live), std::ranges::size(live))); });
+  }
+
+  void counter(const std::string& name, std::int64_t& live) {
+    in_.check<std::int64_t>(name, 1);
+    expected_.push_back(name);
+    copies_.push_back([this, name, &live] { live = in_.scalar<std::int64_t>(name); });
+  }
+
+  void real(const std::string& name, double& live) {
+    in_.check<double>(name, 1);
+    expected_.push_back(name);
+    copies_.push_back([this, name, &live] { live = in_.scalar<double>(name); });
+  }
+
+  /// Every tensor whose name starts with "<prefix>." must be one this plan restores (a tensor
+  /// the live state has no place for means the file came from a differently configured run).
+  void no_others(const std::string& prefix) const {
+    const std::string p = prefix + ".";
+    for (const auto& [name, info] : in_.tensors()) {
+      if (name.compare(0, p.size(), p) != 0) continue;
+      if (std::find(expected_.begin(), expected_.end(), name) == expected_.end())
+        throw checkpoint_error("dppf: checkpoint " + in_.source() + ": tensor '" + name +
+                               "' has no counterpart in the live state (was it saved with different options?)");
+    }
+  }
+
+  void commit() const {
+    for (const auto& c : copies_) c();
+  }
+
+ private:
+  const safetensors& in_;
+  std::vector<std::string> expected_;
+  std::vector<std::function<void()>> copies_;
+};
+
+template <class State>
+void plan_state(restore_plan& plan, const std::string& prefix, State& state) {
+  state.for_each_buffer([&](const char* name, auto& buf) {
+    static_assert(checkpointable_buffer<std::remove_cvref_t<decltype(buf)>>,
+                  "dppf checkpoints hold host buffers; copy device state to the host first");
+    plan.buffer(join(prefix, name), buf);
+  });
+  for_each_counter(state, [&](const char* name, std::int64_t& c) { plan.counter(join(prefix, name), c); });
+  plan.no_others(prefix);
+}
+
+}  // namespace detail
+
+/// Adds a state's buffers and counters (see the header comment for names) to `out`.
+template <class State>
+void save_state(safetensors& out, const std::string& prefix, State& state) {
+  state.for_each_buffer([&](const char* name, const auto& buf) {
+    static_assert(detail::checkpointable_buffer<std::remove_cvref_t<decltype(buf)>>,
+                  "dppf checkpoints hold host buffers; copy device state to the host first");
+    out.add(detail::join(prefix, name), buf);
+  });
+  detail::for_each_counter(state, [&](const char* name, std::int64_t& c) { out.add_scalar(detail::join(prefix, name), c); });
+}
+
+/// Restores a state saved by save_state. Checks every buffer (dtype, element count) and counter
+/// first and rejects tensors under `prefix` that the live state has no place for; on any
+/// checkpoint_error the live state is unchanged.
+template <class State>
+void load_state(const safetensors& in, const std::string& prefix, State& state) {
+  detail::restore_plan plan(in);
+  detail::plan_state(plan, prefix, state);
+  plan.commit();
+}
+
+/// A named host buffer (model parameters, BatchNorm statistics, ...).
+template <detail::checkpointable_buffer B>
+void save_buffer(safetensors& out, const std::string& name, const B& buf) {
+  out.add(name, buf);
+}
+
+/// Restores a buffer saved by save_buffer; its dtype and size must match.
+template <detail::checkpointable_buffer B>
+void load_buffer(const safetensors& in, const std::string& name, B& buf) {
+  using T = std::ranges::range_value_t<B>;
+  in.read(name, std::span<T>(std::ranges::data(buf), std::ranges::size(buf)));
+}
+
+/// A random engine's full state (any standard engine: its text form, exact by the standard),
+/// stored as metadata "rng.<name>".
+template <class Engine>
+void save_rng(safetensors& out, const std::string& name, const Engine& engine) {
+  std::ostringstream s;
+  s << engine;
+  out.set_metadata("rng." + name, s.str());
+}
+
+/// Restores an engine saved by save_rng; a malformed state raises and leaves `engine` unchanged.
+template <class Engine>
+void load_rng(const safetensors& in, const std::string& name, Engine& engine) {
+  std::istringstream s(in.metadata("rng." + name));
+  Engine restored;
+  s >> restored;
+  const bool parsed = !s.fail();
+  std::string rest;
+  s >> rest;  // anything after the state means it was not this engine's state
+  if (!parsed || !rest.empty())
+    throw checkpoint_error("dppf: checkpoint " + in.source() + ": metadata 'rng." + name +
+                           "' is not a valid state of this engine type");
+  engine = restored;
+}
+
+namespace detail {
+
+template <class Trainer, class T>
+using trainer_workspace_t = std::remove_pointer_t<decltype(std::declval<Trainer&>().template state<T>())>;
+
+// Allocates the trainer's workspace for element type T (optimizer state, consensus state) when
+// it does not exist yet, collectively. A trainer with a public prepare(params) does it directly.
+// Otherwise the trainer allocates it on its first step, so this takes one step with zero
+// gradients and a loss of 0 (rules that need a loss get one); everything that step changes is
+// overwritten by the restore that follows: parameters, optimizer state, consensus state,
+// counters, loss accumulator (the learning rate is recomputed from the schedule every step).
+// Only statistics keep a trace of it (the last sync report, the communicator's byte counts).
+template <class Trainer, class P>
+void materialize_workspace(Trainer& tr, P& params) {
+  using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
+  if (tr.template state<T>() != nullptr) return;
+  if constexpr (requires { tr.prepare(params); }) {
+    tr.prepare(params);
+  } else {
+    const auto zeros = tr.exec().template allocate<T>(std::ranges::size(params));
+    tr.step(params, zeros, 0.0);
+  }
+}
+
+[[noreturn]] inline void throw_collective(const std::string& mine, const std::vector<double>& failed, int rank) {
+  if (!mine.empty()) throw checkpoint_error(mine);
+  std::string ranks;
+  for (std::size_t r = 0; r < failed.size(); ++r)
+    if (failed[r] != 0.0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  throw checkpoint_error("dppf: checkpoint: rank(s) " + ranks + " could not restore their checkpoint; this is rank " +
+                         std::to_string(rank) + ", whose state is unchanged");
+}
+
+// Every rank learns whether any rank failed; all raise together (no rank goes on alone into a
+// collective the others never reach).
+template <class Comm>
+void agree(Comm& comm, const std::string& mine) {
+  const std::vector<double> failed = comm.all_gather(mine.empty() ? 0.0 : 1.0);
+  for (double f : failed)
+    if (f != 0.0) throw_collective(mine, failed, comm.rank());
+}
+
+}  // namespace detail
+
+/// A checkpoint of one worker of a trainer: its parameters, optimizer and consensus state,
+/// counters and loss accumulator. Add anything else (data-loader position, random engines,
+/// BatchNorm buffers) to the returned set before saving it.
+template <class Trainer, parameter_buffer P>
+safetensors save_trainer(Trainer& tr, const P& params) {
+  using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
+  static_assert(detail::checkpointable_buffer<P>, "dppf checkpoints hold host buffers; copy device state to the host first");
+  safetensors out;
+  auto& comm = tr.comm();
+  out.set_metadata("dppf.checkpoint", "trainer 1");
+  out.set_metadata("dppf.rank", std::to_string(comm.rank()));
+  out.set_metadata("dppf.world_size", std::to_string(comm.size()));
+  out.set_metadata("dppf.element_type", std::string(to_string(dtype_of<T>)));
+  out.add("params", params);
+  auto* ws = tr.template state<T>();
+  out.set_metadata("dppf.workspace", ws ? "1" : "0");
+  if (ws) {
+    save_state(out, "optimizer", ws->optimizer_state);
+    save_state(out, "consensus", ws->rule_state);
+  }
+  const auto [loss_sum, loss_count] = tr.loss_accumulator();
+  out.add_scalar("trainer.steps", std::int64_t{tr.steps()});
+  out.add_scalar("trainer.syncs", std::int64_t{tr.syncs()});
+  out.add_scalar("trainer.loss_sum", double{loss_sum});
+  out.add_scalar("trainer.loss_count", std::int64_t{loss_count});
+  return out;
+}
+
+/// Restores a trainer (and `params`) from this rank's checkpoint, so that training continues
+/// bit for bit as if it had never stopped. Collective: every rank calls it with its own file.
+/// Checks rank, world size, element type and every tensor against the live state on every rank
+/// first; if any rank fails, every rank raises checkpoint_error and no rank's parameters,
+/// optimizer state or counters change. (A trainer that has not stepped yet allocates its
+/// workspace first, collectively: see detail::materialize_workspace.)
+template <class Trainer, parameter_buffer P>
+void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
+  using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
+  static_assert(detail::checkpointable_buffer<std::remove_cvref_t<P>>,
+                "dppf checkpoints hold host buffers; copy device state to the host first");
+  auto& comm = tr.comm();
+  const std::string where = "dppf: checkpoint " + in.source() + ": ";
+
+  // 1. What can be checked without touching the trainer.
+  std::string error;
+  bool workspace = false;
+  try {
+    const auto expect = [&](const char* key, const std::string& want) {
+      const std::string& got = in.metadata(key);
+      if (got != want)
+        throw checkpoint_error(where + "metadata " + key + " is '" + got + "', this run has '" + want + "'");
+    };
+    expect("dppf.checkpoint", "trainer 1");
+    expect("dppf.rank", std::to_string(comm.rank()));
+    expect("dppf.world_size", std::to_string(comm.size()));
+    expect("dppf.element_type", std::string(to_string(dtype_of<T>)));
+    in.check<T>("params", std::ranges::size(params));
+    const std::string& w = in.metadata("dppf.workspace");
+    if (w != "0" && w != "1") throw checkpoint_error(where + "metadata dppf.workspace is '" + w + "', expected 0 or 1");
+    workspace = w == "1";
+    if (workspace) {
+      // The optimizer state's layout depends only on the options: check it before the trainer
+      // is touched (the consensus state is checked once it exists, in step 2).
+      auto fresh = tr.optimizer().template init<T>(tr.exec(), std::ranges::size(params));
+      detail::restore_plan dry(in);
+      detail::plan_state(dry, "optimizer", fresh);
+    } else {
+      detail::restore_plan dry(in);
+      dry.no_others("optimizer");
+      dry.no_others("consensus");
+    }
+  } catch (const std::exception& e) {  // e.g. invalid_argument from init: still raise together
+    error = e.what();
+  }
+  detail::agree(comm, error);
+  // Every rank must agree on whether the workspace exists, or some would step and others not.
+  const std::vector<double> flags = comm.all_gather(workspace ? 1.0 : 0.0);
+  for (std::size_t r = 0; r < flags.size(); ++r)
+    if (flags[r] != flags[0])
+      throw checkpoint_error("dppf: checkpoint: rank 0's checkpoint was taken " +
+                             std::string(flags[0] != 0.0 ? "after" : "before") + " the first step and rank " +
+                             std::to_string(r) + "'s was not (files from different runs?); this is rank " +
+                             std::to_string(comm.rank()));
+
+  // 2. The workspace, then every tensor against it. If this fails, what step 2 changed is put
+  // back: parameters, counters, and (for a workspace that did not exist) a fresh optimizer state.
+  std::vector<T> saved_params(std::ranges::begin(params), std::ranges::end(params));
+  const std::int64_t old_steps = tr.steps(), old_syncs = tr.syncs();
+  const auto [old_loss_sum, old_loss_count] = tr.loss_accumulator();
+  const bool had_workspace = tr.template state<T>() != nullptr;
+  detail::restore_plan plan(in);
+  std::int64_t steps = 0, syncs = 0, loss_count = 0;
+  double loss_sum = 0.0;
+  try {
+    if (workspace && !had_workspace) {
+      // The saved parameters (checked in step 1) are finite values a sync can work with, unlike
+      // whatever a fresh buffer holds.
+      in.read("params", std::span<T>(std::ranges::data(params), std::ranges::size(params)));
+      detail::materialize_workspace(tr, params);
+    }
+    plan.buffer("params", params);
+    if (workspace) {
+      auto* ws = tr.template state<T>();
+      detail::plan_state(plan, "optimizer", ws->optimizer_state);
+      detail::plan_state(plan, "consensus", ws->rule_state);
+    } else {
+      plan.no_others("optimizer");
+      plan.no_others("consensus");
+    }
+    plan.counter("trainer.steps", steps);
+    plan.counter("trainer.syncs", syncs);
+    plan.real("trainer.loss_sum", loss_sum);
+    plan.counter("trainer.loss_count", loss_count);
+    plan.no_others("trainer");
+    error.clear();
+  } catch (const std::exception& e) {  // also a failure of the workspace's allocation or step
+    error = e.what();
+  }
+  try {
+    detail::agree(comm, error);
+  } catch (...) {
+    std::ranges::copy(saved_params, std::ranges::begin(params));
+    tr.restore_counters(old_steps, old_syncs, old_loss_sum, old_loss_count);
+    if (!had_workspace && tr.template state<T>() != nullptr)
+      tr.template state<T>()->optimizer_state = tr.optimizer().template init<T>(tr.exec(), saved_params.size());
+    throw;
+  }
+
+  // 3. Everything checked on every rank: copy.
+  plan.commit();
+  tr.restore_counters(steps, syncs, loss_sum, loss_count);
+}
+
+/// save_trainer, then an atomic write to `path` (one file per rank: put the rank in the name).
+template <class Trainer, parameter_buffer P>
+void save_trainer(const std::filesystem::path& path, Trainer& tr, const P& params) {
+  save_trainer(tr, params).save(path);
+}
+
+/// Reads `path` and load_trainer. A file that cannot be read or parsed on one rank makes every
+/// rank raise (collectively), like any other mismatch.
+template <class Trainer, parameter_buffer P>
+void load_trainer(const std::filesystem::path& path, Trainer& tr, P&& params) {
+  std::string error;
+  safetensors in;
+  try {
+    in = safetensors::load(path);
+  } catch (const checkpoint_error& e) {
+    error = e.what();
+  }
+  detail::agree(tr.comm(), error);
+  load_trainer(in, tr, params);
+}
+
+}  // namespace dppf
