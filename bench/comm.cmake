@@ -1,4 +1,4 @@
-# Communication benchmarks (issue 7): the threads all-reduce (M = 2, 4, 8) and training steps of
+# Communication benchmarks: the threads all-reduce (M = 2, 4, 8) and training steps of
 # every consensus rule for tau in {1, 4, 16, 64} with the bytes communicated per step; and, when
 # MPI is found, the dppf::mpi all-reduce, run under mpiexec (bench/compare_pytorch.py runs it
 # with 4 processes; the smoke test with 2).

@@ -10,7 +10,7 @@ the times, bandwidths and the ratios dppf/PyTorch (speedup = PyTorch time / dppf
 
 Use /usr/bin/python3: the Debian interpreter that has python3-torch (PyTorch 1.13, CPU).
 Every time is the median of --repetitions measurements; each measurement runs the operation for
-at least --min-time seconds. Bandwidths use the models of DESIGN.md section 5 (fp32: SGD 20 B per
+at least --min-time seconds. Bandwidths use the models of docs/performance.md (fp32: SGD 20 B per
 parameter, AdamW 28, all-reduce N * 4 bytes of algorithm bandwidth).
 """
 

@@ -2,7 +2,7 @@
 // consensus rule's sync, on `host` and `host_parallel`, against the triad measured in this process.
 //
 // Names are <operation>/<executor>/<N>/real_time. Every benchmark reports bytes_per_second from
-// its model's bytes (DESIGN.md section 5: fp32 SGD-momentum 20 B/param, AdamW 28, DPPF's local
+// its model's bytes (docs/performance.md, the model: fp32 SGD-momentum 20 B/param, AdamW 28, DPPF's local
 // passes 20) and fraction_of_limit = achieved / triad.
 
 #include <benchmark/benchmark.h>

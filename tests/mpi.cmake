@@ -1,4 +1,4 @@
-# The MPI communicator (issue 2): real multi-process runs, started by CTest through mpiexec.
+# The MPI communicator: real multi-process runs, started by CTest through mpiexec.
 #
 #   dppf_add_mpi_test(<name> <sources...> [NP <n>...] [LIBS <libs>...] [LABELS <labels>...])
 #

@@ -1,6 +1,6 @@
 // GPU benchmarks: achieved bytes per second of each fused operation and its fraction of the
-// device-to-device copy bandwidth measured in the same run (the floor of section 5 of
-// DESIGN.md). fp32, one buffer set of n elements; each figure is the best of `reps` timed
+// device-to-device copy bandwidth measured in the same run (the floor of the model in
+// docs/performance.md). fp32, one buffer set of n elements; each figure is the best of `reps` timed
 // launches (CUDA events) after a warm-up.
 //
 //   bench_gpu [--n N] [--reps R] [--csv]

@@ -1,5 +1,5 @@
-// A program written against dppf's public API the way an outside trainer uses it (DESIGN.md
-// section 2.3): buffers, an executor, an exact optimizer, an in-process group. It checks every
+// A program written against dppf's public API the way an outside trainer uses it (the shape of
+// docs/architecture.md): buffers, an executor, an exact optimizer, an in-process group. It checks every
 // result against a plain loop and exits non-zero on any mismatch.
 #include <dppf/dppf.hpp>
 
