@@ -542,7 +542,7 @@ TEST_CASE("trainer average gives x_bar on every rank") {
   });
 }
 
-TEST_CASE("the DESIGN.md usage shape compiles and works") {
+TEST_CASE("trainer usage shape of the documented API compiles and works") {
   const std::size_t n = 1000;
   dppf::thread_group group(4);
   group.run([&](dppf::thread_communicator comm) {

@@ -569,10 +569,10 @@ TEST_CASE("optimizer state for_each_buffer visits exactly the live buffers") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The usage shape of DESIGN.md section 2.3, as written, against a plain double loop of
+// The documented usage shape (docs/architecture.md), as written, against a plain double loop of
 // torch.optim.SGD's update.
 
-TEST_CASE("sgd usage shape of DESIGN.md 2.3 compiles and works") {
+TEST_CASE("sgd usage shape of the documented API compiles and works") {
   const std::size_t n = 1000;
   std::vector<float> params(n), grads(n);  // any parameter_buffer
   params = random_vector<float>(n, 31);
