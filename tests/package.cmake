@@ -1,6 +1,6 @@
 # The package as consumers see it (label `package`):
 #   package.install                 cmake --install of this build tree into a fresh prefix (fixture)
-#   package.consumer.installed      tests/consumer/installed: find_package(dppf 0.1 CONFIG REQUIRED
+#   package.consumer.installed      tests/consumer/installed: find_package(dppf 0.2 CONFIG REQUIRED
 #                                   COMPONENTS mpi) against that prefix; builds and runs its tests
 #   package.consumer.subproject     tests/consumer/subproject: dppf through FetchContent(SOURCE_DIR)
 #   package.request.*               wrong requests (unknown or unbuilt component, incompatible
@@ -55,7 +55,7 @@ function(dppf_package_request_test name expect)
 endfunction()
 
 dppf_package_request_test(unknown_component "Component 'bogus' is not available: dppf was installed without it"
-                          VERSION 0.1 COMPONENTS core bogus)
+                          VERSION 0.2 COMPONENTS core bogus)
 foreach(_comp cuda nccl mpi)
   if(NOT TARGET dppf::${_comp})
     dppf_package_request_test(unbuilt_${_comp} "Component '${_comp}' is not available: dppf was installed without it"
