@@ -20,6 +20,7 @@
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
+#include "detail/agreement.hpp"
 
 namespace dppf {
 
@@ -31,18 +32,16 @@ struct thread_group_options {
 
 namespace detail {
 
-// What each rank posts for one collective.
+// What each rank posts for one collective besides its arguments: where its data is.
 struct thread_slot {
   const void* in = nullptr;
   void* out = nullptr;
-  std::size_t n = 0;
-  std::size_t element_size = 0;
   double scalar = 0.0;
-  bool rejected = false;  // this rank found its own arguments invalid
 };
 
 struct thread_group_state {
-  thread_group_state(int m, thread_group_options o) : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)) {
+  thread_group_state(int m, thread_group_options o)
+      : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)), args(slots.size()) {
     detail::require(m >= 1, "thread_group: the group size must be at least 1");
     detail::require_option(o.timeout.count() > 0, "thread_group", "timeout (ms)", o.timeout.count(),
                            "must be > 0 (a year or more waits forever)");
@@ -51,6 +50,7 @@ struct thread_group_state {
   int size;
   thread_group_options options;
   std::vector<thread_slot> slots;
+  std::vector<collective_args> args;  // each rank's arguments to the collective in progress
 
   std::mutex mutex;
   std::condition_variable arrived;
@@ -58,6 +58,7 @@ struct thread_group_state {
   std::size_t generation = 0;
   bool aborted = false;
   std::string abort_reason;
+  agreement verdict;  // on the posted args, by the last rank to arrive at an opening barrier
 
   void abort(const std::string& why) {
     {
@@ -77,15 +78,19 @@ struct thread_group_state {
   // passed the barrier that opened the collective and only copy data before it. It waits for the
   // others whatever happens, so no rank frees a buffer another rank is still writing; a pending
   // abort is raised by the next collective.
-  void barrier(bool interruptible = true) {
+  // An opening barrier (judge = true) also returns the verdict on every rank's posted args: the
+  // last rank to arrive, which knows all have posted, computes it once; each rank reads it before
+  // leaving, and nobody can overwrite it before all have (that takes every rank at a barrier).
+  agreement barrier(bool interruptible = true, bool judge = false) {
     std::unique_lock lock(mutex);
     if (interruptible && aborted) raise_aborted();
     const std::size_t gen = generation;
     if (++waiting == size) {
       waiting = 0;
       ++generation;
+      if (judge) verdict = agree(args);
       arrived.notify_all();
-      return;
+      return verdict;
     }
     const auto released = [&] { return generation != gen || (interruptible && aborted); };
     bool done = true;
@@ -94,7 +99,7 @@ struct thread_group_state {
     } else {
       done = arrived.wait_for(lock, options.timeout, released);
     }
-    if (generation != gen) return;
+    if (generation != gen) return verdict;
     if (!done && !aborted) {
       aborted = true;
       abort_reason = "timed out after " + std::to_string(options.timeout.count()) + " ms in a collective";
@@ -110,6 +115,9 @@ struct thread_group_state {
 }  // namespace detail
 
 class thread_communicator;
+namespace detail {
+struct thread_group_access;
+}
 
 /// An in-process group of M workers; `member(r)` is worker r's communicator.
 class thread_group {
@@ -134,7 +142,9 @@ class thread_group {
   std::shared_ptr<detail::thread_group_state> state_;
 };
 
-/// One worker's view of a `threads` group; models `communicator`.
+/// One worker's view of a `thread_group`; models `communicator`. Every collective first agrees
+/// on its arguments (which collective, sizes, reduce_op, root) at the rendezvous it needs
+/// anyway, so a mismatch or a rank's bad argument raises on every rank, at no extra cost.
 class thread_communicator {
  public:
   using memory_space = host_space;
@@ -142,7 +152,7 @@ class thread_communicator {
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return state_->size; }
 
-  /// out = sum (or average) over ranks of in. Sizes are checked on every rank together.
+  /// out = sum (or average) over ranks of in.
   template <host_buffer In, host_buffer Out>
   void all_reduce(const In& in, Out&& out, reduce_op op) {
     using T = std::remove_cv_t<buffer_element_t<Out>>;
@@ -158,7 +168,10 @@ class thread_communicator {
   }
 
   double all_reduce(double v, reduce_op op) {
-    post({.scalar = v});
+    std::string problem;
+    if (op != reduce_op::sum && op != reduce_op::avg && op != reduce_op::min && op != reduce_op::max)
+      problem = "thread_group::all_reduce: invalid reduce_op " + std::to_string(static_cast<int>(op)) + " for a scalar";
+    post({.kind = detail::collective::scalar_all_reduce, .op = op}, {.scalar = v}, "thread_group::all_reduce", problem);
     double acc = state_->slots[0].scalar;
     for (int r = 1; r < size(); ++r) {
       const double x = state_->slots[static_cast<std::size_t>(r)].scalar;
@@ -175,7 +188,7 @@ class thread_communicator {
   }
 
   std::vector<double> all_gather(double v) {
-    post({.scalar = v});
+    post({.kind = detail::collective::all_gather}, {.scalar = v}, "thread_group::all_gather", {});
     std::vector<double> all(static_cast<std::size_t>(size()));
     for (std::size_t r = 0; r < all.size(); ++r) all[r] = state_->slots[r].scalar;
     state_->barrier(false);
@@ -185,40 +198,37 @@ class thread_communicator {
   template <host_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    if (root < 0 || root >= size()) detail::throw_invalid("thread_group::broadcast: root " + std::to_string(root) + " out of range");
-    post({.out = std::ranges::data(b), .n = std::ranges::size(b), .element_size = sizeof(T)});
-    try {
-      check_sizes("thread_group::broadcast");
-    } catch (...) {
-      barrier_noexcept();
-      throw;
-    }
-    const detail::thread_slot& src = state_->slots[static_cast<std::size_t>(root)];
-    if (rank_ != root) std::copy_n(static_cast<const T*>(src.out), src.n, std::ranges::data(b));
+    std::string problem;
+    if (root < 0 || root >= size())
+      problem = "thread_group::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size()) + ")";
+    const std::size_t n = std::ranges::size(b);
+    post({.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root},
+         {.out = std::ranges::data(b)}, "thread_group::broadcast", problem);
+    if (rank_ != root) std::copy_n(static_cast<const T*>(state_->slots[static_cast<std::size_t>(root)].out), n, std::ranges::data(b));
     state_->barrier(false);  // root's buffer must not change before everyone has copied it
   }
 
-  void barrier() { state_->barrier(); }
+  void barrier() { post({.kind = detail::collective::barrier}, {}, "thread_group::barrier", {}); }
 
  private:
   friend class thread_group;
+  friend struct detail::thread_group_access;
   thread_communicator(std::shared_ptr<detail::thread_group_state> s, int rank) : state_(std::move(s)), rank_(rank) {}
 
-  void post(detail::thread_slot s) {
-    state_->slots[static_cast<std::size_t>(rank_)] = s;
-    state_->barrier();
-  }
-
-  // Every rank sees every rank's size, so all of them raise together.
-  void check_sizes(const char* who) const {
-    const detail::thread_slot& mine = state_->slots[0];
-    for (int r = 1; r < size(); ++r) {
-      const detail::thread_slot& other = state_->slots[static_cast<std::size_t>(r)];
-      if (other.n != mine.n || other.element_size != mine.element_size)
-        detail::throw_invalid(std::string(who) + ": buffer sizes differ across ranks (rank 0 has " + std::to_string(mine.n) +
-                              " elements of " + std::to_string(mine.element_size) + " bytes, rank " + std::to_string(r) +
-                              " has " + std::to_string(other.n) + " elements of " + std::to_string(other.element_size) + " bytes" +
-                              "; this is rank " + std::to_string(rank_) + ")");
+  // Posts this rank's arguments and data and meets the others. Unless every rank's arguments
+  // agree (one verdict, the same on every rank), every rank raises together, after one more
+  // meeting so that no rank's slot is rewritten while another still reads it for the message.
+  void post(detail::collective_args args, detail::thread_slot data, const char* who, const std::string& problem) {
+    args.rejected = !problem.empty();
+    state_->args[static_cast<std::size_t>(rank_)] = args;
+    state_->slots[static_cast<std::size_t>(rank_)] = data;
+    const detail::agreement verdict = state_->barrier(true, true);
+    if (verdict.rejected_rank < 0 && verdict.same) return;
+    try {
+      detail::raise_unless_agreed(who, rank_, problem, verdict, [&] { return state_->args; });
+    } catch (...) {
+      barrier_noexcept();
+      throw;
     }
   }
 
@@ -228,24 +238,13 @@ class thread_communicator {
   // in-place calls are safe (each element is read on every rank before it is written).
   template <class T>
   void reduce_buffers(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    // A rank's own bad arguments are agreed on first, so every rank raises, none waits.
     std::string problem;
     if (op != reduce_op::sum && op != reduce_op::avg)
       problem = std::string("thread_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
     else if (n_in != n_out)
       problem = "thread_group::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
-    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T), .rejected = !problem.empty()});
-    try {
-      if (!problem.empty()) detail::throw_invalid(problem);
-      for (int r = 0; r < size(); ++r)
-        if (state_->slots[static_cast<std::size_t>(r)].rejected)
-          throw communication_error("dppf::thread_group::all_reduce: rank " + std::to_string(r) +
-                                    " rejected its arguments (this is rank " + std::to_string(rank_) + ")");
-      check_sizes("thread_group::all_reduce");
-    } catch (...) {
-      barrier_noexcept();
-      throw;
-    }
+    post({.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op}, {.in = in, .out = out},
+         "thread_group::all_reduce", problem);
     const std::size_t m = static_cast<std::size_t>(size());
     std::vector<const T*> ins(m);
     std::vector<T*> outs(m);
@@ -288,6 +287,20 @@ class thread_communicator {
   std::shared_ptr<detail::thread_group_state> state_;
   int rank_;
 };
+
+namespace detail {
+
+// For communicators built on a thread_group's rendezvous (device_group): the same argument
+// agreement, the slots, and a plain meeting.
+struct thread_group_access {
+  static void post(thread_communicator& c, collective_args args, thread_slot data, const char* who, const std::string& problem) {
+    c.post(args, data, who, problem);
+  }
+  static const thread_slot& slot(const thread_communicator& c, int rank) { return c.state_->slots[static_cast<std::size_t>(rank)]; }
+  static void meet(thread_communicator& c) { (void)c.state_->barrier(); }
+};
+
+}  // namespace detail
 
 inline thread_communicator thread_group::member(int rank) const {
   if (rank < 0 || rank >= size())
