@@ -293,7 +293,7 @@ TEST_CASE("mpi all_reduce with an output of the wrong size on one rank raises on
                                              "mpi::all_reduce output has 8 elements, expected 7 (the input's size)");
   else
     check_throws_with<dppf::communication_error>([&] { comm.all_reduce(in, out, reduce_op::sum); },
-                                                 "dppf::mpi_communicator::all_reduce: rank " + std::to_string(bad) +
+                                                 "dppf: mpi::all_reduce: rank " + std::to_string(bad) +
                                                      " rejected its arguments, so rank " + std::to_string(rank) + " stops too");
   CHECK(out == std::vector<double>(out.size(), 0.0));
   check_still_in_step(comm);
@@ -366,6 +366,25 @@ TEST_CASE("mpi broadcast rejects a root out of range or roots that differ across
                                                  std::to_string(m - 1) + " has root 1; this is rank " + std::to_string(rank) + ")");
   }
   CHECK(buf == std::vector<double>(7, static_cast<double>(rank)));
+  check_still_in_step(comm);
+}
+
+TEST_CASE("mpi buffer all_reduce with a reduce_op, or a collective, that differs across ranks raises on every rank") {
+  const int m = world_size(), rank = world_rank();
+  if (m < 2) return;
+  dppf::mpi_communicator comm{MPI_COMM_WORLD};
+  std::vector<float> buf(7, 1.0f);
+  check_throws_with<std::invalid_argument>([&] { comm.all_reduce(buf, rank == m - 1 ? reduce_op::avg : reduce_op::sum); },
+                                           "mpi::all_reduce: reduce_ops differ across ranks (rank 0 has reduce_op sum, rank " +
+                                               std::to_string(m - 1) + " has reduce_op avg; this is rank " + std::to_string(rank) + ")");
+  const auto mixed = [&] {
+    if (rank == 0)
+      comm.broadcast(buf, 0);
+    else
+      comm.all_reduce(buf, reduce_op::sum);
+  };
+  check_throws_with<std::invalid_argument>(mixed, "collectives differ across ranks (rank 0 called broadcast, rank 1 called all_reduce of a buffer");
+  CHECK(buf == std::vector<float>(7, 1.0f));
   check_still_in_step(comm);
 }
 

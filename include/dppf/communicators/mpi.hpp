@@ -8,9 +8,10 @@
 //   frees it (skipped when MPI is already finalized).
 // * Every MPI return code is checked; a failure raises dppf::communication_error naming the
 //   operation, the MPI call, this rank and MPI_Error_string's text.
-// * Before every buffer collective, one all-reduce of a few integers (options.check_arguments)
-//   makes all ranks agree that sizes, element types and roots match and that no rank rejected
-//   its arguments, so bad input raises on every rank instead of leaving some waiting forever.
+// * Before every buffer collective, one all-reduce of a few integers (options.check_arguments,
+//   the encoding of communicators/detail/agreement.hpp) makes all ranks agree that the
+//   collective, sizes, element types, reduce_op and root match and that no rank rejected its
+//   arguments, so bad input raises on every rank instead of leaving some waiting forever.
 // * Buffers of more than INT_MAX elements are split into several MPI calls.
 // * A dppf::mpi_communicator and its copies are used by one thread at a time, and every rank calls the
 //   collectives in the same order (as for any MPI communicator).
@@ -30,12 +31,13 @@
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
+#include "detail/agreement.hpp"
 
 namespace dppf {
 
 struct mpi_options {
-  /// Agree on the arguments of every buffer collective first (one all-reduce of 7 integers),
-  /// so that a size, element type or root that differs across ranks, or arguments one rank
+  /// Agree on the arguments of every buffer collective first (one all-reduce of 11 integers),
+  /// so that a collective, size, element type, reduce_op or root that differs across ranks, or arguments one rank
   /// rejected, raise on every rank. Off saves that collective; a mismatch is then undefined
   /// behaviour in MPI (it may hang, truncate or fail), and a rank that rejects its own
   /// arguments raises alone while the others wait in the collective.
@@ -169,7 +171,7 @@ class mpi_communicator {
     std::string error;
     if (root < 0 || root >= size_)
       error = "mpi::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size_) + ")";
-    agree_on_arguments("broadcast", n, sizeof(T), root, error);
+    agree_on_arguments("broadcast", {.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root}, error);
     T* p = std::ranges::data(b);
     for (std::size_t offset = 0; offset < n; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n - offset));
@@ -196,7 +198,7 @@ class mpi_communicator {
       const std::uintptr_t bytes = n_in * sizeof(T);
       if (a < b + bytes && b < a + bytes) error = "mpi::all_reduce: the input and output buffers overlap";
     }
-    agree_on_arguments("all_reduce", n_in, sizeof(T), 0, error);
+    agree_on_arguments("all_reduce", {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op}, error);
     for (std::size_t offset = 0; offset < n_in; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n_in - offset));
       const void* send = in == out ? MPI_IN_PLACE : static_cast<const void*>(in + offset);
@@ -209,47 +211,28 @@ class mpi_communicator {
     }
   }
 
-  // One all-reduce (max) of {n, -n, bytes, -bytes, root, -root, failed rank + 1}: every rank
-  // learns whether any rank rejected its arguments and whether sizes, types and roots agree, and
-  // then all raise together. Only on a mismatch, an all-gather names the ranks that differ.
-  void agree_on_arguments(const char* operation, std::size_t n, std::size_t element_size, int root, const std::string& error) {
+  // One all-reduce (max) of the arguments' encoding: every rank learns whether any rank
+  // rejected its arguments and whether the rest agree, and then all raise together. Only on a
+  // mismatch, an all-gather of the encodings names the ranks that differ.
+  void agree_on_arguments(const char* operation, detail::collective_args args, const std::string& error) {
+    const std::string who = std::string("mpi::") + operation;
     if (!options_.check_arguments) {
       if (!error.empty()) detail::throw_invalid(error);
       return;
     }
-    const auto count = static_cast<long long>(n), bytes = static_cast<long long>(element_size);
-    long long v[7] = {count, -count, bytes, -bytes, root, -root, error.empty() ? 0 : rank_ + 1LL};
-    detail::mpi_check(MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_LONG_LONG, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
-    if (!error.empty()) detail::throw_invalid(error);
-    if (v[6] != 0)
-      throw communication_error(std::string("dppf::mpi_communicator::") + operation + ": rank " + std::to_string(v[6] - 1) +
-                                " rejected its arguments, so rank " + std::to_string(rank_) + " stops too");
-    if (v[0] == -v[1] && v[2] == -v[3] && v[4] == -v[5]) return;
-
-    long long mine[3] = {count, bytes, root};
-    std::vector<long long> all(3 * static_cast<std::size_t>(size_));
-    detail::mpi_check(MPI_Allgather(mine, 3, MPI_LONG_LONG, all.data(), 3, MPI_LONG_LONG, comm()), operation, "MPI_Allgather",
-                      rank_);
-    const bool sizes_differ = v[0] != -v[1] || v[2] != -v[3];
-    const auto describe = [&](std::size_t r) {
-      return sizes_differ ? std::to_string(all[3 * r]) + " elements of " + std::to_string(all[3 * r + 1]) + " bytes"
-                          : "root " + std::to_string(all[3 * r + 2]);
-    };
-    const auto differs = [&](std::size_t r) {
-      return sizes_differ ? all[3 * r] != all[0] || all[3 * r + 1] != all[1] : all[3 * r + 2] != all[2];
-    };
-    std::string msg = std::string("mpi::") + operation + ": " + (sizes_differ ? "buffer sizes" : "roots") +
-                      " differ across ranks (rank 0 has " + describe(0);
-    std::size_t listed = 0, more = 0;
-    for (std::size_t r = 1; r < static_cast<std::size_t>(size_); ++r) {
-      if (!differs(r)) continue;
-      if (listed++ < 4)
-        msg += ", rank " + std::to_string(r) + " has " + describe(r);
-      else
-        ++more;
-    }
-    if (more) msg += ", and " + std::to_string(more) + " more ranks differ";
-    detail::throw_invalid(msg + "; this is rank " + std::to_string(rank_) + ")");
+    args.rejected = !error.empty();
+    const detail::agreement_vector mine = detail::encode(args, rank_);
+    detail::agreement_vector max{};
+    const int words = static_cast<int>(detail::agreement_words);
+    detail::mpi_check(MPI_Allreduce(mine.data(), max.data(), words, MPI_INT64_T, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
+    detail::raise_unless_agreed(who.c_str(), rank_, error, detail::verdict(max), [&] {
+      std::vector<detail::agreement_vector> all(static_cast<std::size_t>(size_));
+      detail::mpi_check(MPI_Allgather(mine.data(), words, MPI_INT64_T, all.data(), words, MPI_INT64_T, comm()), operation,
+                        "MPI_Allgather", rank_);
+      std::vector<detail::collective_args> args_of(all.size());
+      for (std::size_t r = 0; r < all.size(); ++r) args_of[r] = detail::decode(all[r]);
+      return args_of;
+    });
   }
 
   mpi_options options_;
