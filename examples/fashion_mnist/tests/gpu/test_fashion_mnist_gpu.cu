@@ -2,7 +2,7 @@
 // against the OpenBLAS MLP of mlp.hpp (float, and double as the reference) and plain double
 // loops: loss, every gradient element, evaluate's sums and tie rule, the batch gather element by
 // element, and the errors for arguments that do not fit the model. Where OpenBLAS is missing (a
-// bare GPU image) mlp.hpp runs on the plain loops of tests/gpu/fmnist_naive_blas/cblas.h.
+// bare GPU image) mlp.hpp runs on the plain loops of examples/fashion_mnist/tests/gpu/fmnist_naive_blas/cblas.h.
 //
 // Tolerances. The GPU computes in float like mlp<float>; the reference is mlp<double> on the
 // same (float) parameters and inputs, so only the rounding of float arithmetic separates them.
@@ -33,7 +33,7 @@
 #include <dppf/device_array.cuh>
 
 #include "data_cuda.cuh"
-#include "fashion_mnist_reference.hpp"
+#include "../fashion_mnist_reference.hpp"
 #include "mlp.hpp"
 #include "mlp_cuda.cuh"
 #include "support.hpp"

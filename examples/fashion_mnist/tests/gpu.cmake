@@ -7,7 +7,7 @@
 #   test_fashion_mnist_gpu_train  fmnist::train on the GPU backend against the CPU backend (label
 #                                 "gpu"; needs the example's OpenBLAS and zlib)
 # Without OpenBLAS (a bare GPU image) the first two build mlp.hpp on the plain loops of
-# tests/gpu/fmnist_naive_blas/cblas.h, so the GPU checks of the model still run there.
+# gpu/fmnist_naive_blas/cblas.h (beside this file), so the GPU checks of the model still run there.
 if(NOT TARGET dppf::cuda)
   return()
 endif()
@@ -15,38 +15,38 @@ if(NOT TARGET CUDA::cublas)
   message(STATUS "dppf: Fashion-MNIST GPU tests skipped: no cuBLAS (CUDA::cublas)")
   return()
 endif()
-include(${PROJECT_SOURCE_DIR}/examples/fashion_mnist/deps.cmake)
 if(FMNIST_DEPS_FOUND)
   set(_fmnist_gpu_model fmnist_deps)
 else()
   message(STATUS "dppf: Fashion-MNIST GPU tests use naive loops for the host MLP and skip the training test: "
                  "missing ${FMNIST_DEPS_MISSING}")
   add_library(fmnist_gpu_naive_blas INTERFACE)
-  target_include_directories(fmnist_gpu_naive_blas INTERFACE ${CMAKE_CURRENT_SOURCE_DIR}/gpu/fmnist_naive_blas
+  target_include_directories(fmnist_gpu_naive_blas INTERFACE ${CMAKE_CURRENT_LIST_DIR}/gpu/fmnist_naive_blas
                                                              ${PROJECT_SOURCE_DIR}/examples/fashion_mnist)
   target_link_libraries(fmnist_gpu_naive_blas INTERFACE dppf::core)
   set(_fmnist_gpu_model fmnist_gpu_naive_blas)
 endif()
 
-# tests/*.cmake are read in alphabetical order, so gpu.cmake (dppf_add_gpu_test, the GPU test main,
-# DPPF_CUDA_WARNINGS) comes after this file: the tests are added at the end of the directory.
+# tests/gpu.cmake (read before the examples) defines dppf_add_gpu_test, the GPU test main and
+# DPPF_CUDA_WARNINGS.
 function(dppf_add_fashion_mnist_gpu_tests)
   if(NOT COMMAND dppf_add_gpu_test)
     message(WARNING "dppf: the Fashion-MNIST GPU tests need dppf_add_gpu_test from tests/gpu.cmake")
     return()
   endif()
-  dppf_add_gpu_test(test_fashion_mnist_gpu gpu/test_fashion_mnist_gpu.cu LIBS ${_fmnist_gpu_model} CUDA::cublas)
+  set(here ${CMAKE_CURRENT_FUNCTION_LIST_DIR})
+  dppf_add_gpu_test(test_fashion_mnist_gpu ${here}/gpu/test_fashion_mnist_gpu.cu LIBS ${_fmnist_gpu_model} CUDA::cublas)
   set_tests_properties(test_fashion_mnist_gpu PROPERTIES LABELS "gpu;fashion_mnist")
   set(gpu_exes test_fashion_mnist_gpu)
   if(FMNIST_DEPS_FOUND)
-    dppf_add_gpu_test(test_fashion_mnist_gpu_train gpu/test_fashion_mnist_gpu_train.cu LIBS fmnist_deps CUDA::cublas)
+    dppf_add_gpu_test(test_fashion_mnist_gpu_train ${here}/gpu/test_fashion_mnist_gpu_train.cu LIBS fmnist_deps CUDA::cublas)
     set_tests_properties(test_fashion_mnist_gpu_train PROPERTIES LABELS "gpu;fashion_mnist")
     list(APPEND gpu_exes test_fashion_mnist_gpu_train)
   endif()
 
-  add_executable(test_fashion_mnist_gpu_host gpu/test_fashion_mnist_gpu_host.cu)
+  add_executable(test_fashion_mnist_gpu_host ${here}/gpu/test_fashion_mnist_gpu_host.cu)
   target_link_libraries(test_fashion_mnist_gpu_host PRIVATE dppf_test_main dppf::cuda ${_fmnist_gpu_model} CUDA::cublas)
-  target_include_directories(test_fashion_mnist_gpu_host PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_include_directories(test_fashion_mnist_gpu_host PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_options(test_fashion_mnist_gpu_host PRIVATE ${DPPF_CUDA_WARNINGS})
   list(GET CMAKE_CUDA_ARCHITECTURES 0 first_arch)  # host checks: one architecture is enough
   set_target_properties(test_fashion_mnist_gpu_host PROPERTIES CUDA_ARCHITECTURES ${first_arch})
@@ -55,7 +55,7 @@ function(dppf_add_fashion_mnist_gpu_tests)
 
   # Every kernel registered on the host has device code (tests/gpu/check_kernel_registration.cmake):
   # a launch-time "invalid device function" found without a GPU.
-  set(script ${CMAKE_CURRENT_SOURCE_DIR}/gpu/check_kernel_registration.cmake)
+  set(script ${PROJECT_SOURCE_DIR}/tests/gpu/check_kernel_registration.cmake)
   if(CMAKE_OBJCOPY AND EXISTS ${script})
     foreach(exe IN LISTS gpu_exes)
       add_test(NAME kernel_registration:${exe}
@@ -65,4 +65,4 @@ function(dppf_add_fashion_mnist_gpu_tests)
     endforeach()
   endif()
 endfunction()
-cmake_language(DEFER CALL dppf_add_fashion_mnist_gpu_tests)
+dppf_add_fashion_mnist_gpu_tests()

@@ -1,0 +1,18 @@
+# The Fashion-MNIST example's own tests: its IDX reader, MLP, CNN and training driver (here), and
+# its GPU path (gpu.cmake). Included by ../CMakeLists.txt when DPPF_BUILD_TESTS is ON, after
+# tests/ (which defines dppf_add_test and dppf_add_gpu_test). Needs OpenBLAS and zlib; the
+# end-to-end test also needs the Debian package dataset-fashion-mnist.
+if(FMNIST_DEPS_FOUND)
+  dppf_add_test(test_fashion_mnist ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist.cpp LIBS fmnist_deps LABELS fashion_mnist)
+  target_compile_definitions(test_fashion_mnist PRIVATE FMNIST_DATA_DIR="${FMNIST_DATA_DIR}")
+  if(FMNIST_DATA_FOUND)
+    dppf_add_test(test_fashion_mnist_train ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist_train.cpp LIBS fmnist_deps LABELS fashion_mnist)
+    target_compile_definitions(test_fashion_mnist_train PRIVATE FMNIST_DATA_DIR="${FMNIST_DATA_DIR}")
+  else()
+    message(STATUS "dppf: test_fashion_mnist_train skipped: no Fashion-MNIST files in ${FMNIST_DATA_DIR}")
+  endif()
+else()
+  message(STATUS "dppf: Fashion-MNIST tests skipped: missing ${FMNIST_DEPS_MISSING}")
+endif()
+
+include(${CMAKE_CURRENT_LIST_DIR}/gpu.cmake)
