@@ -13,6 +13,9 @@ dppf_packages=(
   dataset-fashion-mnist                   # the real Fashion-MNIST for the examples
   clang libclang-rt-14-dev libomp-14-dev  # tsan preset (clang + LLVM OpenMP/Archer), fuzzing
   python3 python3-numpy                   # the independent checkpoint reader test
+  libgloo-dev libhiredis-dev              # dppf::gloo_communicator (Gloo, its Redis store)
+  redis-server iproute2                   # the store and the emulated cluster of the network tests
+  libtorch-dev python3-torch              # examples/libtorch and the PyTorch cross-checks
 )
 
 dppf_ensure_packages() {
