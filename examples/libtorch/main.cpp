@@ -1,0 +1,253 @@
+// examples/libtorch: dppf inside a LibTorch trainer. A torch::nn model (a small ResNet with
+// BatchNorm, or an MLP) is trained on Fashion-MNIST by M workers; LibTorch computes the loss and
+// its gradients, dppf does the optimizer step (exactly torch.optim's SGD or AdamW) and every tau
+// steps the sync of the chosen method, on the model's own tensors (flat_parameters.hpp). Every
+// method of a comma-separated --method list runs from the same seed. Progress goes to stderr;
+// stdout carries the markdown table, or with --json only JSON lines (one per epoch, one per method
+// and one with its step timing).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/cli.hpp"
+#include "torch_train.hpp"
+
+#ifdef TORCH_EXAMPLE_WITH_MPI
+#include <dppf/communicators/mpi.hpp>
+#endif
+
+#ifndef TORCH_EXAMPLE_DATA_DIR
+#define TORCH_EXAMPLE_DATA_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+
+namespace {
+
+struct config {
+  torch_example::options o;
+  std::vector<std::string> methods{"dppf", "local_sgd", "ddp"};
+  std::string comm = "threads";
+  std::string data = TORCH_EXAMPLE_DATA_DIR;
+  std::size_t train_limit = 0, test_limit = 0;
+  bool quick = false, json = false;
+};
+
+const char* usage_text =
+    "usage: libtorch_fmnist [--model resnet|mlp] [--width W] [--hidden H1,H2,...] [--method LIST]\n"
+    "                       [--optimizer sgd|adamw] [--workers M] [--tau T] [--alpha A] [--lambda L]\n"
+    "                       [--lr LR] [--momentum MU] [--weight-decay WD] [--outer-lr LR] [--outer-momentum MU]\n"
+    "                       [--push constant|inverse_mv] [--push-warmup N] [--epochs E] [--batch B] [--seed S]\n"
+    "                       [--comm threads|mpi] [--quick] [--json] [--data DIR] [--train-limit N] [--test-limit N]\n"
+    "  --model     resnet (default): 3x3 stem of W channels (--width, default 16) with BatchNorm, residual\n"
+    "              blocks of W, 2W, 4W channels (28 -> 14 -> 7), average pool, linear; or mlp: 784-H1-...-10\n"
+    "              (--hidden, default 512,512)\n"
+    "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
+    "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
+    "  --optimizer the local optimizer, dppf's sgd (default) or adamw (torch.optim's, exactly)\n"
+    "  defaults:   --workers 4 --tau 8 --alpha 0.1 --lambda 0.05 --lr 0.05 --momentum 0.9 --weight-decay 0\n"
+    "              --epochs 4 --batch 64 (per worker) --seed 1\n"
+    "  --quick     1 epoch on the first 4000 training and 2000 test images\n"
+    "  --json      stdout carries only JSON lines\n"
+    "  --comm mpi  one worker per MPI process (mpiexec -n M libtorch_fmnist --comm mpi ...; --workers is\n"
+    "              ignored); threads (default) runs the M workers as threads of this process\n";
+
+[[noreturn]] void usage(const std::string& problem) {
+  std::cerr << "libtorch_fmnist: " << problem << "\n" << usage_text;
+  std::exit(2);
+}
+
+template <class V>
+V parse(const std::string& flag, const std::string& text) {
+  try {
+    return example_cli::parse<V>(flag, text);
+  } catch (const std::invalid_argument& e) {
+    usage(e.what());
+  }
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+config parse_args(int argc, char** argv) {
+  config c;
+  bool epochs_given = false;
+  auto& r = c.o.run;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::cout << usage_text;
+      std::exit(0);
+    }
+    if (flag == "--quick" || flag == "--json") {
+      (flag == "--quick" ? c.quick : c.json) = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage(flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "--method") c.methods = split(value);
+    else if (flag == "--model") c.o.model.name = value;
+    else if (flag == "--width") c.o.model.width = parse<std::int64_t>(flag, value);
+    else if (flag == "--optimizer") c.o.optimizer = value;
+    else if (flag == "--workers") r.workers = parse<int>(flag, value);
+    else if (flag == "--tau") r.tau = parse<std::int64_t>(flag, value);
+    else if (flag == "--alpha") r.alpha = parse<double>(flag, value);
+    else if (flag == "--lambda") r.lambda = parse<double>(flag, value);
+    else if (flag == "--lr") r.lr = parse<double>(flag, value);
+    else if (flag == "--momentum") r.momentum = parse<double>(flag, value);
+    else if (flag == "--weight-decay") r.weight_decay = parse<double>(flag, value);
+    else if (flag == "--outer-lr") r.outer_lr = parse<double>(flag, value);
+    else if (flag == "--outer-momentum") r.outer_momentum = parse<double>(flag, value);
+    else if (flag == "--push") r.push = value;
+    else if (flag == "--push-warmup") r.push_warmup = parse<std::int64_t>(flag, value);
+    else if (flag == "--epochs") r.epochs = parse<int>(flag, value), epochs_given = true;
+    else if (flag == "--batch") r.batch = parse<std::size_t>(flag, value);
+    else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, value);
+    else if (flag == "--comm") c.comm = value;
+    else if (flag == "--data") c.data = value;
+    else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
+    else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
+    else if (flag == "--hidden") {
+      c.o.model.hidden.clear();
+      for (const auto& h : split(value)) c.o.model.hidden.push_back(parse<std::int64_t>(flag, h));
+    } else usage("unknown flag " + flag);
+  }
+  r.model = c.o.model.name;
+  r.sharpness_samples = 0;  // the estimators need the hand-written models; the table says n/a
+  if (c.methods.empty()) usage("--method needs at least one method");
+#ifndef TORCH_EXAMPLE_WITH_MPI
+  if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
+#endif
+  if (c.comm != "threads" && c.comm != "mpi") usage("--comm: unknown engine '" + c.comm + "' (threads or mpi)");
+  if (c.quick) {
+    if (!epochs_given) r.epochs = 1;
+    if (c.train_limit == 0) c.train_limit = 4000;
+    if (c.test_limit == 0) c.test_limit = 2000;
+  }
+  return c;
+}
+
+// A one-line bar on a terminal, a log line per quarter epoch otherwise.
+struct progress_display {
+  bool tty = isatty(STDERR_FILENO) != 0;
+  std::int64_t last_quarter = -1;
+  std::chrono::steady_clock::time_point last_draw{};
+
+  void operator()(const fmnist::progress_info& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (tty) {
+      if (p.step != p.steps_per_epoch && now - last_draw < std::chrono::milliseconds(200)) return;
+      last_draw = now;
+      std::fprintf(stderr, "\r%-9s epoch %d/%d step %lld/%lld  loss %.4f  %.0f samples/s ", p.method.c_str(), p.epoch,
+                   p.epochs, static_cast<long long>(p.step), static_cast<long long>(p.steps_per_epoch), p.loss,
+                   p.samples_per_s);
+      if (p.step == p.steps_per_epoch) std::fprintf(stderr, "\n");
+    } else {
+      const std::int64_t quarter = 4 * p.step / p.steps_per_epoch;
+      if (quarter == last_quarter) return;
+      last_quarter = p.step == p.steps_per_epoch ? -1 : quarter;
+      std::fprintf(stderr, "%s epoch %d/%d step %lld/%lld loss %.4f samples/s %.0f\n", p.method.c_str(), p.epoch,
+                   p.epochs, static_cast<long long>(p.step), static_cast<long long>(p.steps_per_epoch), p.loss,
+                   p.samples_per_s);
+    }
+    std::fflush(stderr);
+  }
+};
+
+std::string timing_json(const torch_example::result& r) {
+  const auto& t = r.timing;
+  const auto ms = [](double s, std::int64_t n) { return fmnist::number(n ? 1e3 * s / static_cast<double>(n) : 0.0); };
+  const double total = t.forward_backward + t.local_step + t.sync_step;
+  std::ostringstream s;
+  s << "{\"method\": \"" << r.run.options.method << "\", \"forward_backward_ms\": "
+    << ms(t.forward_backward, t.local_steps + t.sync_steps) << ", \"local_step_ms\": " << ms(t.local_step, t.local_steps)
+    << ", \"sync_step_ms\": " << ms(t.sync_step, t.sync_steps) << ", \"local_steps\": " << t.local_steps
+    << ", \"sync_steps\": " << t.sync_steps << ", \"optimizer_and_sync_share\": "
+    << fmnist::number(total > 0 ? (t.local_step + t.sync_step) / total : 0.0) << "}";
+  return s.str();
+}
+
+// Runs every method of the list; launch(f, m) as for torch_example::train; rank 0 prints.
+template <class Launch>
+void run_all(const config& c, int workers, int rank, Launch&& launch) {
+  for (const auto& m : c.methods) {
+    torch_example::options o = c.o;
+    o.run.method = m;
+    torch_example::validate(o, 60000);  // flag errors before the data is read
+  }
+  const fmnist::dataset train = fmnist::load_split(c.data, "train", c.train_limit);
+  const fmnist::dataset test = fmnist::load_split(c.data, "t10k", c.test_limit);
+  if (rank == 0)
+    std::fprintf(stderr, "libtorch_fmnist: %zu training and %zu test images from %s, %s, %s, %d workers (%s)\n",
+                 train.count, test.count, c.data.c_str(), c.o.model.name.c_str(), c.o.optimizer.c_str(), workers,
+                 c.comm.c_str());
+  progress_display bar;
+  fmnist::callbacks cb;
+  cb.progress = [&](const fmnist::progress_info& p) { bar(p); };
+  cb.epoch = [&](const fmnist::run_options& o, const fmnist::epoch_record& e) {
+    if (c.json)
+      std::cout << fmnist::epoch_json(o, e) << std::endl;
+    else
+      std::fprintf(stderr, "%s epoch %d: x_bar train acc %.4f loss %.4f | test acc %.4f loss %.4f | relaxed MV %.4g | %.1f s\n",
+                   o.method.c_str(), e.epoch, e.train_acc, e.train_loss, e.test_acc, e.test_loss, e.relaxed_mv, e.wall_s);
+  };
+  std::vector<fmnist::run_result> results;
+  for (const auto& m : c.methods) {
+    torch_example::options o = c.o;
+    o.run.method = m;
+    o.run.workers = workers;
+    const torch_example::result r = torch_example::train(o, train, test, cb, m == "single" ? 1 : workers, launch);
+    results.push_back(r.run);
+    if (rank != 0) continue;
+    if (c.json)
+      std::cout << fmnist::result_json(r.run) << "\n" << timing_json(r) << std::endl;
+    else
+      std::fprintf(stderr, "%s worker 0 per step: forward+backward %.2f ms, dppf step %.3f ms, step with sync %.3f ms\n",
+                   m.c_str(), 1e3 * r.timing.forward_backward / static_cast<double>(r.timing.local_steps + r.timing.sync_steps),
+                   r.timing.local_steps ? 1e3 * r.timing.local_step / static_cast<double>(r.timing.local_steps) : 0.0,
+                   r.timing.sync_steps ? 1e3 * r.timing.sync_step / static_cast<double>(r.timing.sync_steps) : 0.0);
+  }
+  if (rank == 0 && !c.json) std::cout << "\n" << fmnist::markdown_table(results);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const config c = parse_args(argc, argv);
+  try {
+    if (c.comm == "threads") {
+      run_all(c, c.o.run.workers, 0, [](auto&& f, int m) {
+        dppf::thread_group group(m);
+        group.run(f);
+      });
+      return 0;
+    }
+#ifdef TORCH_EXAMPLE_WITH_MPI
+    dppf::mpi_environment env(argc, argv);  // one worker per MPI process: M is the number of ranks
+    dppf::mpi_communicator comm{MPI_COMM_WORLD};
+    for (const auto& m : c.methods)
+      if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
+    try {
+      run_all(c, comm.size(), comm.rank(), [&](auto&& f, int) { f(comm); });
+    } catch (const std::exception& e) {
+      std::cerr << "libtorch_fmnist: error on rank " << comm.rank() << ": " << e.what() << "\n";
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+#endif
+  } catch (const std::exception& e) {
+    std::cerr << "libtorch_fmnist: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
