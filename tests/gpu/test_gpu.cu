@@ -94,6 +94,32 @@ TEST_CASE("cuda reductions give the same bits run to run") {
   for (int k = 0; k < 5; ++k) CHECK(dppf::squared_norm(ex, x) == first);
 }
 
+TEST_CASE("device_group runs every worker on the stream's device") {
+  int devices = 0;
+  dppf::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  const int target = devices - 1;  // the last GPU: k > 0 where there are several
+  dppf::cuda_check(cudaSetDevice(target), "cudaSetDevice");
+  cudaStream_t stream = nullptr;
+  dppf::cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  dppf::cuda_check(cudaSetDevice(0), "cudaSetDevice");  // the group must not depend on the caller's device
+  {
+    dppf::device_group group(3, stream);
+    CHECK(group.device() == target);
+    std::vector<int> current(3, -1);
+    std::vector<float> got(3, 0.0f);
+    group.run([&](dppf::device_communicator c) {
+      const auto r = std::size_t(c.rank());
+      dppf::cuda_check(cudaGetDevice(&current[r]), "cudaGetDevice");
+      auto x = dppf::to_device(std::vector<float>(5, float(r + 1)), stream);
+      c.all_reduce(x, dppf::reduce_op::sum);
+      got[r] = dppf::to_host(x, stream)[4];
+    });
+    CHECK(current == std::vector<int>(3, target));
+    CHECK(got == std::vector<float>(3, 6.0f));
+  }
+  cudaStreamDestroy(stream);
+}
+
 TEST_CASE("cuda executor handles buffers beyond 2^31 elements") {
   const std::size_t n = (std::size_t{1} << 31) + 7;
   std::size_t free_bytes = 0, total = 0;

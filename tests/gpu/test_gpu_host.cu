@@ -27,6 +27,26 @@ dppf::device_span<T> fake(std::uintptr_t address, std::size_t n) {
   return {reinterpret_cast<T*>(address), n};
 }
 
+// Stand-ins for the CUDA device calls: device 0 is current, a made-up stream is on device 3, and
+// cudaSetDevice records the device per thread (so a test sees what each worker thread set).
+thread_local int current_device = -1;
+cudaError_t stub_get_device(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t stub_stream_device(cudaStream_t, int* d) {
+  *d = 3;
+  return cudaSuccess;
+}
+cudaError_t stub_set_device(int d) {
+  current_device = d;
+  return cudaSuccess;
+}
+cudaError_t stub_fail_set_device(int) { return cudaErrorInvalidDevice; }
+cudaError_t stub_fail_stream_device(cudaStream_t, int*) { return cudaErrorInvalidResourceHandle; }
+const dppf::detail::cuda_device_calls stub_calls{stub_get_device, stub_stream_device, stub_set_device};
+const auto fake_stream = reinterpret_cast<cudaStream_t>(std::uintptr_t{0x5000});
+
 }  // namespace
 
 TEST_CASE("cuda launch geometry covers every element with 64-bit sizes") {
@@ -118,7 +138,7 @@ TEST_CASE("cuda multi-tensor apply checks every tensor before the first launch")
 
 TEST_CASE("device_group: one rank's bad arguments raise on every rank before any device work") {
   // A short timeout: a rank left waiting at a barrier would fail with a timeout, not pass.
-  dppf::device_group group(3, nullptr, {.timeout = std::chrono::seconds(20)});
+  dppf::device_group group(3, nullptr, {.timeout = std::chrono::seconds(20)}, stub_calls);
   std::vector<std::string> caught(3);
   group.run([&](dppf::device_communicator c) {
     const auto r = std::size_t(c.rank());
@@ -131,8 +151,8 @@ TEST_CASE("device_group: one rank's bad arguments raise on every rank before any
     }
   });
   CHECK(caught[1].find("output has 9 elements, expected 8") != std::string::npos);
-  CHECK(caught[0].find("rank 1 rejected its arguments (this is rank 0)") != std::string::npos);
-  CHECK(caught[2].find("rank 1 rejected its arguments (this is rank 2)") != std::string::npos);
+  CHECK(caught[0].find("device_group::all_reduce: rank 1 rejected its arguments, so rank 0 stops too") != std::string::npos);
+  CHECK(caught[2].find("device_group::all_reduce: rank 1 rejected its arguments, so rank 2 stops too") != std::string::npos);
 
   std::vector<std::string> op(3), root(3);
   group.run([&](dppf::device_communicator c) {
@@ -151,13 +171,13 @@ TEST_CASE("device_group: one rank's bad arguments raise on every rank before any
   });
   CHECK(op[2].find("supports sum and avg, not max") != std::string::npos);
   CHECK(op[0].find("rank 2 rejected") != std::string::npos);
-  CHECK(root[0].find("root 7 out of range") != std::string::npos);
+  CHECK(root[0].find("device_group::broadcast: root 7 is outside [0, 3)") != std::string::npos);
   CHECK(root[1].find("rank 0 rejected") != std::string::npos);
   CHECK(root[2].find("rank 0 rejected") != std::string::npos);
 }
 
 TEST_CASE("device_group: buffer sizes that differ across ranks raise on every rank") {
-  dppf::device_group group(2, nullptr, {.timeout = std::chrono::seconds(20)});
+  dppf::device_group group(2, nullptr, {.timeout = std::chrono::seconds(20)}, stub_calls);
   std::vector<std::string> caught(2);
   group.run([&](dppf::device_communicator c) {
     const auto r = std::size_t(c.rank());
@@ -170,3 +190,56 @@ TEST_CASE("device_group: buffer sizes that differ across ranks raise on every ra
   });
   for (const auto& e : caught) CHECK(e.find("rank 0 has 4 elements of 4 bytes, rank 1 has 5 elements") != std::string::npos);
 }
+
+TEST_CASE("device_group: ranks that name different broadcast roots, or reduce_ops, raise on every rank before any device work") {
+  // Each rank naming itself as root used to make every rank copy its buffer into the others'.
+  dppf::device_group group(3, nullptr, {.timeout = std::chrono::seconds(20)}, stub_calls);
+  std::vector<std::string> roots(3), ops(3);
+  group.run([&](dppf::device_communicator c) {
+    const auto r = std::size_t(c.rank());
+    auto x = fake<float>(0x10000 * (r + 1), 8);
+    try {
+      c.broadcast(x, c.rank());
+    } catch (const std::invalid_argument& e) {
+      roots[r] = e.what();
+    }
+    try {
+      c.all_reduce(x, r == 1 ? dppf::reduce_op::avg : dppf::reduce_op::sum);
+    } catch (const std::invalid_argument& e) {
+      ops[r] = e.what();
+    }
+  });
+  for (std::size_t r = 0; r < 3; ++r) {
+    CAPTURE(r);
+    CHECK(roots[r] == "dppf: device_group::broadcast: roots differ across ranks (rank 0 has root 0, rank 1 has root 1, rank 2 has "
+                      "root 2; this is rank " + std::to_string(r) + ")");
+    CHECK(ops[r] == "dppf: device_group::all_reduce: reduce_ops differ across ranks (rank 0 has reduce_op sum, rank 1 has "
+                    "reduce_op avg; this is rank " + std::to_string(r) + ")");
+  }
+}
+
+TEST_CASE("device_group: the device is the stream's, and every worker thread makes it current") {
+  using dppf::detail::stream_device;
+  CHECK(stream_device(nullptr, stub_calls) == 0);  // the default stream: the current device
+  CHECK(stream_device(cudaStreamPerThread, stub_calls) == 0);
+  CHECK(stream_device(cudaStreamLegacy, stub_calls) == 0);
+  CHECK(stream_device(fake_stream, stub_calls) == 3);  // any other stream: its own device
+
+  dppf::device_group group(4, fake_stream, {.timeout = std::chrono::seconds(20)}, stub_calls);
+  CHECK(group.device() == 3);
+  std::vector<int> seen(4, -1);
+  group.run([&](dppf::device_communicator c) { seen[std::size_t(c.rank())] = current_device; });
+  CHECK(seen == std::vector<int>(4, 3));
+  CHECK(dppf::device_group(2, nullptr, {}, stub_calls).device() == 0);
+
+  // A failed cudaSetDevice raises there, naming the device, and aborts the others (no hang).
+  dppf::device_group failing(3, fake_stream, {.timeout = std::chrono::seconds(20)},
+                             {stub_get_device, stub_stream_device, stub_fail_set_device});
+  dppf_test::check_throws_with<dppf::cuda_error>([&] { failing.run([](dppf::device_communicator c) { c.barrier(); }); },
+                                                 "cudaSetDevice(3) on worker");
+  // A stream whose device cannot be found: the group is not made.
+  dppf_test::check_throws_with<dppf::cuda_error>(
+      [&] { dppf::device_group g(2, fake_stream, {}, {stub_get_device, stub_fail_stream_device, stub_set_device}); },
+      "device_group: cudaStreamGetDevice");
+}
+

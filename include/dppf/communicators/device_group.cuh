@@ -4,8 +4,9 @@
 // dppf::thread_group) and owns its device buffers; a buffer all-reduce is one kernel on the group's
 // stream that adds every rank's element in rank order, in double, and writes the rounded result
 // into every rank's output: deterministic and identical on every rank. Scalars are reduced on
-// the host exactly as dppf::thread_group does. Rendezvous, abort on failure and the timeout are
-// dppf::thread_group' own.
+// the host exactly as dppf::thread_group does. Rendezvous, argument agreement, abort on failure
+// and the timeout are dppf::thread_group's own. Every worker thread of run() makes the stream's
+// device current.
 //
 // Stream order: the collective's kernel and copies run on the group's stream, after whatever
 // each rank queued there before the call. A rank that produces its buffers on another stream
@@ -24,6 +25,7 @@
 #include "../cuda_check.cuh"
 #include "../executors/detail/cuda_kernels.cuh"
 #include "../error.hpp"
+#include "detail/agreement.hpp"
 #include "thread_group.hpp"
 
 namespace dppf {
@@ -52,13 +54,33 @@ __global__ void __launch_bounds__(cuda_block)
   }
 }
 
+// The CUDA calls behind a group's choice of device, replaceable by stand-ins (tests without a GPU).
+struct cuda_device_calls {
+  cudaError_t (*get_device)(int*) = cudaGetDevice;
+  cudaError_t (*stream_device)(cudaStream_t, int*) = cudaStreamGetDevice;
+  cudaError_t (*set_device)(int) = cudaSetDevice;
+};
+
+// The device a stream belongs to. The legacy and per-thread default streams (nullptr,
+// cudaStreamLegacy, cudaStreamPerThread) are handles of the calling thread's current device.
+inline int stream_device(cudaStream_t s, const cuda_device_calls& calls) {
+  int d = 0;
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread)
+    cuda_check(calls.get_device(&d), "device_group: cudaGetDevice");
+  else
+    cuda_check(calls.stream_device(s, &d), "device_group: cudaStreamGetDevice");
+  return d;
+}
+
 struct device_group_state {
-  device_group_state(int m, cudaStream_t s, thread_group_options o) : host(m, o), stream(s), slots(std::size_t(m)) {
+  device_group_state(int m, cudaStream_t s, thread_group_options o, cuda_device_calls c)
+      : host(m, o), stream(s), calls(c), device(stream_device(s, c)) {
     require(m <= device_group_max_ranks, "device_group: at most 128 ranks");
   }
-  thread_group host;  // rendezvous, scalars, abort and timeout
+  thread_group host;  // rendezvous, argument agreement, scalars, abort and timeout
   cudaStream_t stream;
-  std::vector<thread_slot> slots;  // each rank's buffers for the collective in progress
+  cuda_device_calls calls;
+  int device;  // the stream's: every worker thread makes it current
 };
 
 }  // namespace detail
@@ -67,20 +89,28 @@ class device_communicator;
 
 class device_group {
  public:
-  /// M workers whose collectives run on `stream` (not owned).
-  explicit device_group(int size, cudaStream_t stream = nullptr, thread_group_options options = {})
-      : state_(std::make_shared<detail::device_group_state>(size, stream, options)) {}
+  /// M workers whose collectives run on `stream` (not owned), on the stream's device (for the
+  /// default stream, the device current when the group is made). `calls` replaces the CUDA
+  /// device calls, for tests only.
+  explicit device_group(int size, cudaStream_t stream = nullptr, thread_group_options options = {},
+                        detail::cuda_device_calls calls = {})
+      : state_(std::make_shared<detail::device_group_state>(size, stream, options, calls)) {}
 
   int size() const noexcept { return state_->host.size(); }
   cudaStream_t stream() const noexcept { return state_->stream; }
+  /// The device of the group's stream; run() makes it current on every worker thread.
+  int device() const noexcept { return state_->device; }
 
-  /// The communicator of worker `rank`, to be used from that worker's thread only.
+  /// The communicator of worker `rank`, to be used from that worker's thread only (a thread of
+  /// your own must first make device() current: cudaSetDevice).
   device_communicator member(int rank) const;
 
   void abort(const std::string& why) const { state_->host.abort(why); }
 
-  /// Runs f(member(r)) on M threads; a worker that throws aborts the group and its exception
-  /// is rethrown here (dppf::thread_group::run does the work).
+  /// Runs f(member(r)) on M threads, each with the group's device current (cudaSetDevice: a new
+  /// thread starts on device 0, so without it a group on device k > 0 would launch its kernels
+  /// on the wrong GPU); a worker that throws aborts the group and its exception is rethrown
+  /// here (dppf::thread_group::run does the work).
   template <class F>
   void run(F&& f) const;
 
@@ -88,7 +118,8 @@ class device_group {
   std::shared_ptr<detail::device_group_state> state_;
 };
 
-/// One virtual worker's communicator; models `communicator` for device buffers.
+/// One virtual worker's communicator; models `communicator` for device buffers. Arguments are
+/// agreed on at the thread_group rendezvous every collective needs anyway (see thread_group).
 class device_communicator {
  public:
   using memory_space = device_space;
@@ -117,61 +148,31 @@ class device_communicator {
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
     std::string problem;
-    if (root < 0 || root >= size()) problem = "device_group::broadcast: root " + std::to_string(root) + " out of range";
+    if (root < 0 || root >= size())
+      problem = "device_group::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size()) + ")";
     const std::size_t n = std::ranges::size(b);
-    post({.out = std::ranges::data(b), .n = n, .element_size = sizeof(T)}, "device_group::broadcast", problem);
+    access::post(host_, {.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root},
+                 {.out = std::ranges::data(b)}, "device_group::broadcast", problem);
     if (rank() == root && n != 0) {
       on_root("device_group::broadcast: cudaMemcpyAsync", [&] {
         for (int r = 0; r < size(); ++r)
           if (r != root)
-            cuda_check(cudaMemcpyAsync(slot(r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
-                                               state_->stream),
-                               "device_group::broadcast: cudaMemcpyAsync");
+            cuda_check(cudaMemcpyAsync(access::slot(host_, r).out, std::ranges::data(b), n * sizeof(T), cudaMemcpyDeviceToDevice,
+                                       state_->stream),
+                       "device_group::broadcast: cudaMemcpyAsync");
         cuda_check(cudaStreamSynchronize(state_->stream), "device_group::broadcast: cudaStreamSynchronize");
       });
     }
-    barrier();  // the root's copies are complete before anyone goes on
+    access::meet(host_);  // the root's copies are complete before anyone goes on
   }
 
   void barrier() { host_.barrier(); }
 
  private:
   friend class device_group;
+  using access = detail::thread_group_access;
   device_communicator(std::shared_ptr<detail::device_group_state> s, thread_communicator host)
       : state_(std::move(s)), host_(std::move(host)) {}
-
-  detail::thread_slot& slot(int r) const { return state_->slots[std::size_t(r)]; }
-
-  // Posts this rank's buffers and meets the others; then every rank checks every rank's
-  // arguments (its own `problem`, found before the rendezvous, and every rank's size), so all
-  // raise together instead of leaving the others at a barrier until the timeout (and meet once
-  // more, keeping the barriers aligned).
-  void post(detail::thread_slot s, const char* who, const std::string& problem) {
-    s.rejected = !problem.empty();
-    slot(rank()) = s;
-    barrier();
-    if (!problem.empty()) {
-      barrier();
-      detail::throw_invalid(problem);
-    }
-    for (int r = 0; r < size(); ++r)
-      if (slot(r).rejected) {
-        barrier();
-        throw communication_error(std::string(who) + ": rank " + std::to_string(r) +
-                                  " rejected its arguments (this is rank " + std::to_string(rank()) + ")");
-      }
-    std::string error;
-    for (int r = 1; r < size() && error.empty(); ++r)
-      if (slot(r).n != slot(0).n || slot(r).element_size != slot(0).element_size)
-        error = std::string(who) + ": buffer sizes differ across ranks (rank 0 has " + std::to_string(slot(0).n) +
-                " elements of " + std::to_string(slot(0).element_size) + " bytes, rank " + std::to_string(r) + " has " +
-                std::to_string(slot(r).n) + " elements of " + std::to_string(slot(r).element_size) +
-                " bytes; this is rank " + std::to_string(rank()) + ")";
-    if (!error.empty()) {
-      barrier();
-      detail::throw_invalid(error);
-    }
-  }
 
   // The root's stream work (queue, then wait for it) must finish before the closing barrier; a
   // failure aborts the group, so the other ranks raise at that barrier instead of waiting.
@@ -190,18 +191,18 @@ class device_communicator {
 
   template <class T>
   void reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    // This rank's own bad arguments are agreed on in post(), so every rank raises, none waits.
     std::string problem;
     if (op != reduce_op::sum && op != reduce_op::avg)
       problem = std::string("device_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
     else if (n_in != n_out)
       problem = "device_group::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
-    post({.in = in, .out = out, .n = n_in, .element_size = sizeof(T)}, "device_group::all_reduce", problem);
+    access::post(host_, {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op},
+                 {.in = in, .out = out}, "device_group::all_reduce", problem);
     if (rank() == 0 && n_in != 0) {
       detail::device_group_table<T> t{};
       for (int r = 0; r < size(); ++r) {
-        t.in[r] = static_cast<const T*>(slot(r).in);
-        t.out[r] = static_cast<T*>(slot(r).out);
+        t.in[r] = static_cast<const T*>(access::slot(host_, r).in);
+        t.out[r] = static_cast<T*>(access::slot(host_, r).out);
       }
       const double scale = op == reduce_op::avg ? 1.0 / size() : 1.0;
       const std::size_t blocks = detail::cuda_blocks(n_in, detail::cuda_max_blocks);
@@ -211,7 +212,7 @@ class device_communicator {
         cuda_check(cudaStreamSynchronize(state_->stream), "device_group::all_reduce: cudaStreamSynchronize");
       });
     }
-    barrier();  // every output written before any rank goes on
+    access::meet(host_);  // every output written before any rank goes on
   }
 
   std::shared_ptr<detail::device_group_state> state_;
@@ -222,7 +223,12 @@ inline device_communicator device_group::member(int rank) const { return {state_
 
 template <class F>
 void device_group::run(F&& f) const {
-  state_->host.run([&](thread_communicator m) { f(device_communicator(state_, m)); });
+  state_->host.run([&](thread_communicator m) {
+    const int d = state_->device;
+    cuda_check(state_->calls.set_device(d), ("device_group::run: cudaSetDevice(" + std::to_string(d) + ") on worker " +
+                                             std::to_string(m.rank()) + "'s thread").c_str());
+    f(device_communicator(state_, m));
+  });
 }
 
 /// The 0.1 spelling.
