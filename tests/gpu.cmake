@@ -50,6 +50,14 @@ set_target_properties(test_gpu_host PROPERTIES CUDA_ARCHITECTURES ${_dppf_first_
 add_test(NAME test_gpu_host COMMAND test_gpu_host)
 set_tests_properties(test_gpu_host PROPERTIES LABELS cuda)
 if(TARGET dppf::nccl)
+  # The NCCL operation and type tables, checked on the host (label "cuda": CI runs it).
+  add_executable(test_nccl_host gpu/test_nccl_host.cu)
+  target_link_libraries(test_nccl_host PRIVATE doctest::doctest dppf::cuda dppf::nccl)
+  target_include_directories(test_nccl_host PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_options(test_nccl_host PRIVATE ${DPPF_CUDA_WARNINGS})
+  set_target_properties(test_nccl_host PROPERTIES CUDA_ARCHITECTURES ${_dppf_first_arch})
+  add_test(NAME test_nccl_host COMMAND test_nccl_host)
+  set_tests_properties(test_nccl_host PROPERTIES LABELS cuda)
   # The timeout-and-abort case runs on its own, bounded: a hang costs a minute, not the check.
   set(_dppf_nccl_timeout_case "nccl: a rank that never arrives*")
   dppf_add_gpu_test(test_nccl gpu/test_nccl.cu LIBS dppf::nccl ARGS "--test-case-exclude=${_dppf_nccl_timeout_case}")

@@ -9,8 +9,12 @@
 //   aborts the communicator (ncclCommAbort) and raises dppf::communication_error; the other
 //   ranks then fail in NCCL or reach their own timeout and raise too, never hang.
 // * Buffer all-reduces support sum and avg (ncclAvg), in place or out of place; scalars
-//   (double) also min and max. Buffer sizes are compared across ranks first (one scalar
-//   all-gather; options.check_sizes = false skips it).
+//   (double) also min and max. Before each buffer collective the ranks agree on its arguments
+//   (collective, sizes, reduce_op, root, and whether a rank rejected its own): one all-reduce
+//   (max) of the few integers of communicators/detail/agreement.hpp, so a mismatch raises on
+//   every rank instead of hanging NCCL or corrupting a buffer; options.check_sizes = false
+//   skips it. The check cannot ride with the data: NCCL needs the counts and the root on the
+//   host before it can start.
 // * Stream order: collectives run on the communicator's stream, after the work queued there;
 //   buffers produced on another stream must have that stream synchronized first (an executor on
 //   the same stream, e.g. dppf::cuda_executor{stream}, needs nothing). Buffers used here and allocated in
@@ -21,6 +25,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -32,34 +37,45 @@
 #include "../cuda_check.cuh"
 #include "../error.hpp"
 #include "../device_array.cuh"
+#include "detail/agreement.hpp"
 
 namespace dppf {
 
 struct nccl_options {
   /// Longest wait for any NCCL operation (including initialization) before aborting.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
-  /// Compare buffer sizes across ranks before each buffer collective (one scalar all-gather).
+  /// Agree on the arguments of each buffer collective across ranks first (sizes, element type,
+  /// reduce_op, root; one all-reduce of a few integers). Off: a mismatch is undefined in NCCL
+  /// (a hang until the timeout, or a corrupt buffer).
   bool check_sizes = true;
 };
 
 namespace detail {
 
+// NCCL's element type for T: only the types dppf reduces (parameter buffers, scalars, the
+// argument agreement's integers); anything else is a compile-time error, never a wrong type.
 template <class T>
 constexpr ncclDataType_t nccl_type() {
   if constexpr (std::is_same_v<T, float>)
-    return ncclFloat;
+    return ncclFloat32;
+  else if constexpr (std::is_same_v<T, double>)
+    return ncclFloat64;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return ncclInt64;
   else
-    return ncclDouble;
+    static_assert(sizeof(T) == 0, "dppf::nccl_communicator: no NCCL type for this element type");
 }
 
-inline ncclRedOp_t nccl_op(reduce_op op) {
+// NCCL's reduction for op (avg is NCCL's own ncclAvg, not a sum scaled afterwards). One rank
+// cannot tell sum from avg, so a host test checks this table.
+constexpr ncclRedOp_t nccl_op(reduce_op op) {
   switch (op) {
     case reduce_op::sum: return ncclSum;
     case reduce_op::avg: return ncclAvg;
     case reduce_op::min: return ncclMin;
     case reduce_op::max: return ncclMax;
   }
-  return ncclSum;
+  throw_invalid("nccl: invalid reduce_op " + std::to_string(static_cast<int>(op)));
 }
 
 }  // namespace detail
@@ -85,6 +101,7 @@ class nccl_communicator {
     detail::require_option(options.timeout.count() > 0, "nccl", "timeout", options.timeout.count(), "must be > 0 ms");
     // The scratch first: if it cannot be had, no communicator is left behind unfinalized.
     scratch_ = device_array<double>(static_cast<std::size_t>(size) + 1, stream_);
+    words_ = device_array<std::int64_t>((static_cast<std::size_t>(size) + 1) * detail::agreement_words, stream_);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     const ncclResult_t r = ncclCommInitRankConfig(&comm_, size, id, rank, &config);
@@ -94,23 +111,23 @@ class nccl_communicator {
       throw communication_error(std::string("dppf::nccl_communicator: ncclCommInitRankConfig failed on rank ") + std::to_string(rank) +
                                 ": " + ncclGetErrorString(r));
     }
-    wait_nccl("ncclCommInitRankConfig");
+    wait("ncclCommInitRankConfig", false);
   }
 
-  nccl(const nccl&) = delete;
-  nccl& operator=(const nccl&) = delete;
-  nccl(nccl&& o) noexcept
+  nccl_communicator(const nccl_communicator&) = delete;
+  nccl_communicator& operator=(const nccl_communicator&) = delete;
+  nccl_communicator(nccl_communicator&& o) noexcept
       : rank_(o.rank_), size_(o.size_), stream_(o.stream_), options_(o.options_),
-        comm_(std::exchange(o.comm_, nullptr)), scratch_(std::move(o.scratch_)) {}
-  nccl& operator=(nccl&&) = delete;
+        comm_(std::exchange(o.comm_, nullptr)), scratch_(std::move(o.scratch_)), words_(std::move(o.words_)) {}
+  nccl_communicator& operator=(nccl_communicator&&) = delete;
 
   /// Finalizes (waiting at most the timeout) and destroys the communicator; aborts it if that fails.
-  ~nccl() {
+  ~nccl_communicator() {
     if (!comm_) return;
     ncclResult_t r = ncclCommFinalize(comm_);
     if (r == ncclSuccess || r == ncclInProgress) {
       try {
-        wait_nccl("ncclCommFinalize");  // aborts and nulls comm_ on failure
+        wait("ncclCommFinalize", false);  // aborts and nulls comm_ on failure
       } catch (...) {
       }
     } else {
@@ -130,24 +147,14 @@ class nccl_communicator {
   void all_reduce(const In& in, Out&& out, reduce_op op) {
     using T = std::remove_cv_t<buffer_element_t<Out>>;
     static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
-    require_buffer_op(op);
-    detail::require_same_size(std::ranges::size(in), std::ranges::size(out), "nccl::all_reduce output");
-    if (options_.check_sizes) require_same_size_on_all_ranks(*this, std::ranges::size(in), "nccl::all_reduce");
-    check(ncclAllReduce(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), detail::nccl_type<T>(),
-                        detail::nccl_op(op), comm_, stream_),
-          "ncclAllReduce");
-    wait("ncclAllReduce");
+    reduce_buffer<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
   }
 
   template <device_buffer B>
   void all_reduce(B&& inout, reduce_op op) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    require_buffer_op(op);
-    if (options_.check_sizes) require_same_size_on_all_ranks(*this, std::ranges::size(inout), "nccl::all_reduce");
     T* p = std::ranges::data(inout);
-    check(ncclAllReduce(p, p, std::ranges::size(inout), detail::nccl_type<T>(), detail::nccl_op(op), comm_, stream_),
-          "ncclAllReduce");
-    wait("ncclAllReduce");
+    reduce_buffer<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
   }
 
   /// A scalar reduced over ranks (sum, avg, min or max), through the device.
@@ -170,18 +177,63 @@ class nccl_communicator {
   template <device_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    if (root < 0 || root >= size_) detail::throw_invalid("nccl::broadcast: root " + std::to_string(root) + " out of range");
-    if (options_.check_sizes) require_same_size_on_all_ranks(*this, std::ranges::size(b), "nccl::broadcast");
+    std::string problem;
+    if (root < 0 || root >= size_)
+      problem = "nccl::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size_) + ")";
+    const std::size_t n = std::ranges::size(b);
+    agree("nccl::broadcast", {.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root}, problem);
     T* p = std::ranges::data(b);
-    check(ncclBroadcast(p, p, std::ranges::size(b), detail::nccl_type<T>(), root, comm_, stream_), "ncclBroadcast");
+    check(ncclBroadcast(p, p, n, detail::nccl_type<T>(), root, comm_, stream_), "ncclBroadcast");
     wait("ncclBroadcast");
   }
 
   void barrier() { (void)all_reduce(0.0, reduce_op::sum); }
 
  private:
-  static void require_buffer_op(reduce_op op) {
-    detail::require(op == reduce_op::sum || op == reduce_op::avg, "nccl::all_reduce of a buffer supports sum and avg only");
+  template <class T>
+  void reduce_buffer(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    std::string problem;
+    if (op != reduce_op::sum && op != reduce_op::avg)
+      problem = std::string("nccl::all_reduce of a buffer supports sum and avg only, not ") + to_string(op);
+    else if (n_in != n_out)
+      problem = "nccl::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
+    agree("nccl::all_reduce", {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op},
+          problem);
+    check(ncclAllReduce(in, out, n_in, detail::nccl_type<T>(), detail::nccl_op(op), comm_, stream_), "ncclAllReduce");
+    wait("ncclAllReduce");
+  }
+
+  // One all-reduce (max) of this rank's encoded arguments; every rank raises together unless
+  // all agree (an all-gather of the encodings then names who differs). Without the check, a
+  // rank's own bad argument raises on that rank alone.
+  void agree(const char* who, detail::collective_args args, const std::string& problem) {
+    if (!options_.check_sizes) {
+      if (!problem.empty()) detail::throw_invalid(problem);
+      return;
+    }
+    require_alive(who);
+    args.rejected = !problem.empty();
+    const detail::agreement_vector mine = detail::encode(args, rank_);
+    constexpr std::size_t words = detail::agreement_words;
+    detail::agreement_vector max{};
+    cuda_check(cudaMemcpyAsync(words_.data(), mine.data(), sizeof mine, cudaMemcpyHostToDevice, stream_),
+               "nccl: cudaMemcpyAsync (arguments)");
+    check(ncclAllReduce(words_.data(), words_.data(), words, ncclInt64, ncclMax, comm_, stream_), "ncclAllReduce (arguments)");
+    cuda_check(cudaMemcpyAsync(max.data(), words_.data(), sizeof max, cudaMemcpyDeviceToHost, stream_),
+               "nccl: cudaMemcpyAsync (arguments)");
+    wait("ncclAllReduce (arguments)");
+    detail::raise_unless_agreed(who, rank_, problem, detail::verdict(max), [&] {
+      std::vector<detail::agreement_vector> all(static_cast<std::size_t>(size_));
+      cuda_check(cudaMemcpyAsync(words_.data(), mine.data(), sizeof mine, cudaMemcpyHostToDevice, stream_),
+                 "nccl: cudaMemcpyAsync (arguments)");
+      check(ncclAllGather(words_.data(), words_.data() + words, words, ncclInt64, comm_, stream_), "ncclAllGather (arguments)");
+      cuda_check(cudaMemcpyAsync(all.data(), words_.data() + words, all.size() * sizeof mine, cudaMemcpyDeviceToHost, stream_),
+                 "nccl: cudaMemcpyAsync (arguments)");
+      wait("ncclAllGather (arguments)");
+      std::vector<detail::collective_args> args_of(all.size());
+      for (std::size_t r = 0; r < all.size(); ++r) args_of[r] = detail::decode(all[r]);
+      return args_of;
+    });
   }
 
   void require_alive(const char* what) const {
@@ -204,25 +256,10 @@ class nccl_communicator {
     }
   }
 
-  // Polls until NCCL has no call in progress on comm_ (init, finalize, enqueue).
-  void wait_nccl(const char* what) {
-    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
-    for (;;) {
-      require_alive(what);
-      ncclResult_t async = ncclSuccess;
-      const ncclResult_t r = ncclCommGetAsyncError(comm_, &async);
-      if (r != ncclSuccess) fail(std::string("ncclCommGetAsyncError failed during ") + what + ": " + ncclGetErrorString(r));
-      if (async == ncclSuccess) return;
-      if (async != ncclInProgress) fail(std::string(what) + " failed asynchronously: " + ncclGetErrorString(async));
-      if (std::chrono::steady_clock::now() > deadline)
-        fail(std::string(what) + " timed out after " + std::to_string(options_.timeout.count()) + " ms");
-      std::this_thread::yield();
-    }
-  }
-
-  // Waits for the collective just queued: NCCL done enqueuing, then the stream done, polling
-  // NCCL's asynchronous error all along.
-  void wait(const char* what) {
+  // Polls NCCL's asynchronous error until no call is in progress on comm_ and then, for a
+  // collective (on_stream), until the stream has run it; up to the timeout. Used for init and
+  // finalize too, which queue nothing on the stream.
+  void wait(const char* what, bool on_stream = true) {
     const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
     for (;;) {
       require_alive(what);
@@ -232,9 +269,13 @@ class nccl_communicator {
       if (async != ncclSuccess && async != ncclInProgress)
         fail(std::string(what) + " failed asynchronously: " + ncclGetErrorString(async));
       if (async == ncclSuccess) {
+        if (!on_stream) return;
         const cudaError_t e = cudaStreamQuery(stream_);
         if (e == cudaSuccess) return;
-        if (e != cudaErrorNotReady) fail(std::string(what) + ": CUDA error " + cudaGetErrorName(e) + " on the stream");
+        if (e != cudaErrorNotReady) {
+          (void)cudaGetLastError();  // reported here, not again by a later launch check
+          fail(std::string(what) + ": CUDA error " + cudaGetErrorName(e) + " on the stream");
+        }
       }
       if (std::chrono::steady_clock::now() > deadline)
         fail(std::string(what) + " timed out after " + std::to_string(options_.timeout.count()) + " ms");
@@ -262,7 +303,8 @@ class nccl_communicator {
   cudaStream_t stream_;
   nccl_options options_;
   ncclComm_t comm_ = nullptr;
-  device_array<double> scratch_;  // [scalar in/out, all-gather results (size)]
+  device_array<double> scratch_;         // [scalar in/out, all-gather results (size)]
+  device_array<std::int64_t> words_;     // argument agreement: [this rank's, every rank's (size)]
 };
 
 /// The 0.1 spelling.
