@@ -17,6 +17,7 @@
 
 #include <thrust/system/cuda/execution_policy.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <chrono>
 #include <cstdint>
@@ -92,6 +93,34 @@ TEST_CASE("cuda reductions give the same bits run to run") {
   const auto x = dppf::to_device(dppf_test::random_vector<float>(3000017, 21), s.s);
   const double first = dppf::squared_norm(ex, x);
   for (int k = 0; k < 5; ++k) CHECK(dppf::squared_norm(ex, x) == first);
+}
+
+TEST_CASE("cuda reductions give the same bits for the same data at an aligned and a misaligned offset") {
+  // Offset 0 takes the vector loads, offset 1 the scalar ones: both must add the same elements
+  // in the same order (a different partition changed the last bits).
+  stream_guard s;
+  const dppf::cuda_executor ex{s.s};
+  for (const std::size_t n : {std::size_t{1000}, std::size_t{3000017}}) {
+    CAPTURE(n);
+    const auto h = dppf_test::random_vector<float>(n, 31);
+    const auto hy = dppf_test::random_vector<float>(n, 32);
+    std::vector<float> shifted(n + 1, 0.0f), shifted_y(n + 1, 0.0f);
+    std::copy(h.begin(), h.end(), shifted.begin() + 1);
+    std::copy(hy.begin(), hy.end(), shifted_y.begin() + 1);
+    const auto a = dppf::to_device(h, s.s), ay = dppf::to_device(hy, s.s);
+    const auto b = dppf::to_device(shifted, s.s), by = dppf::to_device(shifted_y, s.s);
+    const auto bs = dppf::view(b).subspan(1, n), bys = dppf::view(by).subspan(1, n);
+    CHECK(dppf::detail::cuda_aligned(4, a.data()));
+    CHECK_FALSE(dppf::detail::cuda_aligned(4, bs.data()));
+    CHECK(dppf::squared_norm(ex, a) == dppf::squared_norm(ex, bs));
+    CHECK(dppf::sum(ex, a) == dppf::sum(ex, bs));
+    CHECK(dppf::dot(ex, a, ay) == dppf::dot(ex, bs, bys));
+    const auto hd = dppf_test::random_vector<double>(n, 33);
+    std::vector<double> shifted_d(n + 1, 0.0);
+    std::copy(hd.begin(), hd.end(), shifted_d.begin() + 1);
+    const auto ad = dppf::to_device(hd, s.s), bd = dppf::to_device(shifted_d, s.s);
+    CHECK(dppf::squared_norm(ex, ad) == dppf::squared_norm(ex, dppf::view(bd).subspan(1, n)));
+  }
 }
 
 TEST_CASE("device_group runs every worker on the stream's device") {

@@ -11,6 +11,7 @@
 #include <dppf/communicators/device_group.cuh>
 #include <dppf/optimizers/sgd.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <span>
@@ -243,3 +244,35 @@ TEST_CASE("device_group: the device is the stream's, and every worker thread mak
       "device_group: cudaStreamGetDevice");
 }
 
+TEST_CASE("cuda reductions: a thread's elements and their order depend on n and the grid only, and cover every element once") {
+  using dppf::detail::cuda_thread_elements;
+  // The kernel's two load paths (vector loads for aligned buffers, scalar ones otherwise) both
+  // visit these elements in this order, so the same data at another offset sums to the same
+  // bits. Replayed here for the grids the executor uses.
+  for (const std::size_t n : {std::size_t{1}, std::size_t{3}, std::size_t{4097}, std::size_t{3000017}}) {
+    const std::size_t blocks = dppf::detail::cuda_blocks(n, dppf::detail::cuda_reduce_blocks);
+    const std::size_t threads = blocks * dppf::detail::cuda_block;
+    CAPTURE(n);
+    std::vector<unsigned char> seen(n, 0);
+    std::size_t bad_order = 0, bad_chunk = 0;
+    for (std::size_t tid = 0; tid < threads; ++tid) {
+      std::size_t last = 0;
+      bool first = true;
+      const auto visit = [&](std::size_t i) {
+        bad_order += !first && i <= last;  // increasing within a thread
+        first = false;
+        last = i;
+        if (i < n) ++seen[i];
+      };
+      cuda_thread_elements<4>(n, tid, threads,
+                              [&](std::size_t j) {
+                                bad_chunk += j % threads != tid;  // chunk j belongs to thread j mod threads
+                                for (std::size_t k = 0; k < 4; ++k) visit(4 * j + k);
+                              },
+                              visit);
+    }
+    CHECK(bad_order == 0);
+    CHECK(bad_chunk == 0);
+    CHECK(std::count(seen.begin(), seen.end(), 1) == std::ptrdiff_t(n));
+  }
+}

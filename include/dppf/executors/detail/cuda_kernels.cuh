@@ -5,9 +5,11 @@
 // * When every buffer of a launch is aligned to V elements (16 bytes for float-only or
 //   double-only launches), each thread moves V elements per buffer with one vector load and
 //   store; the remainder (and every misaligned launch) runs element by element.
-// * Reductions accumulate in double: each thread over its grid-stride elements, then a CUB block
-//   reduction into one partial per block, then one block adds the partials. The grid depends
-//   only on n, so the result is the same run to run on a given device.
+// * Reductions accumulate in double: each thread over its elements, then a CUB block reduction
+//   into one partial per block, then one block adds the partials. Which elements a thread adds,
+//   and in what order, is cuda_thread_elements: a function of n, the element types and the grid
+//   (itself a function of n), never of the buffers' alignment. So the result has the same bits
+//   run to run on a given device and for the same data at any offset, vector loads or not.
 
 #include <cuda/std/tuple>
 #include <cub/block/block_reduce.cuh>
@@ -75,27 +77,48 @@ template <class... T>
   return {const_cast<std::remove_const_t<T>*>(p)...};
 }
 
+// The elements thread `tid` of a grid of `threads` threads owns, in the order it visits them:
+// chunk(j) for the chunks j = tid, tid + threads, ... of V consecutive elements [jV, jV + V)
+// below n / V * V, then one(i) for the tail i = n / V * V + tid, + threads, ... below n. It
+// depends on n, V and the grid only: a reduction adds the same elements in the same order
+// whether a chunk is one vector load or V scalar ones. (Host and device: tests replay it.)
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+template <int V, class Chunk, class One>
+DPPF_HOST_DEVICE void cuda_thread_elements(std::size_t n, std::size_t tid, std::size_t threads, Chunk&& chunk, One&& one) {
+  const std::size_t chunks = n / V;
+  for (std::size_t j = tid; j < chunks; j += threads) chunk(j);
+  for (std::size_t i = chunks * V + tid; i < n; i += threads) one(i);
+}
+
 // Calls op(i, p0[i], ..., pk[i]) once for every i in [0, n) this thread owns, read-only
-// buffers as const. Store: write the writable vector lanes back (transforms); reductions only read.
+// buffers as const. Store: write the writable elements back (transforms); reductions only read.
 template <int V, bool Store, unsigned long long Mask, class Op, class... U, std::size_t... K>
 __device__ void cuda_visit(Op& op, std::size_t n, bool vectorized, ::cuda::std::tuple<U*...> p,
                            std::index_sequence<K...>) {
-  const std::size_t stride = std::size_t(blockDim.x) * gridDim.x;
+  const std::size_t threads = std::size_t(blockDim.x) * gridDim.x;
   const std::size_t tid = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  std::size_t done = 0;
+  const auto one = [&](std::size_t i) { op(i, static_cast<cuda_cv<Mask, K, U>&>(::cuda::std::get<K>(p)[i])...); };
   if (vectorized) {
-    const std::size_t nv = n / V;
-    for (std::size_t j = tid; j < nv; j += stride) {
+    cuda_thread_elements<V>(n, tid, threads, [&](std::size_t j) {
       ::cuda::std::tuple<cuda_lanes<cuda_cv<Mask, K, U>, V>...> r;
       (::cuda::std::get<K>(r).load(::cuda::std::get<K>(p), j), ...);
 #pragma unroll
       for (int k = 0; k < V; ++k) op(j * V + std::size_t(k), ::cuda::std::get<K>(r).at(k)...);
       if constexpr (Store) (::cuda::std::get<K>(r).store(::cuda::std::get<K>(p), j), ...);
-    }
-    done = nv * V;
+    }, one);
+  } else if constexpr (!Store) {
+    // A reduction on misaligned buffers: the vector path's elements and order, loaded one by one.
+    cuda_thread_elements<V>(n, tid, threads, [&](std::size_t j) {
+#pragma unroll
+      for (int k = 0; k < V; ++k) one(j * V + std::size_t(k));
+    }, one);
+  } else {
+    // A misaligned transform: its result does not depend on the order, so consecutive threads
+    // take consecutive elements (coalesced).
+    for (std::size_t i = tid; i < n; i += threads) one(i);
   }
-  for (std::size_t i = done + tid; i < n; i += stride)
-    op(i, static_cast<cuda_cv<Mask, K, U>&>(::cuda::std::get<K>(p)[i])...);
 }
 
 template <int V, unsigned long long Mask, class F, class... U>
