@@ -44,8 +44,9 @@ class device_array {
     ptr_ = static_cast<T*>(p);
     const cudaError_t e = cudaMemsetAsync(ptr_, 0, n * sizeof(T), stream);
     if (e != cudaSuccess) {
-      (void)cudaFreeAsync(ptr_, stream);
-      cuda_check(e, "device_array: cudaMemsetAsync");
+      detail::cuda_discard(cudaFreeAsync(ptr_, stream));
+      ptr_ = nullptr;
+      cuda_check(e, "device_array: cudaMemsetAsync");  // reports e, and clears it as the last error
     }
   }
   device_array(const device_array&) = delete;
@@ -75,7 +76,7 @@ class device_array {
 
  private:
   void release() noexcept {
-    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);  // errors here have no one to go to
+    if (ptr_) detail::cuda_discard(cudaFreeAsync(ptr_, stream_));  // errors here have no one to go to
     ptr_ = nullptr;
     n_ = 0;
   }

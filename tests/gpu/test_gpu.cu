@@ -123,6 +123,22 @@ TEST_CASE("cuda reductions give the same bits for the same data at an aligned an
   }
 }
 
+TEST_CASE("cuda errors reported or deliberately ignored are not reported again by a later launch") {
+  stream_guard s;
+  const dppf::cuda_executor ex{s.s};
+  // An allocation that cannot succeed: reported once, as its own cuda_error ...
+  CHECK_THROWS_AS((void)dppf::device_array<float>(std::size_t{1} << 60, s.s), dppf::cuda_error);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  // ... so the next launch check passes.
+  auto x = ex.allocate<float>(1000);
+  CHECK_NOTHROW(ex.transform_indexed(index_value{}, x));
+  // A result ignored on purpose (as a failed cudaFreeAsync is) is cleared too.
+  dppf::detail::cuda_discard(cudaSetDevice(1 << 20));
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK_NOTHROW(ex.transform_indexed(index_value{}, x));
+  ex.synchronize();
+}
+
 TEST_CASE("device_group runs every worker on the stream's device") {
   int devices = 0;
   dppf::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
