@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
+#include <limits>
 #include <chrono>
 #include <cstdint>
 #include <span>
@@ -47,8 +49,11 @@ static_assert(std::same_as<decltype(thrust_on(nullptr))::memory_space, dppf::dev
 static_assert(std::same_as<dppf::buffer_t<dppf::cuda_executor, float>, dppf::device_array<float>>);
 static_assert(dppf::communicator<dppf::device_communicator>);
 
+// A pattern that depends on the high index bits too: an index truncated to 32 (or 31) bits
+// writes the wrong value, not just the right value at the wrong place.
+DPPF_HOST_DEVICE inline float high_bits_pattern(std::size_t i) { return static_cast<float>((i >> 28) * 8 + i % 8); }
 struct index_value {
-  DPPF_HOST_DEVICE void operator()(std::size_t i, float& x) const { x = static_cast<float>(i % 8); }
+  DPPF_HOST_DEVICE void operator()(std::size_t i, float& x) const { x = high_bits_pattern(i); }
 };
 struct as_double {
   DPPF_HOST_DEVICE double operator()(const float& x) const { return x; }
@@ -74,6 +79,117 @@ TEST_CASE("cuda executor sgd and adamw steps match dppf::host_executor") {
   stream_guard s;
   dppf_gpu_test::check_optimizers<device_mirror, float>(dppf::cuda_executor{s.s}, false);
   dppf_gpu_test::check_optimizers<device_mirror, double>(dppf::cuda_executor{s.s}, false);
+}
+
+namespace {
+
+// torch.optim.SGD and torch.optim.AdamW on one buffer, in double and written out from PyTorch's
+// documented algorithms (not from dppf's functors): the independent reference of the GPU steps.
+// buffers() lists the state in the order the optimizer's for_each_buffer names it.
+struct sgd_reference {
+  explicit sgd_reference(dppf::sgd_options options) : o(options) {}
+  dppf::sgd_options o;
+  std::vector<double> m;
+  long step = 0;
+  void operator()(std::vector<double>& p, const std::vector<double>& g) {
+    if (o.momentum != 0 && m.empty()) m.assign(p.size(), 0.0);
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      double d = (o.maximize ? -g[i] : g[i]) + o.weight_decay * p[i];
+      if (o.momentum != 0) {
+        m[i] = step == 0 ? d : o.momentum * m[i] + (1 - o.dampening) * d;
+        d = o.nesterov ? d + o.momentum * m[i] : m[i];
+      }
+      p[i] -= o.lr * d;
+    }
+    ++step;
+  }
+  std::vector<std::vector<double>> buffers() const { return m.empty() ? std::vector<std::vector<double>>{} : std::vector<std::vector<double>>{m}; }
+};
+
+struct adamw_reference {
+  explicit adamw_reference(dppf::adamw_options options) : o(options) {}
+  dppf::adamw_options o;
+  std::vector<double> m, v, vmax;
+  long step = 0;
+  void operator()(std::vector<double>& p, const std::vector<double>& g) {
+    if (m.empty()) m.assign(p.size(), 0.0), v.assign(p.size(), 0.0), vmax.assign(o.amsgrad ? p.size() : 0, 0.0);
+    ++step;
+    const double bc1 = 1 - std::pow(o.beta1, double(step)), bc2 = 1 - std::pow(o.beta2, double(step));
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      const double gi = o.maximize ? -g[i] : g[i];
+      p[i] *= 1 - o.lr * o.weight_decay;
+      m[i] = o.beta1 * m[i] + (1 - o.beta1) * gi;
+      v[i] = o.beta2 * v[i] + (1 - o.beta2) * gi * gi;
+      double second = v[i];
+      if (o.amsgrad) second = vmax[i] = std::max(vmax[i], v[i]);
+      p[i] -= o.lr / bc1 * m[i] / (std::sqrt(second) / std::sqrt(bc2) + o.eps);
+    }
+  }
+  std::vector<std::vector<double>> buffers() const {
+    std::vector<std::vector<double>> b{m, v};
+    if (o.amsgrad) b.push_back(vmax);
+    return b;
+  }
+};
+
+// Elements of got (in T) farther from the double reference than 16 eps_T (|ref| + rms(ref)):
+// a few roundings of T per operation and step, the rms term for moments that cancel.
+template <class T>
+std::size_t far_from(const std::vector<T>& got, const std::vector<double>& ref) {
+  REQUIRE(got.size() == ref.size());
+  double sq = 0;
+  for (const double r : ref) sq += r * r;
+  const double rms = ref.empty() ? 0.0 : std::sqrt(sq / double(ref.size()));
+  const double eps = std::numeric_limits<T>::epsilon();
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) bad += !(std::abs(double(got[i]) - ref[i]) <= 16 * eps * (std::abs(ref[i]) + rms));
+  return bad;
+}
+
+// Three steps on the GPU against the double reference, parameters and every state buffer.
+template <class T, class Opt, class Ref>
+void check_against_double(cudaStream_t s, const Opt& opt, Ref ref, std::size_t n, std::uint64_t seed) {
+  CAPTURE(n);
+  const dppf::cuda_executor ex{s};
+  const auto p0 = dppf_test::random_vector<T>(n, seed);
+  std::vector<double> p_ref(p0.begin(), p0.end());
+  auto p = dppf::to_device(p0, s);
+  auto state = opt.template init<T>(ex, n);
+  for (int k = 0; k < 3; ++k) {
+    const auto g = dppf_test::random_vector<T>(n, seed + 10 + std::uint64_t(k));
+    opt.step(ex, p, dppf::to_device(g, s), state);
+    ref(p_ref, std::vector<double>(g.begin(), g.end()));
+  }
+  CHECK(far_from(dppf::to_host(p, s), p_ref) == 0);
+  const auto want = ref.buffers();
+  std::size_t k = 0;
+  state.for_each_buffer([&](const char* name, auto& b) {
+    CAPTURE(name);
+    REQUIRE(k < want.size());
+    CHECK(far_from(dppf::to_host(b, s), want[k++]) == 0);
+  });
+  CHECK(k == want.size());
+}
+
+template <class T>
+void check_optimizers_against_double(cudaStream_t s) {
+  for (const std::size_t n : {std::size_t{7}, std::size_t{1000003}}) {
+    const dppf::sgd_options sgd_cases[] = {{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true},
+                                           {.lr = 0.05, .momentum = 0.5, .dampening = 0.25, .maximize = true},
+                                           {.lr = 0.01}};
+    std::uint64_t seed = 700;
+    for (const auto& o : sgd_cases) check_against_double<T>(s, dppf::sgd{o}, sgd_reference{o}, n, ++seed);
+    const dppf::adamw_options adamw_cases[] = {{.lr = 1e-2, .weight_decay = 0.1}, {.lr = 1e-3, .amsgrad = true, .maximize = true}};
+    for (const auto& o : adamw_cases) check_against_double<T>(s, dppf::adamw{o}, adamw_reference{o}, n, ++seed);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda executor sgd and adamw steps match a double-precision replay of PyTorch's algorithms") {
+  stream_guard s;
+  check_optimizers_against_double<float>(s.s);
+  check_optimizers_against_double<double>(s.s);
 }
 
 TEST_CASE("thrust cuda executor sgd and adamw steps match dppf::host_executor") {
@@ -177,12 +293,25 @@ TEST_CASE("cuda executor handles buffers beyond 2^31 elements") {
   const dppf::cuda_executor ex{s.s};
   auto x = ex.allocate<float>(n);
   ex.transform_indexed(index_value{}, x);
-  // Sum of i % 8 over [0, n): whole periods of 28 plus the tail 0 + 1 + ... + 6.
-  const double want = double(n / 8) * 28.0 + 21.0;
+  // Closed form: each of the 8 runs of 2^28 elements with i >> 28 = b adds 8 b 2^28 and 2^25
+  // periods of 0 + 1 + ... + 7 = 28; the 7 elements past 2^31 add 8 * 8 * 7 and 0 + ... + 6.
+  // Every term and partial sum is an integer below 2^53: exact in double.
+  double want = 0;
+  for (int b = 0; b < 8; ++b) want += 8.0 * b * double(std::size_t{1} << 28) + double(std::size_t{1} << 25) * 28.0;
+  want += 8.0 * 8.0 * 7.0 + 21.0;
   CHECK(ex.transform_reduce(as_double{}, x) == want);
-  std::vector<float> tail(16);
-  dppf::cuda_check(cudaMemcpy(tail.data(), x.data() + (n - 16), 16 * sizeof(float), cudaMemcpyDeviceToHost), "copy");
-  for (std::size_t k = 0; k < 16; ++k) CHECK(tail[k] == float((n - 16 + k) % 8));
+  // Elements around every boundary of the high bits, and the last ones.
+  std::vector<std::size_t> probes;
+  for (std::size_t b = 1; b <= 8; ++b)
+    for (std::size_t k = 0; k < 4; ++k) probes.push_back((b << 28) - 2 + k);
+  for (std::size_t k = 1; k <= 4; ++k) probes.push_back(n - k);
+  for (const std::size_t i : probes) {
+    if (i >= n) continue;
+    float got = 0;
+    dppf::cuda_check(cudaMemcpy(&got, x.data() + i, sizeof(float), cudaMemcpyDeviceToHost), "copy");
+    CAPTURE(i);
+    CHECK(got == high_bits_pattern(i));
+  }
 }
 
 TEST_CASE("cuda multi-tensor apply updates every tensor of a list like per-tensor host steps") {
@@ -391,4 +520,71 @@ TEST_CASE("trainer on device_group and the cuda executor matches threads and hos
   check_trainer("grawa", sgd, [] { return dppf::grawa{}; });
   check_trainer("diloco", sgd, [] { return dppf::diloco{}; });
   check_trainer("pull_push with adamw", dppf::adamw{{.lr = 1e-2}}, [] { return dppf::pull_push{{.alpha = 0.5, .lambda = 0.01}}; });
+}
+
+TEST_CASE("trainer on device_group and the cuda executor matches a double-precision LocalSGD replay") {
+  // M workers, SGD with momentum, a sync (the mean of the parameters, and of five statistics)
+  // after every second step: replayed in double with plain loops, each worker's gradient
+  // computed from its own parameters (0.5 |x - target_r|^2 plus fixed noise).
+  const int m = 3, steps = 6, tau = 2;
+  const std::size_t n = 10007;
+  const dppf::sgd_options o{.lr = 0.1, .momentum = 0.9};
+  std::vector<std::vector<float>> start, noise_of;
+  for (int r = 0; r < m; ++r) start.push_back(dppf_test::random_vector<float>(n, 70 + std::uint64_t(r)));
+  for (int k = 0; k < m * steps; ++k) noise_of.push_back(dppf_test::random_vector<float>(n, 1000 + std::uint64_t(k), 0.01));
+  const auto grad = [&](int r, int k, const auto& x) {
+    std::vector<double> g(n);
+    for (std::size_t i = 0; i < n; ++i) g[i] = double(x[i]) - 0.1 * r + noise_of[std::size_t(r * steps + k)][i];
+    return g;
+  };
+  std::vector<std::vector<float>> stats0;
+  for (int r = 0; r < m; ++r) stats0.push_back(dppf_test::random_vector<float>(5, 60 + std::uint64_t(r)));
+
+  // The reference.
+  std::vector<std::vector<double>> x(static_cast<std::size_t>(m)), stats(static_cast<std::size_t>(m));
+  std::vector<sgd_reference> opt(std::size_t(m), sgd_reference{o});
+  for (int r = 0; r < m; ++r) {
+    x[std::size_t(r)].assign(start[std::size_t(r)].begin(), start[std::size_t(r)].end());
+    stats[std::size_t(r)].assign(stats0[std::size_t(r)].begin(), stats0[std::size_t(r)].end());
+  }
+  for (int k = 0; k < steps; ++k) {
+    for (int r = 0; r < m; ++r) opt[std::size_t(r)](x[std::size_t(r)], grad(r, k, x[std::size_t(r)]));
+    if ((k + 1) % tau != 0) continue;
+    for (auto* v : {&x, &stats}) {
+      std::vector<double> mean((*v)[0].size(), 0.0);
+      for (const auto& xr : *v)
+        for (std::size_t i = 0; i < mean.size(); ++i) mean[i] += xr[i] / m;
+      for (auto& xr : *v) xr = mean;
+    }
+  }
+
+  // The GPU run.
+  std::vector<std::vector<float>> got_x(static_cast<std::size_t>(m)), got_stats(static_cast<std::size_t>(m));
+  stream_guard s;
+  dppf::device_group(m, s.s).run([&](dppf::device_communicator comm) {
+    const int r = comm.rank();
+    const dppf::cuda_executor ex{s.s};
+    auto xd = dppf::to_device(start[std::size_t(r)], s.s);
+    auto st = dppf::to_device(stats0[std::size_t(r)], s.s);
+    dppf::trainer tr{dppf::sgd{o}, dppf::local_sgd{}, comm, ex, {.tau = tau}};
+    for (int k = 0; k < steps; ++k) {
+      const auto g = grad(r, k, dppf::to_host(xd, s.s));
+      tr.step(xd, dppf::to_device(std::vector<float>(g.begin(), g.end()), s.s), 1.0, st);
+    }
+    got_x[std::size_t(r)] = dppf::to_host(xd, s.s);
+    got_stats[std::size_t(r)] = dppf::to_host(st, s.s);
+  });
+  // Six steps and three syncs, each a few float roundings per element, compounding through the
+  // momentum: 1e-5 (|x| + rms(x)) is about 80 ulps of the scale, and a wrong sync, a missed
+  // momentum term or a step on the wrong worker is off by orders of magnitude more.
+  for (std::size_t r = 0; r < std::size_t(m); ++r) {
+    CAPTURE(r);
+    double sq = 0;
+    for (const double v : x[r]) sq += v * v;
+    const double rms = std::sqrt(sq / double(n));
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i) bad += !(std::abs(double(got_x[r][i]) - x[r][i]) <= 1e-5 * (std::abs(x[r][i]) + rms));
+    CHECK(bad == 0);
+    for (std::size_t i = 0; i < 5; ++i) CHECK(std::abs(double(got_stats[r][i]) - stats[r][i]) <= 1e-6 * (std::abs(stats[r][i]) + 1e-3));
+  }
 }
