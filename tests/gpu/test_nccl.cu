@@ -98,3 +98,47 @@ TEST_CASE("nccl averages one buffer per GPU like a double loop") {
   }
   CHECK(bad == 0);
 }
+
+TEST_CASE("nccl: ranks that name different broadcast roots, or one rank's bad root, raise on every rank, with no hang") {
+  int devices = 0;
+  dppf::cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
+  if (devices < 2) {
+    MESSAGE("skipped: one GPU");
+    return;
+  }
+  const ncclUniqueId id = dppf::nccl_communicator::unique_id();
+  std::vector<std::string> differ(static_cast<std::size_t>(devices)), bad(differ.size()), errors(differ.size());
+  std::vector<std::vector<float>> after(differ.size());
+  std::vector<std::thread> pool;
+  for (int r = 0; r < devices; ++r)
+    pool.emplace_back([&, r] {
+      const auto k = std::size_t(r);
+      try {
+        dppf::cuda_check(cudaSetDevice(r), "cudaSetDevice");
+        dppf::nccl_communicator comm(id, r, devices, nullptr, {.timeout = std::chrono::seconds(60)});
+        auto x = dppf::to_device(std::vector<float>(9, float(r)));
+        try {
+          comm.broadcast(x, r);  // every rank names itself
+        } catch (const std::invalid_argument& e) {
+          differ[k] = e.what();
+        }
+        try {
+          comm.broadcast(x, r == 1 ? devices : 0);
+        } catch (const std::exception& e) {
+          bad[k] = e.what();
+        }
+        after[k] = dppf::to_host(x);
+      } catch (const std::exception& e) {
+        errors[k] = e.what();
+      }
+    });
+  for (auto& t : pool) t.join();
+  for (int r = 0; r < devices; ++r) {
+    const auto k = std::size_t(r);
+    CAPTURE(r);
+    CHECK(errors[k] == "");
+    CHECK(differ[k].find("nccl::broadcast: roots differ across ranks (rank 0 has root 0, rank 1 has root 1") != std::string::npos);
+    CHECK(bad[k].find(r == 1 ? "root " + std::to_string(devices) + " is outside" : "rank 1 rejected its arguments") != std::string::npos);
+    CHECK(after[k] == std::vector<float>(9, float(r)));  // nothing was broadcast
+  }
+}
