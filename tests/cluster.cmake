@@ -1,0 +1,16 @@
+# Tests on an emulated cluster (scripts/cluster.sh): each script makes its own hosts with a
+# cluster id of its own (tests run in parallel), runs, asserts and tears down in a trap. They
+# need root; without it they exit 77 and CTest reports them skipped with the reason, which CI
+# must treat as a failure (label `cluster`).
+#
+#   dppf_add_cluster_test(<name> <script> <cluster id> [ARGS ...] [TIMEOUT s])
+function(dppf_add_cluster_test name script id)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "ARGS" ${ARGN})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 60)
+  endif()
+  add_test(NAME cluster.${name} COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/cluster/${script} ${PROJECT_SOURCE_DIR} ${id} ${ARG_ARGS})
+  set_tests_properties(cluster.${name} PROPERTIES LABELS cluster SKIP_RETURN_CODE 77 TIMEOUT ${ARG_TIMEOUT})
+endfunction()
+
+dppf_add_cluster_test(script cluster_script.sh 201)
