@@ -35,7 +35,8 @@ TEST_CASE("nccl communicator with one rank is the identity") {
     CHECK(comm.all_reduce(-1.0, dppf::reduce_op::min) == -1.0);
     CHECK(comm.all_gather(7.0) == std::vector<double>{7.0});
     comm.barrier();
-    dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, dppf::reduce_op::max); }, "sum and avg only");
+    dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, dppf::reduce_op::max); },
+                                                        "nccl::all_reduce of a buffer supports sum and avg, not max");
     auto short_y = dppf::cuda_executor{s}.allocate<float>(5);
     dppf_test::check_throws_with<std::invalid_argument>([&] { comm.all_reduce(x, short_y, dppf::reduce_op::avg); },
                                                         "output has 5 elements");

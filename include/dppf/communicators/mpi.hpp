@@ -168,9 +168,7 @@ class mpi_communicator {
     using T = std::remove_cv_t<buffer_element_t<B>>;
     static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi_communicator::broadcast: the buffer is read-only");
     const std::size_t n = std::ranges::size(b);
-    std::string error;
-    if (root < 0 || root >= size_)
-      error = "mpi::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size_) + ")";
+    const std::string error = detail::root_problem("mpi::broadcast", root, size_);
     agree_on_arguments("broadcast", {.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root}, error);
     T* p = std::ranges::data(b);
     for (std::size_t offset = 0; offset < n; offset += options_.max_elements_per_call) {
@@ -186,13 +184,8 @@ class mpi_communicator {
 
   template <class T>
   void reduce_buffer(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    std::string error;
-    if (op != reduce_op::sum && op != reduce_op::avg) {
-      error = std::string("mpi::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
-    } else if (n_in != n_out) {
-      error = "mpi::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in) +
-              " (the input's size)";
-    } else if (in != out && n_in != 0) {
+    std::string error = detail::buffer_all_reduce_problem("mpi::all_reduce", n_in, n_out, op);
+    if (error.empty() && in != out && n_in != 0) {
       // MPI forbids aliased send and receive buffers; identical ones are run in place.
       const auto a = reinterpret_cast<std::uintptr_t>(in), b = reinterpret_cast<std::uintptr_t>(out);
       const std::uintptr_t bytes = n_in * sizeof(T);

@@ -177,9 +177,7 @@ class nccl_communicator {
   template <device_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    std::string problem;
-    if (root < 0 || root >= size_)
-      problem = "nccl::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size_) + ")";
+    const std::string problem = detail::root_problem("nccl::broadcast", root, size_);
     const std::size_t n = std::ranges::size(b);
     agree("nccl::broadcast", {.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root}, problem);
     T* p = std::ranges::data(b);
@@ -192,11 +190,7 @@ class nccl_communicator {
  private:
   template <class T>
   void reduce_buffer(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    std::string problem;
-    if (op != reduce_op::sum && op != reduce_op::avg)
-      problem = std::string("nccl::all_reduce of a buffer supports sum and avg only, not ") + to_string(op);
-    else if (n_in != n_out)
-      problem = "nccl::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
+    const std::string problem = detail::buffer_all_reduce_problem("nccl::all_reduce", n_in, n_out, op);
     agree("nccl::all_reduce", {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op},
           problem);
     check(ncclAllReduce(in, out, n_in, detail::nccl_type<T>(), detail::nccl_op(op), comm_, stream_), "ncclAllReduce");

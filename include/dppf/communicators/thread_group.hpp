@@ -198,9 +198,7 @@ class thread_communicator {
   template <host_buffer B>
   void broadcast(B&& b, int root) {
     using T = std::remove_cv_t<buffer_element_t<B>>;
-    std::string problem;
-    if (root < 0 || root >= size())
-      problem = "thread_group::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size()) + ")";
+    const std::string problem = detail::root_problem("thread_group::broadcast", root, size());
     const std::size_t n = std::ranges::size(b);
     post({.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root},
          {.out = std::ranges::data(b)}, "thread_group::broadcast", problem);
@@ -238,11 +236,7 @@ class thread_communicator {
   // in-place calls are safe (each element is read on every rank before it is written).
   template <class T>
   void reduce_buffers(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    std::string problem;
-    if (op != reduce_op::sum && op != reduce_op::avg)
-      problem = std::string("thread_group::all_reduce of a buffer supports sum and avg, not ") + to_string(op);
-    else if (n_in != n_out)
-      problem = "thread_group::all_reduce output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in);
+    const std::string problem = detail::buffer_all_reduce_problem("thread_group::all_reduce", n_in, n_out, op);
     post({.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op}, {.in = in, .out = out},
          "thread_group::all_reduce", problem);
     const std::size_t m = static_cast<std::size_t>(size());

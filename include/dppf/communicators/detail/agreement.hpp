@@ -153,6 +153,23 @@ inline std::string mismatch_message(const char* who, std::span<const collective_
   return msg + "; this is rank " + std::to_string(rank) + ")";
 }
 
+/// This rank's own problem with a buffer all-reduce's arguments ("" if none), found before the
+/// agreement so that the others learn of it there.
+inline std::string buffer_all_reduce_problem(const char* who, std::size_t n_in, std::size_t n_out, reduce_op op) {
+  if (op != reduce_op::sum && op != reduce_op::avg)
+    return std::string(who) + " of a buffer supports sum and avg, not " + dppf::to_string(op);
+  if (n_in != n_out)
+    return std::string(who) + " output has " + std::to_string(n_out) + " elements, expected " + std::to_string(n_in) +
+           " (the input's size)";
+  return {};
+}
+
+/// This rank's own problem with a broadcast root ("" if none).
+inline std::string root_problem(const char* who, int root, int size) {
+  if (root >= 0 && root < size) return {};
+  return std::string(who) + ": root " + std::to_string(root) + " is outside [0, " + std::to_string(size) + ")";
+}
+
 /// Raises on this rank unless the verdict is that all agree: std::invalid_argument with this
 /// rank's own `problem` if it has one; communication_error if another rank rejected its
 /// arguments; std::invalid_argument naming what differs otherwise (then, and only then,
