@@ -26,7 +26,7 @@ struct host_executor {
   /// Calls f(i, b0[i], ..., bk[i]) for every index i; f updates elements through references.
   template <class F, host_buffer... B>
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host_executor::transform", b...);
+    const std::size_t n = detail::common_size<true>("host_executor::transform", b...);
     detail::indexed_range(0, n, f, std::ranges::data(b)...);
   }
 
@@ -39,7 +39,7 @@ struct host_executor {
   /// The sum over i of f(i, b0[i], ...), accumulated in double in a fixed order.
   template <class F, host_buffer... B>
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host_executor::transform_reduce", b...);
+    const std::size_t n = detail::common_size<false>("host_executor::transform_reduce", b...);
     double total = 0.0;
     for (std::size_t c = 0; c < detail::chunk_count(n); ++c) {
       const std::size_t begin = c * detail::reduce_chunk;

@@ -1,6 +1,6 @@
 #pragma once
 // The OpenMP host executor. Compiled without OpenMP it runs sequentially and gives the same
-// results. Reductions use the same fixed chunking as `host`, so they are bitwise identical to
+// results. Reductions use the same fixed chunking as host_executor, so they are bitwise identical to
 // the sequential executor's for every thread count.
 
 #include <algorithm>
@@ -35,11 +35,11 @@ struct host_parallel_executor {
   /// Calls f(i, b0[i], ..., bk[i]) for every index i, split into one static block per thread.
   template <class F, host_buffer... B>
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host_parallel_executor::transform", b...);
+    const std::size_t n = detail::common_size<true>("host_parallel_executor::transform", b...);
     [[maybe_unused]] const int teams = team_size(n);
 DPPF_OMP(parallel num_threads(teams) if (teams > 1))
     {
-      const auto [begin, end] = block(n, teams);
+      const auto [begin, end] = block(n);
       F local = f;
       detail::indexed_range(begin, end, local, std::ranges::data(b)...);
     }
@@ -53,7 +53,7 @@ DPPF_OMP(parallel num_threads(teams) if (teams > 1))
   /// The sum over i of f(i, b0[i], ...), accumulated in double; same order as `host`.
   template <class F, host_buffer... B>
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("host_parallel_executor::transform_reduce", b...);
+    const std::size_t n = detail::common_size<false>("host_parallel_executor::transform_reduce", b...);
     const std::size_t chunks = detail::chunk_count(n);
     std::vector<double> partial(chunks);
     [[maybe_unused]] const int teams = team_size(n);
@@ -91,14 +91,13 @@ DPPF_OMP(parallel for schedule(static) num_threads(teams) if (teams > 1))
   }
 
   // The [begin, end) block of the calling thread: contiguous, nearly equal, 64-byte aligned.
-  static std::pair<std::size_t, std::size_t> block(std::size_t n, int teams) {
+  static std::pair<std::size_t, std::size_t> block(std::size_t n) {
 #if defined(_OPENMP)
     const std::size_t t = static_cast<std::size_t>(omp_get_thread_num());
     const std::size_t count = static_cast<std::size_t>(omp_get_num_threads());
 #else
     const std::size_t t = 0, count = 1;
 #endif
-    (void)teams;
     const std::size_t per = ((n + count - 1) / count + 15) & ~std::size_t{15};
     const std::size_t begin = std::min(n, t * per);
     return {begin, std::min(n, begin + per)};

@@ -119,7 +119,7 @@ class thrust_executor {
   template <class F, parameter_buffer... B>
     requires(std::same_as<memory_space_t<B>, memory_space> && ...)
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("thrust_executor::transform", b...);
+    const std::size_t n = detail::common_size<true>("thrust_executor::transform", b...);
     if (n == 0) return;
     using apply = detail::thrust_apply<F, buffer_element_t<B>...>;
     ::thrust::for_each_n(policy_, ::thrust::counting_iterator<std::size_t>(0), n,
@@ -137,7 +137,7 @@ class thrust_executor {
   template <class F, parameter_buffer... B>
     requires(std::same_as<memory_space_t<B>, memory_space> && ...)
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("thrust_executor::transform_reduce", b...);
+    const std::size_t n = detail::common_size<false>("thrust_executor::transform_reduce", b...);
     if (n == 0) return 0.0;
     if constexpr (on_device) {
       using value = detail::thrust_value<F, buffer_element_t<B>...>;
