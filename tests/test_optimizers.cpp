@@ -691,23 +691,24 @@ TEST_CASE("schedules: closed forms, composition and where they differ from torch
 }
 
 TEST_CASE("schedules reject invalid fields with the field's name") {
-  check_throws_with([] { (void)dppf::step_lr{.lr = 0.1, .step_size = 0}(0); }, {"step_lr: step_size must be > 0", "got 0"});
-  check_throws_with([] { (void)dppf::step_lr{.lr = -0.1, .step_size = 2}(0); }, {"step_lr: lr must be >= 0", "-0.1"});
-  check_throws_with([] { (void)dppf::step_lr{.lr = 0.1, .step_size = 2, .gamma = -0.5}(0); },
+  // validate() checks the fields; the trainer calls it once when it is built.
+  check_throws_with([] { (void)dppf::step_lr{.lr = 0.1, .step_size = 0}.validate(); }, {"step_lr: step_size must be > 0", "got 0"});
+  check_throws_with([] { (void)dppf::step_lr{.lr = -0.1, .step_size = 2}.validate(); }, {"step_lr: lr must be >= 0", "-0.1"});
+  check_throws_with([] { (void)dppf::step_lr{.lr = 0.1, .step_size = 2, .gamma = -0.5}.validate(); },
                     {"step_lr: gamma must be >= 0", "-0.5"});
-  check_throws_with([] { (void)dppf::cosine_lr{.lr = 0.1, .total_steps = 0}(0); },
+  check_throws_with([] { (void)dppf::cosine_lr{.lr = 0.1, .total_steps = 0}.validate(); },
                     {"cosine_lr: total_steps must be > 0", "got 0"});
-  check_throws_with([] { (void)dppf::cosine_lr{.lr = 0.1, .total_steps = -5}(0); },
+  check_throws_with([] { (void)dppf::cosine_lr{.lr = 0.1, .total_steps = -5}.validate(); },
                     {"cosine_lr: total_steps must be > 0", "-5"});
-  check_throws_with([] { (void)dppf::cosine_lr{.lr = -1.0, .total_steps = 5}(0); }, {"cosine_lr: lr must be >= 0"});
-  check_throws_with([] { (void)dppf::cosine_lr{.lr = 0.1, .total_steps = 5, .min_lr = -1e-3}(0); },
+  check_throws_with([] { (void)dppf::cosine_lr{.lr = -1.0, .total_steps = 5}.validate(); }, {"cosine_lr: lr must be >= 0"});
+  check_throws_with([] { (void)dppf::cosine_lr{.lr = 0.1, .total_steps = 5, .min_lr = -1e-3}.validate(); },
                     {"cosine_lr: min_lr must be >= 0", "-0.001"});
-  check_throws_with([] { (void)dppf::warmup<>{.steps = -1}(0); }, {"warmup: steps must be >= 0", "-1"});
-  check_throws_with([] { (void)dppf::warmup<>{.steps = 5, .start_factor = 1.5}(0); },
+  check_throws_with([] { (void)dppf::warmup<>{.steps = -1}.validate(); }, {"warmup: steps must be >= 0", "-1"});
+  check_throws_with([] { (void)dppf::warmup<>{.steps = 5, .start_factor = 1.5}.validate(); },
                     {"warmup: start_factor must be in [0, 1]", "1.5"});
-  check_throws_with([] { (void)dppf::warmup<>{.steps = 5, .start_factor = -0.1}(0); },
+  check_throws_with([] { (void)dppf::warmup<>{.steps = 5, .start_factor = -0.1}.validate(); },
                     {"warmup: start_factor must be in [0, 1]", "-0.1"});
-  // A bad `then` is reported by `then`, also from inside the warm-up.
-  check_throws_with([] { (void)dppf::warmup<dppf::cosine_lr>{.steps = 5, .then = {.total_steps = 0}}(1); },
+  // A bad `then` is reported by `then`.
+  check_throws_with([] { (void)dppf::warmup<dppf::cosine_lr>{.steps = 5, .then = {.total_steps = 0}}.validate(); },
                     {"cosine_lr: total_steps must be > 0"});
 }

@@ -10,6 +10,7 @@
 #include "../buffer.hpp"
 #include "../config.hpp"
 #include "detail/optimizer_base.hpp"
+#include "local_optimizer.hpp"
 #include "../error.hpp"
 #include "../executor.hpp"
 
@@ -23,6 +24,15 @@ struct adamw_options {
   double weight_decay = 1e-2;
   bool amsgrad = false;
   bool maximize = false;
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(lr >= 0.0 && std::isfinite(lr), "adamw", "lr", lr, "must be >= 0 and finite");
+    detail::require_option(beta1 >= 0.0 && beta1 < 1.0, "adamw", "beta1", beta1, "must be in [0, 1)");
+    detail::require_option(beta2 >= 0.0 && beta2 < 1.0, "adamw", "beta2", beta2, "must be in [0, 1)");
+    detail::require_option(eps > 0.0, "adamw", "eps", eps, "must be > 0");
+    detail::require_option(weight_decay >= 0.0, "adamw", "weight_decay", weight_decay, "must be >= 0");
+  }
 };
 
 /// A worker's AdamW state: first and second moments, the running maximum of the second moment
@@ -39,6 +49,10 @@ struct adamw_state {
     f("exp_avg", exp_avg);
     f("exp_avg_sq", exp_avg_sq);
     if (!std::ranges::empty(max_exp_avg_sq)) f("max_exp_avg_sq", max_exp_avg_sq);
+  }
+  template <class F>
+  void for_each_counter(F&& f) {
+    f("step", step);
   }
 };
 
@@ -82,9 +96,9 @@ class adamw : public detail::optimizer_base<adamw, adamw_options> {
   static constexpr const char* name = "adamw";
   using optimizer_base::init;
 
-  explicit adamw(adamw_options options = {}) : optimizer_base(options) { validate(options_); }
+  explicit adamw(adamw_options options = {}) : optimizer_base(options) { options_.validate(); }
 
-
+  /// State for n parameters of type T, allocated by (and in the memory space of) ex.
   template <parameter_value T = float, executor E>
   adamw_state<buffer_t<E, T>> init(const E& ex, std::size_t n) const {
     detail::require_not_empty(n, "adamw::init: parameters");
@@ -96,6 +110,7 @@ class adamw : public detail::optimizer_base<adamw, adamw_options> {
     requires runs_on<E, P> && runs_on<E, G>
   void step(const E& ex, P&& params, const G& grads, S& state) const {
     using T = std::remove_cv_t<buffer_element_t<P>>;
+    detail::require_state_element<std::ranges::range_value_t<decltype(state.exp_avg)>, T>();
     const std::size_t n = std::ranges::size(params);
     detail::require_not_empty(n, "adamw::step: parameters");
     detail::require_same_size(n, std::ranges::size(grads), "adamw::step: gradients");
@@ -123,14 +138,6 @@ class adamw : public detail::optimizer_base<adamw, adamw_options> {
     ++state.step;
   }
 
- private:
-  static void validate(const adamw_options& o) {
-    detail::require_option(o.lr >= 0.0, "adamw", "lr", o.lr, "must be >= 0");
-    detail::require_option(o.beta1 >= 0.0 && o.beta1 < 1.0, "adamw", "beta1", o.beta1, "must be in [0, 1)");
-    detail::require_option(o.beta2 >= 0.0 && o.beta2 < 1.0, "adamw", "beta2", o.beta2, "must be in [0, 1)");
-    detail::require_option(o.eps > 0.0, "adamw", "eps", o.eps, "must be > 0");
-    detail::require_option(o.weight_decay >= 0.0, "adamw", "weight_decay", o.weight_decay, "must be >= 0");
-  }
 };
 
 }  // namespace dppf

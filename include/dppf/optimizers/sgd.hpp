@@ -3,6 +3,7 @@
 // (momentum, dampening, Nesterov, weight decay, maximize), including its first-step rule: the
 // momentum buffer starts as a copy of the first (decayed) gradient, without dampening.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "../buffer.hpp"
 #include "../config.hpp"
 #include "detail/optimizer_base.hpp"
+#include "local_optimizer.hpp"
 #include "../error.hpp"
 #include "../executor.hpp"
 
@@ -22,6 +24,17 @@ struct sgd_options {
   double weight_decay = 0.0;
   bool nesterov = false;
   bool maximize = false;
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(lr >= 0.0 && std::isfinite(lr), "sgd", "lr", lr, "must be >= 0 and finite");
+    detail::require_option(momentum >= 0.0, "sgd", "momentum", momentum, "must be >= 0");
+    detail::require_option(dampening >= 0.0 && dampening <= 1.0, "sgd", "dampening", dampening, "must be in [0, 1]");
+    detail::require_option(weight_decay >= 0.0, "sgd", "weight_decay", weight_decay, "must be >= 0");
+    detail::require_option(!nesterov || momentum > 0.0, "sgd", "nesterov", "true",
+                           "requires momentum > 0 (momentum is 0)");
+    detail::require_option(!nesterov || dampening == 0.0, "sgd", "nesterov", "true", "requires dampening = 0");
+  }
 };
 
 /// A worker's SGD state: the momentum buffer (empty without momentum) and the step count.
@@ -33,6 +46,10 @@ struct sgd_state {
   template <class F>
   void for_each_buffer(F&& f) {
     if (!std::ranges::empty(momentum_buffer)) f("momentum_buffer", momentum_buffer);
+  }
+  template <class F>
+  void for_each_counter(F&& f) {
+    f("step", step);
   }
 };
 
@@ -68,7 +85,7 @@ class sgd : public detail::optimizer_base<sgd, sgd_options> {
   static constexpr const char* name = "sgd";
   using optimizer_base::init;
 
-  explicit sgd(sgd_options options = {}) : optimizer_base(options) { validate(options_); }
+  explicit sgd(sgd_options options = {}) : optimizer_base(options) { options_.validate(); }
 
   /// State for n parameters of type T, allocated by (and in the memory space of) ex.
   template <parameter_value T = float, executor E>
@@ -82,6 +99,7 @@ class sgd : public detail::optimizer_base<sgd, sgd_options> {
     requires runs_on<E, P> && runs_on<E, G>
   void step(const E& ex, P&& params, const G& grads, S& state) const {
     using T = std::remove_cv_t<buffer_element_t<P>>;
+    detail::require_state_element<std::ranges::range_value_t<decltype(state.momentum_buffer)>, T>();
     const std::size_t n = std::ranges::size(params);
     detail::require_not_empty(n, "sgd::step: parameters");
     detail::require_same_size(n, std::ranges::size(grads), "sgd::step: gradients");
@@ -101,16 +119,6 @@ class sgd : public detail::optimizer_base<sgd, sgd_options> {
     ++state.step;
   }
 
- private:
-  static void validate(const sgd_options& o) {
-    detail::require_option(o.lr >= 0.0, "sgd", "lr", o.lr, "must be >= 0");
-    detail::require_option(o.momentum >= 0.0, "sgd", "momentum", o.momentum, "must be >= 0");
-    detail::require_option(o.dampening >= 0.0 && o.dampening <= 1.0, "sgd", "dampening", o.dampening, "must be in [0, 1]");
-    detail::require_option(o.weight_decay >= 0.0, "sgd", "weight_decay", o.weight_decay, "must be >= 0");
-    detail::require_option(!o.nesterov || o.momentum > 0.0, "sgd", "nesterov", "true",
-                           "requires momentum > 0 (momentum is 0)");
-    detail::require_option(!o.nesterov || o.dampening == 0.0, "sgd", "nesterov", "true", "requires dampening = 0");
-  }
 };
 
 }  // namespace dppf

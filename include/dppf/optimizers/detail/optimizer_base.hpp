@@ -2,6 +2,7 @@
 // What every local optimizer shares: its options, the learning rate a schedule sets each step,
 // validated, and init(ex, params), which reads the element type and size off the parameters.
 
+#include <cmath>
 #include <cstddef>
 #include <ranges>
 #include <type_traits>
@@ -12,7 +13,8 @@
 
 namespace dppf::detail {
 
-// Derived provides `static constexpr const char* name` and `init<T>(ex, n)`.
+// Derived provides `static constexpr const char* name` and `init<T>(ex, n)`; Options has
+// `double lr` and `validate()`, which Derived's constructor calls once.
 template <class Derived, class Options>
 class optimizer_base {
  public:
@@ -20,9 +22,10 @@ class optimizer_base {
 
   const Options& options() const noexcept { return options_; }
   double lr() const noexcept { return options_.lr; }
-  /// Sets the learning rate (what a schedule does every step).
+  /// Sets the learning rate (what a schedule does every step; a cheap check, as the rate may come
+  /// from a user's callable).
   void set_lr(double lr) {
-    require_option(lr >= 0.0, Derived::name, "lr", lr, "must be >= 0");
+    require_option(lr >= 0.0 && std::isfinite(lr), Derived::name, "lr", lr, "must be >= 0 and finite");
     options_.lr = lr;
   }
 
