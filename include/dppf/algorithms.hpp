@@ -1,9 +1,11 @@
 #pragma once
 // Elementwise algorithms and reductions over any executor: fill, copy, scale, axpy, sum, dot and
 // squared norm. Each is one functor run by the executor's primitives; reductions accumulate in
-// double for float data.
+// double for float data. Buffers of one call may be the same memory (axpy(ex, a, x, x) is
+// x += a x) but must not overlap partially (the executor contract, executor.hpp).
 
 #include <cstddef>
+#include <type_traits>
 
 #include "buffer.hpp"
 #include "config.hpp"
@@ -23,16 +25,12 @@ struct copy_fn {
   DPPF_HOST_DEVICE void operator()(const T& src, T& dst) const { dst = src; }
 };
 
+// x *= s in place, or dst = s * src; computed in double and rounded once to T (for a float s this
+// is the float product, bit for bit).
 template <class T>
 struct scale_fn {
-  T a;
-  DPPF_HOST_DEVICE void operator()(T& x) const { x *= a; }
-};
-
-// dst = s * src, computed in double.
-template <class T>
-struct scaled_copy_fn {
   double s;
+  DPPF_HOST_DEVICE void operator()(T& x) const { x = static_cast<T>(static_cast<double>(x) * s); }
   DPPF_HOST_DEVICE void operator()(const T& src, T& dst) const { dst = static_cast<T>(static_cast<double>(src) * s); }
 };
 
@@ -85,7 +83,7 @@ void copy(const E& ex, const S& src, D&& dst) {
 template <executor E, parameter_buffer B>
   requires runs_on<E, B>
 void scale(const E& ex, B&& x, detail::value_t<B> a) {
-  ex.transform(detail::scale_fn<detail::value_t<B>>{a}, view(x));
+  ex.transform(detail::scale_fn<detail::value_t<B>>{static_cast<double>(a)}, view(x));
 }
 
 /// y[i] += a * x[i].

@@ -5,6 +5,7 @@
 // is allocated through the executor on the first step, for the parameters' element type.
 
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -21,6 +22,7 @@
 #include "communicators/counting.hpp"
 #include "error.hpp"
 #include "executor.hpp"
+#include "optimizers/local_optimizer.hpp"
 #include "optimizers/schedule.hpp"
 
 namespace dppf {
@@ -31,6 +33,13 @@ struct trainer_options {
   std::int64_t warmup_tau = 0;    ///< ... and syncs come every warmup_tau steps (0: every tau)
   bool average_optimizer_state = false;  ///< average momentum / Adam moments at every sync
   non_finite_policy on_non_finite = non_finite_policy::raise;
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(tau >= 1, "trainer", "tau", tau, "must be >= 1");
+    detail::require_option(warmup_steps >= 0, "trainer", "warmup_steps", warmup_steps, "must be >= 0");
+    detail::require_option(warmup_tau >= 0, "trainer", "warmup_tau", warmup_tau, "must be >= 0");
+  }
 };
 
 /// The trainer's report: the last sync's report plus counters.
@@ -45,8 +54,19 @@ struct trainer_stats : sync_report {
 /// No learning-rate schedule: the optimizer's lr is used as it is.
 struct fixed_lr {};
 
-template <class Optimizer, consensus Consensus, communicator Comm, executor Exec, class Schedule = fixed_lr>
+/// The optimizer is a local_optimizer on Exec, the rule a consensus on Exec over the trainer's
+/// counting_communicator<Comm>, the schedule fixed_lr or an lr_schedule. These are checked by
+/// static_asserts, which name the concept and say why it fails where the trainer is built (a
+/// constraint on the class would only say "no viable deduction guide" in class template
+/// argument deduction).
+template <class Optimizer, class Consensus, communicator Comm, executor Exec, class Schedule = fixed_lr>
 class trainer {
+  static_assert(local_optimizer<Optimizer, Exec>, "dppf::trainer: Optimizer must model dppf::local_optimizer<Optimizer, Exec>");
+  static_assert(consensus<Consensus, Exec, counting_communicator<Comm>>,
+                "dppf::trainer: Consensus must model dppf::consensus<Consensus, Exec, counting_communicator<Comm>>");
+  static_assert(std::same_as<Schedule, fixed_lr> || lr_schedule<Schedule>,
+                "dppf::trainer: Schedule must be dppf::fixed_lr or model dppf::lr_schedule");
+
  public:
   trainer(Optimizer optimizer, Consensus rule, Comm comm, Exec ex, trainer_options options = {}, Schedule schedule = {})
       : optimizer_(std::move(optimizer)),
@@ -55,11 +75,7 @@ class trainer {
         ex_(std::move(ex)),
         options_(options),
         schedule_(std::move(schedule)),
-        base_lr_(initial_lr()) {
-    detail::require_option(options_.tau >= 1, "trainer", "tau", options_.tau, "must be >= 1");
-    detail::require_option(options_.warmup_steps >= 0, "trainer", "warmup_steps", options_.warmup_steps, "must be >= 0");
-    detail::require_option(options_.warmup_tau >= 0, "trainer", "warmup_tau", options_.warmup_tau, "must be >= 0");
-  }
+        base_lr_(validated_initial_lr()) {}
 
   /// One local step on this worker (gradients in `grads`, optionally its loss) and, when due, the
   /// sync. Collective: every rank calls step() the same number of times.
@@ -187,6 +203,7 @@ class trainer {
     detail::require_same_size(std::ranges::size(ws.scratch), n, "trainer::step: parameters (size changed since the first step)");
 
     const double lr = lr_at(steps_);
+    if constexpr (!std::is_same_v<Schedule, fixed_lr>) require_rate(lr, steps_);
     optimizer_.set_lr(lr);
     ctx_type<T> ctx = context<T>(params, grads, ws, lr);
     if (!std::isnan(loss)) {
@@ -228,11 +245,24 @@ class trainer {
     comm_.all_reduce(buffers, reduce_op::avg);
   }
 
-  double initial_lr() const {
-    if constexpr (std::is_same_v<Schedule, fixed_lr>)
+  // The options and the schedule are validated once, here, before the schedule's first call.
+  double validated_initial_lr() const {
+    options_.validate();
+    if constexpr (std::is_same_v<Schedule, fixed_lr>) {
       return optimizer_.lr();
-    else
-      return schedule_(0);
+    } else {
+      validate_schedule(schedule_);
+      const double lr = schedule_(0);
+      require_rate(lr, 0);
+      return lr;
+    }
+  }
+
+  // A schedule is a user callable: each rate it returns is checked (cheaply) before it is used.
+  static void require_rate(double lr, std::int64_t step) {
+    if (!(lr >= 0.0 && std::isfinite(lr)))
+      detail::require_option(false, "trainer", ("the schedule's rate at step " + std::to_string(step)).c_str(), lr,
+                             "must be >= 0 and finite");
   }
 
   template <class T, class P, class G>

@@ -5,6 +5,7 @@
 //   v <- mu v + delta,   x_g <- x_g - lr (delta + mu v)   (nesterov; lr v without),   x_i <- x_g.
 // The reported distance is ||x_i - x_bar||. x_g starts as the mean of the initial parameters.
 
+#include <cmath>
 #include <cstdint>
 
 #include "rule.hpp"
@@ -16,6 +17,16 @@ struct diloco_options {
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
   bool nesterov = true;
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(outer_lr > 0.0 && std::isfinite(outer_lr), "diloco", "outer_lr", outer_lr,
+                           "must be finite and > 0");
+    detail::require_option(outer_momentum >= 0.0 && outer_momentum < 1.0, "diloco", "outer_momentum", outer_momentum,
+                           "must be in [0, 1)");
+    detail::require_option(!nesterov || outer_momentum > 0.0, "diloco", "nesterov", "true",
+                           "requires outer_momentum > 0");
+  }
 };
 
 namespace detail {
@@ -46,15 +57,13 @@ class diloco {
       f("global", global);
       f("momentum", momentum);
     }
+    template <class F>
+    void for_each_counter(F&& f) {
+      f("outer_steps", outer_steps);
+    }
   };
 
-  explicit diloco(diloco_options options = {}) : options_(options) {
-    detail::require_option(options_.outer_lr > 0.0, "diloco", "outer_lr", options_.outer_lr, "must be > 0");
-    detail::require_option(options_.outer_momentum >= 0.0 && options_.outer_momentum < 1.0, "diloco", "outer_momentum",
-                           options_.outer_momentum, "must be in [0, 1)");
-    detail::require_option(!options_.nesterov || options_.outer_momentum > 0.0, "diloco", "nesterov", "true",
-                           "requires outer_momentum > 0");
-  }
+  explicit diloco(diloco_options options = {}) : options_(options) { options_.validate(); }
 
   const diloco_options& options() const noexcept { return options_; }
 

@@ -15,6 +15,12 @@ namespace dppf {
 struct elastic_options {
   double alpha = 0.1;  ///< a: pull of each worker toward the center, in (0, 1]
   double beta = 0.0;   ///< b: move of the center toward the mean, in (0, 1]; 0 means M * alpha
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(alpha > 0.0 && alpha <= 1.0, "elastic", "alpha", alpha, "must be in (0, 1]");
+    detail::require_option(beta >= 0.0 && beta <= 1.0, "elastic", "beta", beta, "must be in [0, 1] (0 means M * alpha)");
+  }
 };
 
 namespace detail {
@@ -41,12 +47,7 @@ class elastic {
     }
   };
 
-  explicit elastic(elastic_options options = {}) : options_(options) {
-    detail::require_option(options_.alpha > 0.0 && options_.alpha <= 1.0, "elastic", "alpha", options_.alpha,
-                           "must be in (0, 1]");
-    detail::require_option(options_.beta >= 0.0 && options_.beta <= 1.0, "elastic", "beta", options_.beta,
-                           "must be in [0, 1] (0 means M * alpha)");
-  }
+  explicit elastic(elastic_options options = {}) : options_(options) { options_.validate(); }
 
   const elastic_options& options() const noexcept { return options_; }
 

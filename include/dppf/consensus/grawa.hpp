@@ -5,9 +5,9 @@
 // g_j is the gradient of worker j's last local step. Workers whose gradient is exactly zero share
 // all the weight. The reported distance is ||x_i - sum_j w_j x_j||.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <string>
 #include <vector>
 
 #include "../algorithms.hpp"
@@ -18,6 +18,11 @@ namespace dppf {
 
 struct grawa_options {
   double alpha = 0.1;  ///< pull toward the weighted average, in (0, 1]
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(alpha > 0.0 && alpha <= 1.0, "grawa", "alpha", alpha, "must be in (0, 1]");
+  }
 };
 
 class grawa {
@@ -26,10 +31,7 @@ class grawa {
   template <class Buffer>
   using state = no_consensus_state;
 
-  explicit grawa(grawa_options options = {}) : options_(options) {
-    detail::require_option(options_.alpha > 0.0 && options_.alpha <= 1.0, "grawa", "alpha", options_.alpha,
-                           "must be in (0, 1]");
-  }
+  explicit grawa(grawa_options options = {}) : options_(options) { options_.validate(); }
 
   const grawa_options& options() const noexcept { return options_; }
 
@@ -57,28 +59,14 @@ class grawa {
     const std::vector<double> norms = ctx.comm.all_gather(my_norm);
     // A non-finite gradient leaves no weight to compute: the trainer's non-finite policy decides.
     std::vector<double> finite(norms.size());
-    std::string bad;
-    for (std::size_t j = 0; j < norms.size(); ++j) {
-      finite[j] = std::isfinite(norms[j]) ? 1.0 : 0.0;
-      if (finite[j] == 0.0) bad += (bad.empty() ? "" : ", ") + std::to_string(j);
-    }
-    if (!bad.empty()) {
+    for (std::size_t j = 0; j < norms.size(); ++j) finite[j] = std::isfinite(norms[j]) ? 1.0 : 0.0;
+    if (std::find(finite.begin(), finite.end(), 0.0) != finite.end()) {
       sync_report report;
-      switch (ctx.on_non_finite) {
-        case non_finite_policy::raise:
-          throw non_finite_error("dppf: grawa: non-finite gradient on rank(s) " + bad + " (this is rank " +
-                                 std::to_string(ctx.comm.rank()) + ")");
-        case non_finite_policy::skip:
-          report.skipped = true;
-          return report;
-        case non_finite_policy::reset:
-          detail::reset_to_finite_mean(ctx, finite);
-          report.reset = true;
-          return report;
-      }
+      detail::apply_non_finite_policy(ctx, finite, report, "grawa: non-finite gradient");
+      return report;
     }
     const double w = weights(norms)[static_cast<std::size_t>(ctx.comm.rank())];
-    ctx.ex.transform(detail::scaled_copy_fn<T>{w}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
+    ctx.ex.transform(detail::scale_fn<T>{w}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
     ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
     return move_toward(ctx, ctx.scratch, {.alpha = options_.alpha}, fixed_coefficient{1.0 - options_.alpha});
   }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "../algorithms.hpp"
 #include "rule.hpp"
@@ -17,6 +18,11 @@ namespace dppf {
 
 struct leader_options {
   double pull = 0.1;  ///< c: pull toward the leader, in (0, 1]
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(pull > 0.0 && pull <= 1.0, "leader", "pull", pull, "must be in (0, 1]");
+  }
 };
 
 class leader {
@@ -25,10 +31,7 @@ class leader {
   template <class Buffer>
   using state = no_consensus_state;
 
-  explicit leader(leader_options options = {}) : options_(options) {
-    detail::require_option(options_.pull > 0.0 && options_.pull <= 1.0, "leader", "pull", options_.pull,
-                           "must be in (0, 1]");
-  }
+  explicit leader(leader_options options = {}) : options_(options) { options_.validate(); }
 
   const leader_options& options() const noexcept { return options_; }
 

@@ -35,6 +35,14 @@ struct pull_push_options {
   push_mode push = push_mode::constant;
   double eps = 1e-12;    ///< no push for r_i <= eps (workers at the mean)
   strength_schedule schedule = strength_schedule::constant;
+
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    detail::require_option(alpha > 0.0 && alpha <= 1.0, "pull_push", "alpha", alpha, "must be in (0, 1]");
+    detail::require_option(lambda >= 0.0 && std::isfinite(lambda), "pull_push", "lambda", lambda,
+                           "must be finite and >= 0");
+    detail::require_option(eps >= 0.0, "pull_push", "eps", eps, "must be >= 0");
+  }
 };
 
 class pull_push {
@@ -43,13 +51,7 @@ class pull_push {
   template <class Buffer>
   using state = no_consensus_state;
 
-  explicit pull_push(pull_push_options options = {}) : options_(options) {
-    detail::require_option(options_.alpha > 0.0 && options_.alpha <= 1.0, "pull_push", "alpha", options_.alpha,
-                           "must be in (0, 1]");
-    detail::require_option(options_.lambda >= 0.0 && std::isfinite(options_.lambda), "pull_push", "lambda",
-                           options_.lambda, "must be finite and >= 0");
-    detail::require_option(options_.eps >= 0.0, "pull_push", "eps", options_.eps, "must be >= 0");
-  }
+  explicit pull_push(pull_push_options options = {}) : options_(options) { options_.validate(); }
 
   const pull_push_options& options() const noexcept { return options_; }
 

@@ -1,11 +1,13 @@
 #pragma once
 // The consensus concept: the rule a group of workers applies every tau local steps.
 //
-// A policy is a small options type with
-//   template <class Buffer> struct state;               per-worker state (centers, outer momentum)
+// A rule is a small copyable type with
+//   template <class Buffer> struct state;               per-worker state (centers, outer momentum),
+//                                                        with for_each_buffer(f(name, buffer))
 //   template <class Ctx> void init(Ctx&, state&);        once, before the first step
 //   template <class Ctx> sync_report sync(Ctx&, state&); the synchronization itself
-//   static constexpr bool averages_gradients;            true only for synchronous data parallel
+//   static constexpr bool averages_gradients;            true only for synchronous data parallel,
+//   template <class Ctx> void average_gradients(Ctx&);   which then averages before every step
 // and runs on any executor and communicator through a sync_context. The shared machinery lives
 // here: the distance pass (one fused read of x and the rule's target, accumulated in double,
 // which also detects non-finite values), the gather of every worker's distance, and the
@@ -72,10 +74,31 @@ struct no_consensus_state {
   void for_each_buffer(F&&) {}
 };
 
-template <class P>
-concept consensus = std::copy_constructible<P> && requires {
-  { P::averages_gradients } -> std::convertible_to<bool>;
-};
+namespace detail {
+// Rule P's state, init and sync for parameters of type T, as the trainer calls them.
+template <class P, class Exec, class Comm, class T>
+concept consensus_for_type =
+    requires { typename P::template state<buffer_t<Exec, T>>; } &&
+    requires(const P& p, sync_context<Exec, Comm, T>& ctx, typename P::template state<buffer_t<Exec, T>>& s) {
+      p.init(ctx, s);
+      { p.sync(ctx, s) } -> std::same_as<sync_report>;
+      s.for_each_buffer(probe_visitor{});
+    };
+
+// A rule that averages gradients runs the average before every local step.
+template <class P, class Exec, class Comm, class T>
+concept averages_gradients_for = requires(const P& p, sync_context<Exec, Comm, T>& ctx) { p.average_gradients(ctx); };
+}  // namespace detail
+
+/// A consensus rule P run by executor Exec over communicator Comm (the trainer passes its
+/// counting_communicator<C>), for float and double parameters: see the file comment.
+template <class P, class Exec, class Comm>
+concept consensus =
+    std::copy_constructible<P> && executor<Exec> && communicator<Comm> &&
+    requires { { P::averages_gradients } -> std::convertible_to<bool>; } &&
+    detail::consensus_for_type<P, Exec, Comm, float> && detail::consensus_for_type<P, Exec, Comm, double> &&
+    (!P::averages_gradients || (detail::averages_gradients_for<P, Exec, Comm, float> &&
+                                detail::averages_gradients_for<P, Exec, Comm, double>));
 
 /// What the distance pass of a sync found (measure_distances fills it, move_toward passes it to
 /// the coefficient): r_i of this worker, every worker's r_j, and their mean, min and max over the
@@ -135,8 +158,32 @@ void reset_to_finite_mean(Ctx& ctx, const std::vector<double>& finite) {
   const bool mine = finite[static_cast<std::size_t>(ctx.comm.rank())] != 0.0;
   ctx.ex.transform(masked_copy_fn<T>{mine}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
   ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
-  ctx.ex.transform(scaled_copy_fn<T>{1.0 / static_cast<double>(healthy)}, typename Ctx::const_view_type(ctx.scratch),
+  ctx.ex.transform(scale_fn<T>{1.0 / static_cast<double>(healthy)}, typename Ctx::const_view_type(ctx.scratch),
                    ctx.params);
+}
+
+// The non-finite policy, applied identically on every rank once every rank's flag is known
+// (finite[j] == 0 for a culprit): throws (raise), or fills the report (skip, reset) and returns
+// false, meaning the rule must not update. `what` opens the message ("grawa: non-finite gradient").
+template <class Ctx>
+bool apply_non_finite_policy(Ctx& ctx, const std::vector<double>& finite, sync_report& report, const char* what) {
+  std::string ranks;
+  for (std::size_t j = 0; j < finite.size(); ++j)
+    if (finite[j] == 0.0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(j);
+  if (ranks.empty()) ranks = "none (the rule's target is non-finite)";
+  switch (ctx.on_non_finite) {
+    case non_finite_policy::raise:
+      throw non_finite_error(std::string("dppf: ") + what + " on rank(s) " + ranks + "; this is rank " +
+                             std::to_string(ctx.comm.rank()));
+    case non_finite_policy::skip:
+      report.skipped = true;
+      return false;
+    case non_finite_policy::reset:
+      reset_to_finite_mean(ctx, finite);
+      report.reset = true;
+      return false;
+  }
+  return false;
 }
 
 }  // namespace detail
@@ -179,24 +226,7 @@ bool measure_distances(Ctx& ctx, const Target& target, sync_report& report, dist
   report.max_distance = out.max;
   if (out.finite) return true;
 
-  const std::vector<double> finite = detail::gather_own_finiteness(ctx);
-  std::string ranks;
-  for (std::size_t j = 0; j < finite.size(); ++j)
-    if (finite[j] == 0.0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(j);
-  if (ranks.empty()) ranks = "none (the rule's target is non-finite)";
-  switch (ctx.on_non_finite) {
-    case non_finite_policy::raise:
-      throw non_finite_error("dppf: sync: non-finite parameters on rank(s) " + ranks + "; this is rank " +
-                             std::to_string(ctx.comm.rank()));
-    case non_finite_policy::skip:
-      report.skipped = true;
-      return false;
-    case non_finite_policy::reset:
-      detail::reset_to_finite_mean(ctx, finite);
-      report.reset = true;
-      return false;
-  }
-  return false;
+  return detail::apply_non_finite_policy(ctx, detail::gather_own_finiteness(ctx), report, "sync: non-finite parameters");
 }
 
 /// The end of every rule that moves each worker toward a target t: the distance pass (with the

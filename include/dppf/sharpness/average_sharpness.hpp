@@ -17,7 +17,9 @@ struct average_sharpness_options {
   std::size_t samples = 16;  ///< draws (> 0)
   std::uint64_t seed = 0;    ///< draw k is keyed (seed, k)
 
-  void validate(const char* owner) const {
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    constexpr const char* owner = "average_sharpness";
     detail::require_option(std::isfinite(sigma) && sigma > 0.0, owner, "sigma", sigma, "must be finite and > 0");
     detail::require_option(samples > 0, owner, "samples", samples, "must be > 0");
   }
@@ -36,7 +38,7 @@ template <executor E, class Loss, parameter_buffer X>
 average_sharpness_result average_sharpness(const E& ex, Loss&& loss, const X& x,
                                            const average_sharpness_options& options = {}) {
   constexpr const char* who = "average_sharpness";
-  options.validate(who);
+  options.validate();
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "average_sharpness: x");
   using T = detail::oracle_value_t<X>;

@@ -119,12 +119,6 @@ struct central_difference_fn {  // out = (g_plus - g_minus) / (2 h)
   }
 };
 
-template <class T>
-struct scale_by_fn {  // x *= s, computed in double
-  double s;
-  DPPF_HOST_DEVICE void operator()(T& x) const { x = static_cast<T>(static_cast<double>(x) * s); }
-};
-
 template <class E, class B>
 double norm(const E& ex, const B& b) {
   return std::sqrt(squared_norm(ex, b));
@@ -135,7 +129,7 @@ template <class E, class B>
 void normalize(const E& ex, B& u, const char* who) {
   const double n = norm(ex, u);
   if (!(n > 0.0) || !std::isfinite(n)) throw_invalid(std::string(who) + ": a direction has norm " + std::to_string(n));
-  ex.transform(scale_by_fn<oracle_value_t<B>>{1.0 / n}, mutable_view(u));
+  ex.transform(scale_fn<oracle_value_t<B>>{1.0 / n}, mutable_view(u));
 }
 
 // The mean of v and its standard error (sample standard deviation / sqrt(size); 0 for one value).
@@ -175,7 +169,7 @@ double filter_normalize(const E& ex, const X& x, D& d, const parameter_layout& l
     const auto ds = dv.subspan(offset, size);
     const double nx = std::sqrt(ex.transform_reduce(detail::square_fn{}, xs));
     const double nd = std::sqrt(ex.transform_reduce(detail::square_fn{}, ds));
-    ex.transform(detail::scale_by_fn<T>{nd > 0.0 ? nx / nd : 0.0}, ds);
+    ex.transform(detail::scale_fn<T>{nd > 0.0 ? nx / nd : 0.0}, ds);
     if (nd > 0.0) total += nx * nx;
   };
   if (layout.size() == 0) {

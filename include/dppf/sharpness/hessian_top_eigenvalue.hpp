@@ -19,7 +19,9 @@ struct hessian_top_eigenvalue_options {
   double fd_step = 0.0;         ///< central-difference step scale; 0: cbrt(epsilon of T)
   std::uint64_t seed = 0;       ///< the start vector is keyed (seed, 0)
 
-  void validate(const char* owner) const {
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    constexpr const char* owner = "hessian_top_eigenvalue";
     detail::require_option(max_iters > 0, owner, "max_iters", max_iters, "must be > 0");
     detail::require_option(std::isfinite(tol) && tol > 0.0, owner, "tol", tol, "must be finite and > 0");
     detail::require_option(std::isfinite(fd_step) && fd_step >= 0.0, owner, "fd_step", fd_step,
@@ -40,7 +42,7 @@ template <executor E, class Oracle, parameter_buffer X>
 hessian_top_eigenvalue_result hessian_top_eigenvalue(const E& ex, Oracle&& oracle, const X& x,
                                                      const hessian_top_eigenvalue_options& options = {}) {
   constexpr const char* who = "hessian_top_eigenvalue";
-  options.validate(who);
+  options.validate();
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "hessian_top_eigenvalue: x");
   using T = detail::oracle_value_t<X>;
@@ -71,7 +73,7 @@ hessian_top_eigenvalue_result hessian_top_eigenvalue(const E& ex, Oracle&& oracl
       r.converged = true;
       break;
     }
-    ex.transform(detail::scaled_copy_fn<T>{1.0 / wn}, detail::const_view(w), detail::mutable_view(v));
+    ex.transform(detail::scale_fn<T>{1.0 / wn}, detail::const_view(w), detail::mutable_view(v));
   }
   r.oracle_calls = calls.count;
   return r;

@@ -19,7 +19,9 @@ struct hessian_trace_options {
   double fd_step = 0.0;      ///< central-difference step scale; 0: cbrt(epsilon of T)
   std::uint64_t seed = 0;    ///< probe k is keyed (seed, k)
 
-  void validate(const char* owner) const {
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    constexpr const char* owner = "hessian_trace";
     detail::require_option(samples > 0, owner, "samples", samples, "must be > 0");
     detail::require_option(std::isfinite(fd_step) && fd_step >= 0.0, owner, "fd_step", fd_step,
                            "must be finite and >= 0");
@@ -38,7 +40,7 @@ template <executor E, class Oracle, parameter_buffer X>
   requires runs_on<E, X>
 hessian_trace_result hessian_trace(const E& ex, Oracle&& oracle, const X& x, const hessian_trace_options& options = {}) {
   constexpr const char* who = "hessian_trace";
-  options.validate(who);
+  options.validate();
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "hessian_trace: x");
   using T = detail::oracle_value_t<X>;

@@ -41,7 +41,9 @@ struct mean_valley_options {
   direction_options direction{};  ///< Gaussian unit (default) or filter-normalized directions
   std::uint64_t seed = 0;       ///< direction k is keyed (seed, k)
 
-  void validate(const char* owner) const {
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    constexpr const char* owner = "mean_valley";
     detail::require_option(directions > 0, owner, "directions", directions, "must be > 0");
     detail::require_option(std::isfinite(t_max) && t_max > 0.0, owner, "t_max", t_max, "must be finite and > 0");
     detail::require_option(threshold != valley_threshold::additive || (std::isfinite(delta) && delta > 0.0), owner,
@@ -108,7 +110,7 @@ template <executor E, class Loss, parameter_buffer X>
   requires runs_on<E, X>
 mean_valley_result mean_valley(const E& ex, Loss&& loss, const X& x, const mean_valley_options& options = {}) {
   constexpr const char* who = "mean_valley";
-  options.validate(who);
+  options.validate();
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "mean_valley: x");
   detail::require_layout(options.direction, n, who);

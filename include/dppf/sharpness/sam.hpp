@@ -15,7 +15,9 @@ namespace dppf {
 struct sam_sharpness_options {
   double rho = 0.05;  ///< ascent radius (> 0)
 
-  void validate(const char* owner) const {
+  /// Throws invalid_argument_error naming the first bad field and its value.
+  void validate() const {
+    constexpr const char* owner = "sam_sharpness";
     detail::require_option(std::isfinite(rho) && rho > 0.0, owner, "rho", rho, "must be finite and > 0");
   }
 };
@@ -33,7 +35,7 @@ template <executor E, class LossAndGrad, parameter_buffer X>
 sam_sharpness_result sam_sharpness(const E& ex, LossAndGrad&& loss_and_grad, const X& x,
                                    const sam_sharpness_options& options = {}) {
   constexpr const char* who = "sam_sharpness";
-  options.validate(who);
+  options.validate();
   const std::size_t n = std::ranges::size(x);
   detail::require_not_empty(n, "sam_sharpness: x");
   using T = detail::oracle_value_t<X>;
