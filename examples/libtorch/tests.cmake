@@ -22,3 +22,7 @@ if(FMNIST_DATA_FOUND)
   set_tests_properties(example_libtorch_mlp_every_rule PROPERTIES LABELS "${_lt_labels}" TIMEOUT 300
     PASS_REGULAR_EXPRESSION "\\| local_sgd \\| 3 \\| 8 .*\\| elastic \\| 3 .*\\| leader \\| 3 .*\\| grawa \\| 3 .*\\| diloco \\| 3 .*\\| single \\| 1 \\| null \\|")
 endif()
+
+# flat_parameters against LibTorch itself (doctest; dppf_add_test comes from tests/CMakeLists.txt).
+dppf_add_test(example_libtorch_flat_parameters test_flat_parameters.cpp LIBS libtorch_example_deps
+  LABELS example example/libtorch)
