@@ -26,3 +26,14 @@ endif()
 # flat_parameters against LibTorch itself (doctest; dppf_add_test comes from tests/CMakeLists.txt).
 dppf_add_test(example_libtorch_flat_parameters test_flat_parameters.cpp LIBS libtorch_example_deps
   LABELS example example/libtorch)
+
+# dppf's LocalSGD against torch.optim.SGD + PeriodicModelAverager over Gloo (localsgd_reference.py).
+add_executable(libtorch_localsgd localsgd_check.cpp)
+target_link_libraries(libtorch_localsgd PRIVATE libtorch_example_deps dppf_warnings)
+find_program(LIBTORCH_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(FMNIST_DATA_FOUND AND LIBTORCH_PYTHON)
+  add_test(NAME example_libtorch_localsgd_matches_pytorch COMMAND ${LIBTORCH_PYTHON}
+    ${CMAKE_CURRENT_SOURCE_DIR}/localsgd_reference.py --exe $<TARGET_FILE:libtorch_localsgd> --data ${FMNIST_DATA_DIR})
+  set_tests_properties(example_libtorch_localsgd_matches_pytorch PROPERTIES LABELS "${_lt_labels}" TIMEOUT 300
+    PASS_REGULAR_EXPRESSION "OK: dppf's LocalSGD equals" FAIL_REGULAR_EXPRESSION "FAIL")
+endif()
