@@ -13,6 +13,7 @@
 #include "executors.hpp"
 #include "algorithms.hpp"
 #include "communicator.hpp"
+#include "async_communicator.hpp"
 #include "communicators.hpp"
 #include "optimizers.hpp"
 #include "consensus.hpp"

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../buffer.hpp"
+#include "../async_communicator.hpp"
 #include "../communicator.hpp"
 
 namespace dppf {
@@ -21,11 +22,12 @@ struct communication_counts {
   std::uint64_t all_gathers = 0;
   std::uint64_t broadcasts = 0;
   std::uint64_t barriers = 0;
+  std::uint64_t async_buffer_all_reduces = 0;  // started with start_all_reduce (not in buffer_all_reduces)
   std::uint64_t buffer_values = 0;  // elements all-reduced or broadcast
   std::uint64_t bytes = 0;          // all payload bytes, scalars included
 
   std::uint64_t collectives() const noexcept {
-    return buffer_all_reduces + scalar_all_reduces + all_gathers + broadcasts + barriers;
+    return buffer_all_reduces + scalar_all_reduces + all_gathers + broadcasts + barriers + async_buffer_all_reduces;
   }
 };
 
@@ -73,6 +75,22 @@ class counting_communicator {
     ++counts_.barriers;
   }
 
+  /// Asynchronous all-reduces, when C has them; counted (with their bytes) when started.
+  template <class In, class Out>
+    requires async_communicator<C>
+  auto start_all_reduce(const In& in, Out&& out, reduce_op op) {
+    auto h = inner_.start_all_reduce(in, std::forward<Out>(out), op);
+    record_async(in);
+    return h;
+  }
+  template <parameter_buffer B>
+    requires async_communicator<C>
+  auto start_all_reduce(B&& inout, reduce_op op) {
+    auto h = inner_.start_all_reduce(inout, op);
+    record_async(inout);
+    return h;
+  }
+
   const communication_counts& counts() const noexcept { return counts_; }
   void reset() noexcept { counts_ = {}; }
   C& inner() noexcept { return inner_; }
@@ -82,6 +100,15 @@ class counting_communicator {
   template <class B>
   void record_buffer(const B& b) {
     ++counts_.buffer_all_reduces;
+    record_values(b);
+  }
+  template <class B>
+  void record_async(const B& b) {
+    ++counts_.async_buffer_all_reduces;
+    record_values(b);
+  }
+  template <class B>
+  void record_values(const B& b) {
     counts_.buffer_values += std::ranges::size(b);
     counts_.bytes += std::ranges::size(b) * sizeof(std::ranges::range_value_t<B>);
   }

@@ -22,12 +22,15 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <ranges>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "../async_communicator.hpp"
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
@@ -84,6 +87,85 @@ struct mpi_comm_handle {
 };
 
 }  // namespace detail
+
+/// The handle of mpi_communicator::start_all_reduce: MPI_Iallreduce requests (one per chunk of
+/// at most max_elements_per_call elements). MPI makes progress on them inside MPI calls: test()
+/// calls MPI_Testall, so calling it between local steps moves the reduction forward while they
+/// run (no progress thread, so MPI_THREAD_FUNNELED suffices). For avg, the 1/M scaling runs when
+/// test() or wait() first sees the requests complete. The destructor waits (MPI_Waitall).
+template <class T>
+class mpi_all_reduce_handle {
+ public:
+  mpi_all_reduce_handle(mpi_all_reduce_handle&& o) noexcept { *this = std::move(o); }
+  mpi_all_reduce_handle& operator=(mpi_all_reduce_handle&& o) noexcept {
+    if (this != &o) {
+      wait_noexcept();
+      requests_ = std::move(o.requests_);
+      o.requests_.clear();
+      error_ = std::exchange(o.error_, nullptr);
+      out_ = o.out_;
+      n_ = o.n_;
+      size_ = o.size_;
+      rank_ = o.rank_;
+      average_ = o.average_;
+    }
+    return *this;
+  }
+  ~mpi_all_reduce_handle() { wait_noexcept(); }
+
+  bool test() {
+    if (!requests_.empty()) {
+      int flag = 0;
+      const int code = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE);
+      if (code != MPI_SUCCESS) requests_.clear();  // MPI frees failed requests
+      detail::mpi_check(code, "start_all_reduce", "MPI_Testall", rank_);
+      if (!flag) return false;
+      complete();
+    }
+    raise();
+    return true;
+  }
+
+  void wait() {
+    if (!requests_.empty()) {
+      const int code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+      requests_.clear();
+      detail::mpi_check(code, "start_all_reduce", "MPI_Waitall", rank_);
+      complete();
+    }
+    raise();
+  }
+
+ private:
+  friend class mpi_communicator;
+  mpi_all_reduce_handle(T* out, std::size_t n, int size, int rank, bool average)
+      : out_(out), n_(n), size_(size), rank_(rank), average_(average) {}
+
+  void complete() {
+    requests_.clear();
+    if (average_ && size_ > 1 && !error_) {
+      const double inv = 1.0 / static_cast<double>(size_);
+      for (std::size_t i = 0; i < n_; ++i) out_[i] = static_cast<T>(out_[i] * inv);
+    }
+    average_ = false;
+  }
+  void raise() {
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+  void wait_noexcept() noexcept {
+    int finalized = 1;
+    if (requests_.empty() || MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) return;
+    MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+    requests_.clear();
+  }
+
+  std::vector<MPI_Request> requests_;
+  std::exception_ptr error_;  // found at the start, raised by test() / wait()
+  T* out_ = nullptr;
+  std::size_t n_ = 0;
+  int size_ = 1, rank_ = -1;
+  bool average_ = false;
+};
 
 /// The communicator over an MPI intra-communicator, e.g. `dppf::mpi_communicator{MPI_COMM_WORLD}`. MPI must
 /// be initialized (see mpi_environment). Construction is collective over `comm`.
@@ -179,18 +261,65 @@ class mpi_communicator {
 
   void barrier() { detail::mpi_check(MPI_Barrier(comm()), "barrier", "MPI_Barrier", rank_); }
 
+  /// Starts out = sum (or average) over ranks of in with MPI_Iallreduce and returns. The
+  /// argument agreement (options.check_arguments) is still one small blocking all-reduce at the
+  /// start, so a mismatch is known on every rank before any payload moves; it is raised, like
+  /// every error of the start, by the handle's test() / wait().
+  template <host_buffer In, host_buffer Out>
+  mpi_all_reduce_handle<std::remove_cv_t<buffer_element_t<Out>>> start_all_reduce(const In& in, Out&& out, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<Out>>;
+    static_assert(!std::is_const_v<buffer_element_t<Out>>, "dppf::mpi_communicator::start_all_reduce: the output buffer is read-only");
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+    return start_reduce<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
+  }
+
+  template <host_buffer B>
+  mpi_all_reduce_handle<std::remove_cv_t<buffer_element_t<B>>> start_all_reduce(B&& inout, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::mpi_communicator::start_all_reduce: the buffer is read-only");
+    T* p = std::ranges::data(inout);
+    return start_reduce<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+  }
+
  private:
   MPI_Comm comm() const noexcept { return handle_->comm; }
 
   template <class T>
-  void reduce_buffer(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    std::string error = detail::buffer_all_reduce_problem("mpi::all_reduce", n_in, n_out, op);
+  static std::string buffer_problem(const char* who, const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    std::string error = detail::buffer_all_reduce_problem(who, n_in, n_out, op);
     if (error.empty() && in != out && n_in != 0) {
       // MPI forbids aliased send and receive buffers; identical ones are run in place.
       const auto a = reinterpret_cast<std::uintptr_t>(in), b = reinterpret_cast<std::uintptr_t>(out);
       const std::uintptr_t bytes = n_in * sizeof(T);
-      if (a < b + bytes && b < a + bytes) error = "mpi::all_reduce: the input and output buffers overlap";
+      if (a < b + bytes && b < a + bytes) error = std::string(who) + ": the input and output buffers overlap";
     }
+    return error;
+  }
+
+  template <class T>
+  mpi_all_reduce_handle<T> start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    mpi_all_reduce_handle<T> h(out, n_in, size_, rank_, op == reduce_op::avg);
+    try {
+      const std::string error = buffer_problem("mpi::start_all_reduce", in, out, n_in, n_out, op);
+      agree_on_arguments("start_all_reduce",
+                         {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op}, error);
+      for (std::size_t offset = 0; offset < n_in; offset += options_.max_elements_per_call) {
+        const int count = static_cast<int>(std::min(options_.max_elements_per_call, n_in - offset));
+        const void* send = in == out ? MPI_IN_PLACE : static_cast<const void*>(in + offset);
+        MPI_Request request = MPI_REQUEST_NULL;
+        detail::mpi_check(MPI_Iallreduce(send, out + offset, count, detail::mpi_datatype<T>(), MPI_SUM, comm(), &request),
+                          "start_all_reduce", "MPI_Iallreduce", rank_);
+        h.requests_.push_back(request);
+      }
+    } catch (...) {
+      h.error_ = std::current_exception();
+    }
+    return h;
+  }
+
+  template <class T>
+  void reduce_buffer(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    const std::string error = buffer_problem("mpi::all_reduce", in, out, n_in, n_out, op);
     agree_on_arguments("all_reduce", {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op}, error);
     for (std::size_t offset = 0; offset < n_in; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n_in - offset));

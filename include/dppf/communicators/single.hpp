@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../buffer.hpp"
+#include "../async_communicator.hpp"
 #include "../communicator.hpp"
 
 namespace dppf {
@@ -34,7 +35,26 @@ struct single_communicator {
   }
   void barrier() {}
 
+  /// The all-reduce runs at once; its error, if any, is raised by the handle's test() / wait().
+  template <host_buffer In, host_buffer Out>
+  completed_handle start_all_reduce(const In& in, Out&& out, reduce_op op) {
+    return run_now([&] { all_reduce(in, out, op); });
+  }
+  template <host_buffer B>
+  completed_handle start_all_reduce(B&& inout, reduce_op op) {
+    return run_now([&] { all_reduce(inout, op); });
+  }
+
  private:
+  template <class F>
+  static completed_handle run_now(F&& f) {
+    try {
+      f();
+      return {};
+    } catch (...) {
+      return completed_handle(std::current_exception());
+    }
+  }
   static void require_buffer_op(reduce_op op) {
     detail::require(op == reduce_op::sum || op == reduce_op::avg, "all_reduce of a buffer supports sum and avg only");
   }

@@ -9,7 +9,9 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -17,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "../async_communicator.hpp"
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
@@ -39,9 +42,48 @@ struct thread_slot {
   double scalar = 0.0;
 };
 
+// One asynchronous all-reduce: every rank posts into it at its start; the last to post judges
+// the arguments and, if they agree, reduces every rank's buffer outside the lock.
+struct thread_async_op {
+  enum class phase { posting, reducing, done, rejected };
+  explicit thread_async_op(std::size_t m) : args(m), slots(m) {}
+  std::vector<collective_args> args;
+  std::vector<thread_slot> slots;
+  int posted = 0;
+  phase state = phase::posting;
+  agreement verdict;
+};
+
+// out_r = sum (or average) over r of in_r on [begin, end), for every rank r's slot: the
+// reduction both the blocking and the asynchronous all-reduce run, so both give the same bits.
+// Ranks are added in rank order, in double, in blocks small enough for the accumulators to stay
+// in L1 while every input streams by. Each block is read from every input before it is written
+// to any output, so in-place buffers are safe.
+template <class T>
+void reduce_slots(const std::vector<thread_slot>& slots, std::size_t begin, std::size_t end, bool average) {
+  const std::size_t m = slots.size();
+  const double inv = 1.0 / static_cast<double>(m);
+  constexpr std::size_t block = 2048;
+  double acc[block];
+  for (std::size_t b0 = begin; b0 < end; b0 += block) {
+    const std::size_t len = std::min(block, end - b0);
+    for (std::size_t i = 0; i < len; ++i) acc[i] = 0.0;
+    for (std::size_t r = 0; r < m; ++r) {
+      const T* x = static_cast<const T*>(slots[r].in) + b0;
+      for (std::size_t i = 0; i < len; ++i) acc[i] += static_cast<double>(x[i]);
+    }
+    if (average)
+      for (std::size_t i = 0; i < len; ++i) acc[i] *= inv;
+    for (std::size_t r = 0; r < m; ++r) {
+      T* y = static_cast<T*>(slots[r].out) + b0;
+      for (std::size_t i = 0; i < len; ++i) y[i] = static_cast<T>(acc[i]);
+    }
+  }
+}
+
 struct thread_group_state {
   thread_group_state(int m, thread_group_options o)
-      : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)), args(slots.size()) {
+      : size(m), options(o), slots(static_cast<std::size_t>(m > 0 ? m : 0)), args(slots.size()), async_started(slots.size()) {
     detail::require(m >= 1, "thread_group: the group size must be at least 1");
     detail::require_option(o.timeout.count() > 0, "thread_group", "timeout (ms)", o.timeout.count(),
                            "must be > 0 (a year or more waits forever)");
@@ -59,6 +101,8 @@ struct thread_group_state {
   bool aborted = false;
   std::string abort_reason;
   agreement verdict;  // on the posted args, by the last rank to arrive at an opening barrier
+  std::vector<std::uint64_t> async_started;  // asynchronous all-reduces each rank started
+  std::map<std::uint64_t, std::shared_ptr<thread_async_op>> async_open;  // not yet posted by all
 
   void abort(const std::string& why) {
     {
@@ -142,7 +186,97 @@ class thread_group {
   std::shared_ptr<detail::thread_group_state> state_;
 };
 
-/// One worker's view of a `thread_group`; models `communicator`. Every collective first agrees
+/// The handle of a thread_communicator's asynchronous all-reduce (see async_communicator.hpp).
+/// The last rank to start the all-reduce reduces every rank's buffer, so the others' test()
+/// turns true without their taking part. wait() is bounded by the group's timeout: on expiry
+/// this rank raises timeout_error and aborts the group (the others raise communication_error).
+/// The destructor waits (bounded the same way), so no buffer is written after the handle is gone.
+class thread_all_reduce_handle {
+ public:
+  thread_all_reduce_handle(thread_all_reduce_handle&& o) noexcept = default;
+  thread_all_reduce_handle& operator=(thread_all_reduce_handle&& o) noexcept {
+    if (this != &o) {
+      wait_noexcept();
+      state_ = std::move(o.state_);
+      op_ = std::move(o.op_);
+      rank_ = o.rank_;
+      problem_ = std::move(o.problem_);
+    }
+    return *this;
+  }
+  ~thread_all_reduce_handle() { wait_noexcept(); }
+
+  /// True when the result is in the output; raises the collective's error once it is known.
+  bool test() {
+    if (!op_) return true;
+    std::unique_lock lock(state_->mutex);
+    if (!settled()) return false;
+    finish(lock);
+    return true;
+  }
+
+  /// Returns when the result is in the output, or raises (see the class comment).
+  void wait() {
+    if (!op_) return;
+    std::unique_lock lock(state_->mutex);
+    const auto ready = [&] { return settled() || state_->aborted; };
+    bool in_time = true;
+    if (state_->options.timeout >= detail::thread_group_state::unbounded)
+      state_->arrived.wait(lock, ready);
+    else
+      in_time = state_->arrived.wait_for(lock, state_->options.timeout, ready);
+    // A reduction under way writes this rank's output: let it end whatever else happened.
+    state_->arrived.wait(lock, [&] { return op_->state != detail::thread_async_op::phase::reducing; });
+    if (!in_time && !settled()) {
+      const int posted = op_->posted;
+      const std::string why = "rank " + std::to_string(rank_) + " timed out after " + std::to_string(state_->options.timeout.count()) +
+                              " ms waiting for an asynchronous all_reduce (" + std::to_string(posted) + " of " +
+                              std::to_string(state_->size) + " ranks had started it)";
+      if (!state_->aborted) state_->abort_reason = why;
+      state_->aborted = true;
+      op_.reset();
+      state_->arrived.notify_all();
+      throw timeout_error("dppf::thread_group: " + why);
+    }
+    finish(lock);
+  }
+
+ private:
+  friend class thread_communicator;
+  thread_all_reduce_handle(std::shared_ptr<detail::thread_group_state> s, std::shared_ptr<detail::thread_async_op> op, int rank,
+                           std::string problem)
+      : state_(std::move(s)), op_(std::move(op)), rank_(rank), problem_(std::move(problem)) {}
+
+  // Under the lock: done, rejected, or aborted with no reduction under way (none can start
+  // after an abort, so this rank's buffers are free).
+  bool settled() const {
+    using phase = detail::thread_async_op::phase;
+    return op_->state == phase::done || op_->state == phase::rejected || (state_->aborted && op_->state == phase::posting);
+  }
+
+  // Under the lock, once settled(): returns on success, raises otherwise; the handle is empty after.
+  void finish(std::unique_lock<std::mutex>&) {
+    const std::shared_ptr<detail::thread_async_op> op = std::move(op_);
+    if (op->state == detail::thread_async_op::phase::done) return;
+    if (op->state == detail::thread_async_op::phase::rejected)
+      detail::raise_unless_agreed("thread_group::start_all_reduce", rank_, problem_, op->verdict, [&] { return op->args; });
+    state_->raise_aborted();
+  }
+
+  void wait_noexcept() noexcept {
+    try {
+      wait();
+    } catch (...) {
+    }
+  }
+
+  std::shared_ptr<detail::thread_group_state> state_;
+  std::shared_ptr<detail::thread_async_op> op_;  // empty once waited
+  int rank_ = 0;
+  std::string problem_;  // this rank's own complaint about its arguments
+};
+
+/// One worker's view of a `thread_group`; models `communicator` and `async_communicator`. Every collective first agrees
 /// on its arguments (which collective, sizes, reduce_op, root) at the rendezvous it needs
 /// anyway, so a mismatch or a rank's bad argument raises on every rank, at no extra cost.
 class thread_communicator {
@@ -208,6 +342,23 @@ class thread_communicator {
 
   void barrier() { post({.kind = detail::collective::barrier}, {}, "thread_group::barrier", {}); }
 
+  /// Starts out = sum (or average) over ranks of in and returns at once, except on the last
+  /// rank to start it, which reduces every rank's buffer before returning (the same arithmetic
+  /// as all_reduce, so the same bits). Raises at once only if the group is already aborted.
+  template <host_buffer In, host_buffer Out>
+  thread_all_reduce_handle start_all_reduce(const In& in, Out&& out, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<Out>>;
+    static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+    return start_reduce<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
+  }
+
+  template <host_buffer B>
+  thread_all_reduce_handle start_all_reduce(B&& inout, reduce_op op) {
+    using T = std::remove_cv_t<buffer_element_t<B>>;
+    T* p = std::ranges::data(inout);
+    return start_reduce<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+  }
+
  private:
   friend class thread_group;
   friend struct detail::thread_group_access;
@@ -240,34 +391,45 @@ class thread_communicator {
     post({.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op}, {.in = in, .out = out},
          "thread_group::all_reduce", problem);
     const std::size_t m = static_cast<std::size_t>(size());
-    std::vector<const T*> ins(m);
-    std::vector<T*> outs(m);
-    for (std::size_t r = 0; r < m; ++r) {
-      ins[r] = static_cast<const T*>(state_->slots[r].in);
-      outs[r] = static_cast<T*>(state_->slots[r].out);
-    }
     const std::size_t begin = n_in * static_cast<std::size_t>(rank_) / m;
     const std::size_t end = n_in * (static_cast<std::size_t>(rank_) + 1) / m;
-    const double inv = 1.0 / static_cast<double>(m);
-    const bool average = op == reduce_op::avg;
-    // Blocks small enough for the double accumulators to stay in L1 while every input streams by.
-    constexpr std::size_t block = 2048;
-    double acc[block];
-    for (std::size_t b0 = begin; b0 < end; b0 += block) {
-      const std::size_t len = std::min(block, end - b0);
-      for (std::size_t i = 0; i < len; ++i) acc[i] = 0.0;
-      for (std::size_t r = 0; r < m; ++r) {
-        const T* x = ins[r] + b0;
-        for (std::size_t i = 0; i < len; ++i) acc[i] += static_cast<double>(x[i]);
-      }
-      if (average)
-        for (std::size_t i = 0; i < len; ++i) acc[i] *= inv;
-      for (std::size_t r = 0; r < m; ++r) {
-        T* y = outs[r] + b0;
-        for (std::size_t i = 0; i < len; ++i) y[i] = static_cast<T>(acc[i]);
+    detail::reduce_slots<T>(state_->slots, begin, end, op == reduce_op::avg);
+    state_->barrier(false);  // every output complete; inputs no longer read
+  }
+
+  template <class T>
+  thread_all_reduce_handle start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    using phase = detail::thread_async_op::phase;
+    std::string problem = detail::buffer_all_reduce_problem("thread_group::start_all_reduce", n_in, n_out, op);
+    const detail::collective_args args{
+        .kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op, .rejected = !problem.empty()};
+    std::shared_ptr<detail::thread_async_op> o;
+    bool last = false;
+    {
+      std::lock_guard lock(state_->mutex);
+      if (state_->aborted) state_->raise_aborted();
+      const std::uint64_t seq = state_->async_started[static_cast<std::size_t>(rank_)]++;
+      auto& open = state_->async_open[seq];
+      if (!open) open = std::make_shared<detail::thread_async_op>(static_cast<std::size_t>(size()));
+      o = open;
+      o->args[static_cast<std::size_t>(rank_)] = args;
+      o->slots[static_cast<std::size_t>(rank_)] = {.in = in, .out = out};
+      if (++o->posted == size()) {
+        last = true;
+        state_->async_open.erase(seq);
+        o->verdict = detail::agree(o->args);
+        o->state = o->verdict.rejected_rank < 0 && o->verdict.same ? phase::reducing : phase::rejected;
       }
     }
-    state_->barrier(false);  // every output complete; inputs no longer read
+    if (last) {
+      if (o->state == phase::reducing) {
+        detail::reduce_slots<T>(o->slots, 0, n_in, op == reduce_op::avg);
+        std::lock_guard lock(state_->mutex);
+        o->state = phase::done;
+      }
+      state_->arrived.notify_all();
+    }
+    return {state_, std::move(o), rank_, std::move(problem)};
   }
 
   // Keeps the barrier count aligned across ranks after every rank raised the same error.
