@@ -37,3 +37,10 @@ if(FMNIST_DATA_FOUND AND LIBTORCH_PYTHON)
   set_tests_properties(example_libtorch_localsgd_matches_pytorch PROPERTIES LABELS "${_lt_labels}" TIMEOUT 300
     PASS_REGULAR_EXPRESSION "OK: dppf's LocalSGD equals" FAIL_REGULAR_EXPRESSION "FAIL")
 endif()
+
+# --comm mpi: two processes give the numbers of two threads.
+if(TARGET dppf::mpi AND FMNIST_DATA_FOUND AND MPIEXEC_EXECUTABLE)
+  add_test(NAME example_libtorch_mpi_matches_threads COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE}
+    -DEXE=$<TARGET_FILE:libtorch_fmnist> -P ${CMAKE_CURRENT_SOURCE_DIR}/mpi_matches_threads.cmake)
+  set_tests_properties(example_libtorch_mpi_matches_threads PROPERTIES LABELS "${_lt_labels};mpi" TIMEOUT 300)
+endif()
