@@ -44,7 +44,7 @@ class cuda_executor {
   /// buffer back, which costs its bytes again and is wrong if it aliases another buffer.
   template <class F, device_buffer... B>
   void transform_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("cuda_executor::transform", b...);
+    const std::size_t n = detail::common_size<true>("cuda_executor::transform", b...);
     if (n == 0) return;
     constexpr int V = detail::cuda_vector_lanes<buffer_element_t<B>...>;
     const bool vectorized = detail::cuda_aligned(V, std::ranges::data(b)...);
@@ -65,7 +65,7 @@ class cuda_executor {
   /// per-block partials in a fixed order, one copy of the result; waits for it.
   template <class F, device_buffer... B>
   double transform_reduce_indexed(F f, B&&... b) const {
-    const std::size_t n = detail::common_size("cuda_executor::transform_reduce", b...);
+    const std::size_t n = detail::common_size<false>("cuda_executor::transform_reduce", b...);
     if (n == 0) return 0.0;
     constexpr int V = detail::cuda_vector_lanes<buffer_element_t<B>...>;
     const bool vectorized = detail::cuda_aligned(V, std::ranges::data(b)...);
@@ -99,7 +99,7 @@ class cuda_executor {
     const std::size_t count = detail::common_size("cuda_executor::transform_lists (tensor counts)", lists...);
     // Every tensor is checked before the first launch: a bad one changes nothing.
     for (std::size_t t = 0; t < count; ++t)
-      (void)detail::common_size(("cuda_executor::transform_lists (tensor " + std::to_string(t) + ")").c_str(), lists[t]...);
+      (void)detail::common_size<true>(("cuda_executor::transform_lists (tensor " + std::to_string(t) + ")").c_str(), lists[t]...);
     constexpr std::size_t cap = detail::cuda_table_capacity<T...>;
     constexpr auto mask = detail::cuda_const_mask<T...>();
     using table_type = detail::cuda_tensor_table<cap, std::remove_const_t<T>...>;
