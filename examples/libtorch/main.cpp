@@ -24,6 +24,10 @@
 #include <dppf/communicators/mpi.hpp>
 #endif
 
+#ifdef TORCH_EXAMPLE_WITH_GLOO
+#include <dppf/communicators/gloo.hpp>
+#endif
+
 #ifndef TORCH_EXAMPLE_DATA_DIR
 #define TORCH_EXAMPLE_DATA_DIR "/usr/share/datasets/fashion-mnist"
 #endif
@@ -36,6 +40,8 @@ struct config {
   std::string comm = "threads";
   std::string data = TORCH_EXAMPLE_DATA_DIR;
   std::size_t train_limit = 0, test_limit = 0;
+  int rank = -1, size = 0;  // --comm gloo
+  std::string store;        // --comm gloo: the rendezvous directory
   bool quick = false, json = false;
 };
 
@@ -44,7 +50,7 @@ const char* usage_text =
     "                       [--optimizer sgd|adamw] [--workers M] [--tau T] [--alpha A] [--lambda L]\n"
     "                       [--lr LR] [--momentum MU] [--weight-decay WD] [--outer-lr LR] [--outer-momentum MU]\n"
     "                       [--push constant|inverse_mv] [--push-warmup N] [--epochs E] [--batch B] [--seed S]\n"
-    "                       [--comm threads|mpi] [--quick] [--json] [--data DIR] [--train-limit N] [--test-limit N]\n"
+    "                       [--comm threads|mpi|gloo] [--quick] [--json] [--data DIR] [--train-limit N] [--test-limit N]\n"
     "  --model     resnet (default): 3x3 stem of W channels (--width, default 16) with BatchNorm, residual\n"
     "              blocks of W, 2W, 4W channels (28 -> 14 -> 7), average pool, linear; or mlp: 784-H1-...-10\n"
     "              (--hidden, default 512,512)\n"
@@ -56,7 +62,9 @@ const char* usage_text =
     "  --quick     1 epoch on the first 4000 training and 2000 test images\n"
     "  --json      stdout carries only JSON lines\n"
     "  --comm mpi  one worker per MPI process (mpiexec -n M libtorch_fmnist --comm mpi ...; --workers is\n"
-    "              ignored); threads (default) runs the M workers as threads of this process\n";
+    "              ignored); threads (default) runs the M workers as threads of this process\n"
+    "  --comm gloo --rank R --size M --store DIR  one worker per process over Gloo's TCP transport, the\n"
+    "              processes meeting in DIR (a directory all of them see; empty, one per run)\n";
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "libtorch_fmnist: " << problem << "\n" << usage_text;
@@ -115,6 +123,9 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--batch") r.batch = parse<std::size_t>(flag, value);
     else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, value);
     else if (flag == "--comm") c.comm = value;
+    else if (flag == "--rank") c.rank = parse<int>(flag, value);
+    else if (flag == "--size") c.size = parse<int>(flag, value);
+    else if (flag == "--store") c.store = value;
     else if (flag == "--data") c.data = value;
     else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
     else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
@@ -129,7 +140,13 @@ config parse_args(int argc, char** argv) {
 #ifndef TORCH_EXAMPLE_WITH_MPI
   if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
 #endif
-  if (c.comm != "threads" && c.comm != "mpi") usage("--comm: unknown engine '" + c.comm + "' (threads or mpi)");
+#ifndef TORCH_EXAMPLE_WITH_GLOO
+  if (c.comm == "gloo") usage("--comm gloo: this build has no Gloo (dppf::gloo was not found when it was configured)");
+#endif
+  if (c.comm != "threads" && c.comm != "mpi" && c.comm != "gloo")
+    usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or gloo)");
+  if (c.comm == "gloo" && (c.rank < 0 || c.size < 1 || c.rank >= c.size || c.store.empty()))
+    usage("--comm gloo needs --rank R --size M (0 <= R < M) and --store DIR");
   if (c.quick) {
     if (!epochs_given) r.epochs = 1;
     if (c.train_limit == 0) c.train_limit = 4000;
@@ -233,6 +250,17 @@ int main(int argc, char** argv) {
       });
       return 0;
     }
+#ifdef TORCH_EXAMPLE_WITH_GLOO
+    if (c.comm == "gloo") {
+      dppf::gloo_store store;
+      store.file_dir = c.store;
+      dppf::gloo_communicator comm{store, c.rank, c.size};
+      for (const auto& m : c.methods)
+        if (m == "single" && c.size != 1) usage("--method single runs one worker: with --comm gloo, --size 1");
+      run_all(c, c.size, c.rank, [&](auto&& f, int) { f(comm); });
+      return 0;
+    }
+#endif
 #ifdef TORCH_EXAMPLE_WITH_MPI
     dppf::mpi_environment env(argc, argv);  // one worker per MPI process: M is the number of ranks
     dppf::mpi_communicator comm{MPI_COMM_WORLD};

@@ -38,9 +38,14 @@ if(FMNIST_DATA_FOUND AND LIBTORCH_PYTHON)
     PASS_REGULAR_EXPRESSION "OK: dppf's LocalSGD equals" FAIL_REGULAR_EXPRESSION "FAIL")
 endif()
 
-# --comm mpi: two processes give the numbers of two threads.
+# --comm mpi and --comm gloo: two processes give the numbers of two threads.
 if(TARGET dppf::mpi AND FMNIST_DATA_FOUND AND MPIEXEC_EXECUTABLE)
-  add_test(NAME example_libtorch_mpi_matches_threads COMMAND ${CMAKE_COMMAND} -DMPIEXEC=${MPIEXEC_EXECUTABLE}
-    -DEXE=$<TARGET_FILE:libtorch_fmnist> -P ${CMAKE_CURRENT_SOURCE_DIR}/mpi_matches_threads.cmake)
+  add_test(NAME example_libtorch_mpi_matches_threads COMMAND ${CMAKE_COMMAND} -DCOMM=mpi -DMPIEXEC=${MPIEXEC_EXECUTABLE}
+    -DEXE=$<TARGET_FILE:libtorch_fmnist> -P ${CMAKE_CURRENT_SOURCE_DIR}/comm_matches_threads.cmake)
   set_tests_properties(example_libtorch_mpi_matches_threads PROPERTIES LABELS "${_lt_labels};mpi" TIMEOUT 300)
+endif()
+if(TARGET dppf::gloo AND FMNIST_DATA_FOUND)
+  add_test(NAME example_libtorch_gloo_matches_threads COMMAND ${CMAKE_COMMAND} -DCOMM=gloo
+    -DEXE=$<TARGET_FILE:libtorch_fmnist> -P ${CMAKE_CURRENT_SOURCE_DIR}/comm_matches_threads.cmake)
+  set_tests_properties(example_libtorch_gloo_matches_threads PROPERTIES LABELS "${_lt_labels};gloo" TIMEOUT 300)
 endif()
