@@ -18,9 +18,14 @@ if(TARGET dppf::mpi)
 else()
   set(_pkg_mpi OFF)
 endif()
+if(TARGET dppf::gloo)
+  set(_pkg_gloo ON)
+else()
+  set(_pkg_gloo OFF)
+endif()
 # The consumers use this build's compiler, without this build's flags (sanitizers included).
 set(_pkg_options -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER} -DCMAKE_BUILD_TYPE=Release
-                 -DDPPF_CONSUMER_MPI=${_pkg_mpi} -DDPPF_CONSUMER_VERSION=${PROJECT_VERSION})
+                 -DDPPF_CONSUMER_MPI=${_pkg_mpi} -DDPPF_CONSUMER_GLOO=${_pkg_gloo} -DDPPF_CONSUMER_VERSION=${PROJECT_VERSION})
 
 add_test(NAME package.install
          COMMAND ${CMAKE_COMMAND} -DBUILD_DIR=${PROJECT_BINARY_DIR} -DPREFIX=${_pkg_prefix} -DCONFIG=$<CONFIG>
@@ -56,7 +61,7 @@ endfunction()
 
 dppf_package_request_test(unknown_component "Component 'bogus' is not available: dppf was installed without it"
                           VERSION 0.2 COMPONENTS core bogus)
-foreach(_comp cuda nccl mpi)
+foreach(_comp cuda nccl mpi gloo)
   if(NOT TARGET dppf::${_comp})
     dppf_package_request_test(unbuilt_${_comp} "Component '${_comp}' is not available: dppf was installed without it"
                               COMPONENTS ${_comp})
@@ -66,6 +71,10 @@ if(TARGET dppf::mpi)
   # Installed with MPI, used on a machine without it: the mpi component says what it misses.
   dppf_package_request_test(mpi_dependency_missing "Component 'mpi' is not available: it needs MPI COMPONENTS CXX, which was not found"
                             COMPONENTS mpi ARGS -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON)
+endif()
+if(TARGET dppf::gloo)
+  dppf_package_request_test(gloo_dependency_missing "Component 'gloo' is not available: it needs Gloo CONFIG, which was not found"
+                            COMPONENTS gloo ARGS -DCMAKE_DISABLE_FIND_PACKAGE_Gloo=ON)
 endif()
 math(EXPR _next_minor "${PROJECT_VERSION_MINOR} + 1")
 math(EXPR _next_major "${PROJECT_VERSION_MAJOR} + 1")
