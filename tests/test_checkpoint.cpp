@@ -20,13 +20,16 @@
 #include <dppf/communicators/thread_group.hpp>
 #include <dppf/trainer.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support.hpp"
@@ -67,6 +70,14 @@ template <class State>
 auto buffers_of(State& s) {
   std::vector<std::pair<std::string, std::vector<double>>> out;
   s.for_each_buffer([&](const char* name, auto& b) { out.emplace_back(name, std::vector<double>(b.begin(), b.end())); });
+  return out;
+}
+
+// Every counter of a state, with its name.
+template <class State>
+std::vector<std::pair<std::string, std::int64_t>> counters_of(State& s) {
+  std::vector<std::pair<std::string, std::int64_t>> out;
+  dppf::detail::for_each_counter(s, [&](const char* name, std::int64_t& c) { out.emplace_back(name, c); });
   return out;
 }
 
@@ -182,6 +193,77 @@ TEST_CASE("checkpoint load_state rejects a state of other options and changes no
                                       "no tensor 'optimizer.max_exp_avg_sq'");
 }
 
+namespace {
+
+// A user's state: a buffer, a counter it lists itself, and a member called `step` that it does
+// not list (a cache, say).
+struct listed_counter_state {
+  std::vector<float> weights = std::vector<float>(4, 0.0f);
+  std::int64_t ticks = 0;
+  std::int64_t step = 0;
+  template <class F>
+  void for_each_buffer(F&& f) {
+    f("weights", weights);
+  }
+  template <class F>
+  void for_each_counter(F&& f) {
+    f("ticks", ticks);
+  }
+};
+
+// A state that lists no counters, though it has a member called `step`.
+struct unlisted_counter_state {
+  std::vector<float> weights = std::vector<float>(3, 0.0f);
+  std::int64_t step = 0;
+  template <class F>
+  void for_each_buffer(F&& f) {
+    f("weights", weights);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("checkpoint of a state holds exactly the counters it lists with for_each_counter") {
+  listed_counter_state s;
+  s.weights = {1.0f, -2.0f, 3.5f, 0.25f};
+  s.ticks = 7;
+  s.step = 9;
+  safetensors f;
+  dppf::save_state(f, "s", s);
+  CHECK(f.contains("s.weights"));
+  CHECK(f.scalar<std::int64_t>("s.ticks") == 7);
+  CHECK_FALSE(f.contains("s.step"));
+  listed_counter_state r;
+  dppf::load_state(f, "s", r);
+  CHECK(r.weights == s.weights);
+  CHECK(r.ticks == 7);
+  CHECK(r.step == 0);
+
+  unlisted_counter_state u;
+  u.step = 5;
+  safetensors g;
+  dppf::save_state(g, "u", u);
+  CHECK(g.contains("u.weights"));
+  CHECK_FALSE(g.contains("u.step"));
+  CHECK(g.tensors().size() == 1);
+
+  // The library's states list theirs.
+  const dppf::host_executor ex;
+  std::vector<float> p(3);
+  auto s_sgd = dppf::sgd{{.momentum = 0.9}}.init(ex, p);
+  auto s_adamw = dppf::adamw{}.init(ex, p);
+  dppf::diloco::state<std::vector<float>> s_diloco;
+  s_sgd.step = 4;
+  s_adamw.step = 5;
+  s_diloco.outer_steps = 6;
+  using counters = std::vector<std::pair<std::string, std::int64_t>>;
+  CHECK(counters_of(s_sgd) == counters{{"step", 4}});
+  CHECK(counters_of(s_adamw) == counters{{"step", 5}});
+  CHECK(counters_of(s_diloco) == counters{{"outer_steps", 6}});
+  dppf::elastic::state<std::vector<float>> s_elastic;
+  CHECK(counters_of(s_elastic).empty());
+}
+
 TEST_CASE("checkpoint of a random engine continues its sequence") {
   std::mt19937_64 engine(2024);
   for (int i = 0; i < 1000; ++i) (void)engine();
@@ -204,11 +286,24 @@ TEST_CASE("checkpoint of a random engine continues its sequence") {
 
 namespace {
 
+// What checkpointing sees of a trainer (its workspace for T, or nullptr, and its counters).
+template <class T, class Trainer>
+auto* workspace_of(Trainer& tr) {
+  return dppf::detail::trainer_access::workspace<T>(tr);
+}
+template <class Trainer>
+std::pair<double, std::int64_t> loss_accumulator_of(Trainer& tr) {
+  const auto c = dppf::detail::trainer_access::get_counters(tr);
+  return {c.loss_sum, c.loss_count};
+}
+
 // One worker's result: its parameters and every buffer and counter of its trainer.
 struct worker_result {
   std::vector<double> params;
+  bool workspace = false;
   std::vector<std::pair<std::string, std::vector<double>>> optimizer, consensus;
-  std::int64_t steps = 0, syncs = 0, optimizer_step = 0;
+  std::vector<std::pair<std::string, std::int64_t>> optimizer_counters, consensus_counters;
+  std::int64_t steps = 0, syncs = 0;
   std::pair<double, std::int64_t> loss;
 };
 
@@ -216,29 +311,39 @@ template <class T, class Trainer>
 worker_result result_of(Trainer& tr, const std::vector<T>& x) {
   worker_result r;
   r.params.assign(x.begin(), x.end());
-  auto* ws = tr.template state<T>();
-  REQUIRE(ws != nullptr);
-  r.optimizer = buffers_of(ws->optimizer_state);
-  r.consensus = buffers_of(ws->rule_state);
-  r.optimizer_step = ws->optimizer_state.step;
+  if (auto* ws = workspace_of<T>(tr)) {
+    r.workspace = true;
+    r.optimizer = buffers_of(ws->optimizer_state);
+    r.consensus = buffers_of(ws->rule_state);
+    r.optimizer_counters = counters_of(ws->optimizer_state);
+    r.consensus_counters = counters_of(ws->rule_state);
+  }
   r.steps = tr.steps();
   r.syncs = tr.syncs();
-  r.loss = tr.loss_accumulator();
+  r.loss = loss_accumulator_of(tr);
   return r;
 }
 
 template <class T>
 void check_same(const worker_result& got, const worker_result& want) {
   CHECK(same_bits(got.params, want.params));
+  CHECK(got.workspace == want.workspace);
   CHECK(got.steps == want.steps);
   CHECK(got.syncs == want.syncs);
-  CHECK(got.optimizer_step == want.optimizer_step);
+  CHECK(got.optimizer_counters == want.optimizer_counters);
+  CHECK(got.consensus_counters == want.consensus_counters);
   CHECK(std::memcmp(&got.loss.first, &want.loss.first, sizeof(double)) == 0);
   CHECK(got.loss.second == want.loss.second);
   REQUIRE(got.optimizer.size() == want.optimizer.size());
-  for (std::size_t i = 0; i < got.optimizer.size(); ++i) CHECK(same_bits(got.optimizer[i].second, want.optimizer[i].second));
+  for (std::size_t i = 0; i < got.optimizer.size(); ++i) {
+    CHECK(got.optimizer[i].first == want.optimizer[i].first);
+    CHECK(same_bits(got.optimizer[i].second, want.optimizer[i].second));
+  }
   REQUIRE(got.consensus.size() == want.consensus.size());
-  for (std::size_t i = 0; i < got.consensus.size(); ++i) CHECK(same_bits(got.consensus[i].second, want.consensus[i].second));
+  for (std::size_t i = 0; i < got.consensus.size(); ++i) {
+    CHECK(got.consensus[i].first == want.consensus[i].first);
+    CHECK(same_bits(got.consensus[i].second, want.consensus[i].second));
+  }
 }
 
 constexpr int workers = 3;
@@ -282,6 +387,7 @@ void check_trainer_resume(MakeTrainer make, int k) {
     train(tr, x, comm.rank(), k, 2 * k);
     resumed[static_cast<std::size_t>(comm.rank())] = result_of<T>(tr, x);
   });
+  CHECK(uninterrupted[0].workspace);
   for (int r = 0; r < workers; ++r) {
     INFO("rank " << r);
     check_same<T>(resumed[static_cast<std::size_t>(r)], uninterrupted[static_cast<std::size_t>(r)]);
@@ -353,7 +459,7 @@ TEST_CASE("checkpoint of a trainer taken before its first step restores the para
     auto tr = make(comm);
     std::vector<float> x(params_n);
     dppf::load_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
-    CHECK(tr.template state<float>() == nullptr);
+    CHECK(workspace_of<float>(tr) == nullptr);
     train(tr, x, comm.rank(), 0, 5);
     got[static_cast<std::size_t>(comm.rank())] = x;
   });
@@ -370,48 +476,69 @@ failing_trainer make_failing(dppf::thread_communicator comm) {
                          {.tau = 2});
 }
 
+auto make_diloco(dppf::thread_communicator comm) {
+  return dppf::trainer{dppf::adamw{{.lr = 0.01}}, dppf::diloco{{.outer_momentum = 0.5}}, comm, dppf::host_executor{},
+                       dppf::trainer_options{.tau = 2}};
+}
+
 // Saves 3 workers after 3 steps into dir/ckpt-<r>.safetensors.
-void write_group(const std::filesystem::path& dir) {
+template <class Make>
+void write_group(const std::filesystem::path& dir, Make make) {
   dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
-    auto tr = make_failing(comm);
+    auto tr = make(comm);
     auto x = initial_params<float>(comm.rank());
     train(tr, x, comm.rank(), 0, 3);
     dppf::save_trainer(dir / ("ckpt-" + std::to_string(comm.rank()) + ".safetensors"), tr, x);
   });
 }
 
-// Every rank tries to restore the file `file_of(rank)`; returns each rank's error message, after
-// checking that nothing changed on any rank (parameters, counters, and, for a trainer that had
-// stepped, its optimizer state).
-template <class FileOf>
-std::vector<std::string> restore_everywhere(FileOf file_of, bool stepped_before) {
+// The file at `path` with tensor `name` removed (the caller may add another under that name).
+safetensors without(const std::filesystem::path& path, const std::string& name) {
+  const safetensors f = safetensors::load(path);
+  safetensors g;
+  for (const auto& [k, v] : f.metadata()) g.set_metadata(k, v);
+  for (const auto& [n, info] : f.tensors())
+    if (n != name) g.add_bytes(n, info.type, info.shape, f.bytes(n));
+  return g;
+}
+
+// Every rank tries to restore the file `file_of(rank)` into a trainer made by `make`, either
+// fresh (no workspace yet) or after 3 steps (one sync: the consensus state has moved away from
+// its initial value; the loss accumulator holds a step). Returns each rank's error message,
+// after checking that nothing changed on any rank: parameters, whether the workspace exists,
+// every optimizer and consensus buffer and counter, the trainer's counters and loss accumulator.
+template <class Make, class FileOf>
+std::vector<std::string> restore_everywhere(Make make, FileOf file_of, bool stepped_before) {
   std::vector<std::string> errors(workers);
   dppf::thread_group group(workers, {.timeout = std::chrono::seconds(30)});
   group.run([&](dppf::thread_communicator comm) {
-    auto tr = make_failing(comm);
-    auto x = initial_params<float>(comm.rank() + 10);
-    if (stepped_before) train(tr, x, comm.rank(), 0, 1);
-    const auto before = x;
-    const std::vector<float> momentum_before =
-        stepped_before ? tr.state<float>()->optimizer_state.momentum_buffer : std::vector<float>{};
-    const auto steps_before = tr.steps();
+    auto tr = make(comm);
+    auto x = initial_params<float>(comm.rank() + 10);  // not the files' parameters
+    if (stepped_before) train(tr, x, comm.rank(), 0, 3);
+    const worker_result before = result_of<float>(tr, x);
+    CHECK(before.workspace == stepped_before);
     try {
       dppf::load_trainer(file_of(comm.rank()), tr, x);
     } catch (const checkpoint_error& e) {
       errors[static_cast<std::size_t>(comm.rank())] = e.what();
     }
-    CHECK(same_bits(x, before));
-    CHECK(tr.steps() == steps_before);
-    if (stepped_before) CHECK(same_bits(tr.state<float>()->optimizer_state.momentum_buffer, momentum_before));
+    INFO("rank " << comm.rank() << ", stepped before the load: " << stepped_before);
+    check_same<float>(result_of<float>(tr, x), before);
   });
+  for (int r = 0; r < workers; ++r) CHECK_MESSAGE(!errors[static_cast<std::size_t>(r)].empty(), "rank " << r << " did not raise");
   return errors;
+}
+
+template <class FileOf>
+std::vector<std::string> restore_everywhere(FileOf file_of, bool stepped_before) {
+  return restore_everywhere(make_failing, file_of, stepped_before);
 }
 
 }  // namespace
 
-TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's file is bad") {
+TEST_CASE("checkpoint restore fails on every rank, with no hang and nothing changed, when one rank's file is bad") {
   dppf_test::temp_dir dir("failing");
-  write_group(dir.path);
+  write_group(dir.path, make_failing);
   const auto file = [&](int r) { return dir.path / ("ckpt-" + std::to_string(r) + ".safetensors"); };
 
   SUBCASE("a truncated file on rank 1") {
@@ -441,32 +568,46 @@ TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's
   }
   SUBCASE("a checkpoint of another optimizer configuration") {
     // Rank 0's file without its momentum buffer (saved by a run without momentum).
-    safetensors f = safetensors::load(file(0));
-    safetensors g;
-    for (const auto& [k, v] : f.metadata()) g.set_metadata(k, v);
-    for (const auto& [name, info] : f.tensors())
-      if (name != "optimizer.momentum_buffer") g.add_bytes(name, info.type, info.shape, f.bytes(name));
-    g.save(file(0));
+    without(file(0), "optimizer.momentum_buffer").save(file(0));
     for (bool stepped : {false, true}) {
       const auto errors = restore_everywhere(file, stepped);
       CHECK(errors[0].find("no tensor 'optimizer.momentum_buffer'") != std::string::npos);
       CHECK(errors[1].find("rank(s) 0 could not restore") != std::string::npos);
     }
   }
-  SUBCASE("a consensus state of the wrong size, found only once the workspace exists") {
-    safetensors f = safetensors::load(file(1));
-    safetensors g;
-    for (const auto& [k, v] : f.metadata()) g.set_metadata(k, v);
-    for (const auto& [name, info] : f.tensors())
-      if (name != "consensus.center") g.add_bytes(name, info.type, info.shape, f.bytes(name));
+  SUBCASE("an EASGD center of the wrong size, found only once the workspace exists") {
+    // The rule's init (the center: the mean of the parameters) runs before this can be checked;
+    // a fresh trainer must still end with no workspace, a stepped one with its own center.
+    safetensors g = without(file(1), "consensus.center");
     g.add("consensus.center", std::vector<float>(params_n + 1));
     g.save(file(1));
     for (bool stepped : {false, true}) {
       const auto errors = restore_everywhere(file, stepped);
       CHECK(errors[1].find("tensor 'consensus.center' has 24 elements (shape [24]), the live buffer has 23") !=
             std::string::npos);
+      CHECK(errors[0].find("rank(s) 1 could not restore") != std::string::npos);
       CHECK(errors[2].find("rank(s) 1 could not restore") != std::string::npos);
     }
+  }
+  SUBCASE("a trainer counter of the wrong dtype on rank 2") {
+    safetensors g = without(file(2), "trainer.loss_count");
+    g.add_scalar("trainer.loss_count", 1.0);
+    g.save(file(2));
+    for (bool stepped : {false, true}) {
+      const auto errors = restore_everywhere(file, stepped);
+      CHECK(errors[2].find("tensor 'trainer.loss_count' has dtype F64, the live buffer has I64") != std::string::npos);
+      CHECK(errors[0].find("rank(s) 2 could not restore") != std::string::npos);
+    }
+  }
+  SUBCASE("a consensus rule whose init fails on the live group") {
+    // alpha = 0.5 with 3 workers gives M * alpha > 1: the rule's init raises on every rank while
+    // the workspace is built; the load reports it and changes nothing.
+    const auto make_unstable = [](dppf::thread_communicator comm) {
+      return failing_trainer(dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::elastic{{.alpha = 0.5}}, comm,
+                             dppf::host_executor{}, {.tau = 2});
+    };
+    const auto errors = restore_everywhere(make_unstable, file, false);
+    for (const auto& e : errors) CHECK(e.find("must be <= 1 for a stable center") != std::string::npos);
   }
   SUBCASE("a world size that differs") {
     dppf::thread_group(1).run([&](dppf::thread_communicator comm) {
@@ -488,7 +629,63 @@ TEST_CASE("checkpoint restore fails on every rank, with no hang, when one rank's
       }
       if (comm.rank() == 0) CHECK(error.find("rank(s) 1, 2 could not restore") != std::string::npos);
       else CHECK(error.find("tensor 'params' has 23 elements (shape [23]), the live buffer has") != std::string::npos);
+      CHECK(workspace_of<float>(tr) == nullptr);
     });
+  }
+}
+
+TEST_CASE("checkpoint restore of diloco fails on every rank with nothing changed when one rank's state is bad") {
+  // DiLoCo's init sets the global model to the mean of the parameters and its outer momentum to
+  // zero; a failed load must leave neither behind (fresh trainer) nor overwrite them (stepped).
+  dppf_test::temp_dir dir("failing-diloco");
+  write_group(dir.path, make_diloco);
+  const auto file = [&](int r) { return dir.path / ("ckpt-" + std::to_string(r) + ".safetensors"); };
+  SUBCASE("a global model of the wrong size on rank 2") {
+    safetensors g = without(file(2), "consensus.global");
+    g.add("consensus.global", std::vector<float>(params_n - 1));
+    g.save(file(2));
+    for (bool stepped : {false, true}) {
+      const auto errors = restore_everywhere(make_diloco, file, stepped);
+      CHECK(errors[2].find("tensor 'consensus.global' has 22 elements (shape [22]), the live buffer has 23") !=
+            std::string::npos);
+      CHECK(errors[0].find("rank(s) 2 could not restore") != std::string::npos);
+    }
+  }
+  SUBCASE("no outer step counter on rank 0") {
+    without(file(0), "consensus.outer_steps").save(file(0));
+    for (bool stepped : {false, true}) {
+      const auto errors = restore_everywhere(make_diloco, file, stepped);
+      CHECK(errors[0].find("no tensor 'consensus.outer_steps'") != std::string::npos);
+      CHECK(errors[1].find("rank(s) 0 could not restore") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("checkpoint taken before the first step, restored into a trainer that has stepped, resumes like a fresh one") {
+  // The file has no workspace: the trainer's own (momentum, center) must go, so the next step
+  // initializes it from the restored parameters as a fresh trainer's first step does.
+  dppf_test::temp_dir dir("drop-workspace");
+  std::vector<worker_result> want(workers), got(workers);
+  dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
+    auto tr = make_failing(comm);
+    auto x = initial_params<float>(comm.rank());
+    dppf::save_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
+    train(tr, x, comm.rank(), 0, 5);
+    want[static_cast<std::size_t>(comm.rank())] = result_of<float>(tr, x);
+  });
+  dppf::thread_group(workers).run([&](dppf::thread_communicator comm) {
+    auto tr = make_failing(comm);
+    auto x = initial_params<float>(comm.rank() + 10);
+    train(tr, x, comm.rank(), 0, 3);
+    dppf::load_trainer(dir.path / ("c" + std::to_string(comm.rank())), tr, x);
+    CHECK(workspace_of<float>(tr) == nullptr);
+    CHECK(tr.steps() == 0);
+    train(tr, x, comm.rank(), 0, 5);
+    got[static_cast<std::size_t>(comm.rank())] = result_of<float>(tr, x);
+  });
+  for (int r = 0; r < workers; ++r) {
+    INFO("rank " << r);
+    check_same<float>(got[static_cast<std::size_t>(r)], want[static_cast<std::size_t>(r)]);
   }
 }
 

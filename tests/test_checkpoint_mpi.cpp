@@ -1,6 +1,7 @@
 // Checkpoints over dppf::mpi_communicator, run by mpiexec: every rank trains 2k steps uninterrupted, and k
 // steps + save + restore into a fresh trainer + k steps, and the two agree bit for bit on every
-// rank; a rank whose file is bad makes every rank raise checkpoint_error, without a hang.
+// rank; a rank whose file is bad makes every rank raise checkpoint_error, without a hang and
+// with nothing changed on any rank.
 
 #include <doctest/doctest.h>
 
@@ -84,8 +85,8 @@ void check_resume(Make make, int k) {
   CHECK(same_bits(z, x));
   CHECK(resumed.steps() == full.steps());
   CHECK(resumed.syncs() == full.syncs());
-  auto* a = resumed.template state<T>();
-  auto* b = full.template state<T>();
+  auto* a = dppf::detail::trainer_access::workspace<T>(resumed);
+  auto* b = dppf::detail::trainer_access::workspace<T>(full);
   REQUIRE(a != nullptr);
   REQUIRE(b != nullptr);
   std::vector<std::vector<double>> sa, sb;
@@ -148,4 +149,47 @@ TEST_CASE("checkpoint restore over mpi fails on every rank, without a hang, when
   }
   CHECK(x == std::vector<float>(17, 3.0f));
   CHECK(tr.steps() == 0);
+  CHECK(dppf::detail::trainer_access::workspace<float>(tr) == nullptr);
+}
+
+TEST_CASE("checkpoint restore over mpi of a bad diloco state on the last rank changes nothing on any rank") {
+  // The fresh trainer's workspace (DiLoCo's global model: an all-reduce over the processes) is
+  // built before the bad buffer can be found; it must not stay behind on any rank.
+  dppf::mpi_communicator world(MPI_COMM_WORLD);
+  shared_dir dir(world);
+  const int r = world.rank(), last = world.size() - 1;
+  auto make = [] {
+    return dppf::trainer{dppf::sgd{{.lr = 0.05, .momentum = 0.9}}, dppf::diloco{}, dppf::mpi_communicator(MPI_COMM_WORLD),
+                         dppf::host_executor{}, dppf::trainer_options{.tau = 2}};
+  };
+  {
+    auto tr = make();
+    auto x = dppf_test::random_vector<float>(17, 950 + static_cast<std::uint64_t>(r));
+    for (int t = 0; t < 3; ++t) tr.step(x, gradient(x, t, r));
+    const dppf::safetensors f = dppf::save_trainer(tr, x);
+    dppf::safetensors g;
+    for (const auto& [k, v] : f.metadata()) g.set_metadata(k, v);
+    for (const auto& [name, info] : f.tensors())
+      if (r != last || name != "consensus.global") g.add_bytes(name, info.type, info.shape, f.bytes(name));
+    if (r == last) g.add("consensus.global", std::vector<float>(18));
+    g.save(dir.file(r));
+  }
+  world.barrier();
+
+  auto tr = make();
+  std::vector<float> x(17, 3.0f);
+  std::string error;
+  try {
+    dppf::load_trainer(dir.file(r), tr, x);
+  } catch (const dppf::checkpoint_error& e) {
+    error = e.what();
+  }
+  INFO("rank " << r << ": " << error);
+  if (r == last)
+    CHECK(error.find("tensor 'consensus.global' has 18 elements (shape [18]), the live buffer has 17") != std::string::npos);
+  else
+    CHECK(error.find("rank(s) " + std::to_string(last) + " could not restore their checkpoint") != std::string::npos);
+  CHECK(x == std::vector<float>(17, 3.0f));
+  CHECK(tr.steps() == 0);
+  CHECK(dppf::detail::trainer_access::workspace<float>(tr) == nullptr);
 }

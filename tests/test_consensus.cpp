@@ -524,7 +524,7 @@ TEST_CASE("trainer averages non-trainable buffers and optionally the optimizer s
                      dppf::host_executor{}, {.tau = 1, .average_optimizer_state = true}};
     tr.step(x, g, 0.0, bn);
     CHECK(std::all_of(bn.begin(), bn.end(), [](double v) { return v == 5.0; }));  // averaged, not pushed
-    auto* ws = tr.state<double>();
+    auto* ws = dppf::detail::trainer_access::workspace<double>(tr);
     REQUIRE(ws != nullptr);
     // Momentum buffers (1 and 2) are averaged to 1.5 on both workers.
     CHECK(std::all_of(ws->optimizer_state.momentum_buffer.begin(), ws->optimizer_state.momentum_buffer.end(),

@@ -54,6 +54,10 @@ struct trainer_stats : sync_report {
 /// No learning-rate schedule: the optimizer's lr is used as it is.
 struct fixed_lr {};
 
+namespace detail {
+struct trainer_access;  // what checkpointing needs of a trainer's internals (defined below)
+}  // namespace detail
+
 /// The optimizer is a local_optimizer on Exec, the rule a consensus on Exec over the trainer's
 /// counting_communicator<Comm>, the schedule fixed_lr or an lr_schedule. These are checked by
 /// static_asserts, which name the concept and say why it fails where the trainer is built (a
@@ -161,23 +165,14 @@ class trainer {
     buffer_type scratch;
   };
 
-  /// The workspace for T, or nullptr before the first step with T. (Checkpoints read it.)
-  template <class T>
-  workspace<T>* state() noexcept {
-    auto& w = std::get<std::optional<workspace<T>>>(workspaces_);
-    return w ? &*w : nullptr;
-  }
-
-  /// Restores counters saved by a checkpoint.
-  void restore_counters(std::int64_t steps, std::int64_t syncs, double loss_sum, std::int64_t loss_count) {
-    steps_ = steps;
-    syncs_ = syncs;
-    loss_sum_ = loss_sum;
-    loss_count_ = loss_count;
-  }
-  std::pair<double, std::int64_t> loss_accumulator() const noexcept { return {loss_sum_, loss_count_}; }
-
  private:
+  friend struct detail::trainer_access;
+
+  template <class T>
+  std::optional<workspace<T>>& workspace_slot() noexcept {
+    return std::get<std::optional<workspace<T>>>(workspaces_);
+  }
+
   template <class T>
   using ctx_type = sync_context<Exec, counting_communicator<Comm>, T>;
 
@@ -195,7 +190,7 @@ class trainer {
                 std::to_string(n);
     // Before the first step's collectives a local problem is agreed on, so no rank waits for one
     // that raised; later a bad argument raises on its rank before any communication.
-    if (!state<T>())
+    if (!workspace_slot<T>())
       agree_or_throw(comm_, !problem.empty(), problem);
     else if (!problem.empty())
       detail::throw_invalid(problem);
@@ -279,16 +274,21 @@ class trainer {
   // initialize its state (e.g. the EASGD center, DiLoCo's global model).
   template <class T, class P>
   workspace<T>& prepare_workspace(P& params) {
-    auto& slot = std::get<std::optional<workspace<T>>>(workspaces_);
-    if (slot) return *slot;
+    auto& slot = workspace_slot<T>();
+    if (!slot) slot.emplace(make_workspace<T>(params));
+    return *slot;
+  }
+
+  // The workspace the first step would allocate, not yet installed (collective).
+  template <class T, class P>
+  workspace<T> make_workspace(P& params) {
     const std::size_t n = std::ranges::size(params);
     require_same_size_on_all_ranks(comm_, n, "trainer: parameters");
     workspace<T> ws{optimizer_.template init<T>(ex_, n), {}, ex_.template allocate<T>(n)};
     const std::span<const T> no_grads{};
     ctx_type<T> ctx{ex_, comm_, view(params), view(ws.scratch), typename ctx_type<T>::const_view_type(no_grads.data(), 0)};
     rule_.init(ctx, ws.rule_state);
-    slot.emplace(std::move(ws));
-    return *slot;
+    return ws;
   }
 
   Optimizer optimizer_;
@@ -311,5 +311,54 @@ template <class Optimizer, class Consensus, class Comm, class Exec>
 trainer(Optimizer, Consensus, Comm, Exec, trainer_options) -> trainer<Optimizer, Consensus, Comm, Exec, fixed_lr>;
 template <class Optimizer, class Consensus, class Comm, class Exec>
 trainer(Optimizer, Consensus, Comm, Exec) -> trainer<Optimizer, Consensus, Comm, Exec, fixed_lr>;
+
+namespace detail {
+
+/// The one door to a trainer's internals, for checkpointing (checkpoint/trainer_checkpoint.hpp)
+/// and tests: its per-element-type workspace and its counters. Not for training code: what is
+/// set here bypasses the checks of step().
+struct trainer_access {
+  struct counters {
+    std::int64_t steps = 0;
+    std::int64_t syncs = 0;
+    double loss_sum = 0.0;        ///< losses passed to step() since the last sync ...
+    std::int64_t loss_count = 0;  ///< ... and how many
+  };
+
+  /// The workspace for T, or nullptr before the first step with T.
+  template <class T, class Trainer>
+  static auto* workspace(Trainer& tr) noexcept {
+    auto& slot = tr.template workspace_slot<T>();
+    return slot ? &*slot : nullptr;
+  }
+
+  /// The workspace the first step would allocate for `params`, built but not installed.
+  /// Collective, as the first step: sizes agreed across ranks, then the rule's init.
+  template <class T, class Trainer, class P>
+  static auto make_workspace(Trainer& tr, P& params) {
+    return tr.template make_workspace<T>(params);
+  }
+
+  /// Installs a workspace for T, or removes it (std::nullopt: the next step allocates it again).
+  template <class T, class Trainer>
+  static void set_workspace(Trainer& tr, std::optional<typename Trainer::template workspace<T>> ws) {
+    tr.template workspace_slot<T>() = std::move(ws);
+  }
+
+  template <class Trainer>
+  static counters get_counters(const Trainer& tr) noexcept {
+    return {tr.steps_, tr.syncs_, tr.loss_sum_, tr.loss_count_};
+  }
+
+  template <class Trainer>
+  static void set_counters(Trainer& tr, const counters& c) noexcept {
+    tr.steps_ = c.steps;
+    tr.syncs_ = c.syncs;
+    tr.loss_sum_ = c.loss_sum;
+    tr.loss_count_ = c.loss_count;
+  }
+};
+
+}  // namespace detail
 
 }  // namespace dppf

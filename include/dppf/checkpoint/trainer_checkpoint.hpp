@@ -3,23 +3,29 @@
 // states, named buffers, counters, random-engine state, and a whole trainer.
 //
 // Names in a file: "<prefix>.<buffer>" for every buffer a state visits with for_each_buffer and
-// "<prefix>.<counter>" (I64 scalar) for its counters (`step` of sgd/adamw, `outer_steps` of
-// diloco, or anything a state lists with for_each_counter). A trainer checkpoint holds
+// "<prefix>.<counter>" (I64 scalar) for every counter it visits with for_each_counter (`step` of
+// sgd/adamw, `outer_steps` of diloco; a state without for_each_counter has none). A trainer
+// checkpoint holds
 //   params, optimizer.*, consensus.*, trainer.steps, trainer.syncs, trainer.loss_sum,
 //   trainer.loss_count, and metadata dppf.rank, dppf.world_size, dppf.element_type,
 //   dppf.workspace ("1" once the first step has allocated the optimizer and consensus state).
 //
 // Loading is all-or-nothing: every tensor is checked against the live state (presence, dtype,
 // element count, no unexpected tensors under the prefix) before anything is written, so a failed
-// load leaves the live state as it was. Restoring a trainer is collective: if any rank's file is
-// unusable, every rank raises checkpoint_error before any rank changes its state.
+// load leaves the live state as it was. Restoring a trainer is collective: a workspace it needs
+// is built off to the side, every rank checks everything, and only once every rank has agreed
+// that all checks passed does any rank write; otherwise every rank raises checkpoint_error with
+// its parameters, workspace (present or not, every buffer and counter) and counters unchanged.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <functional>
-#include <limits>
+#include <optional>
+#include <ranges>
+#include <span>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -28,23 +34,18 @@
 
 #include "../buffer.hpp"
 #include "../communicator.hpp"
+#include "../trainer.hpp"
 #include "safetensors.hpp"
 
 namespace dppf {
 
 namespace detail {
 
-// Visits a state's counters as f(name, std::int64_t&): the members `step` and `outer_steps`
-// (sgd, adamw, diloco) and whatever a state lists itself through for_each_counter.
+// Visits the counters a state lists with for_each_counter, as f(name, std::int64_t&); a state
+// without for_each_counter has none (no member is picked up by its name).
 template <class State, class F>
 void for_each_counter(State& s, F&& f) {
-  if constexpr (requires { s.for_each_counter(f); }) {
-    s.for_each_counter(f);
-  } else {
-    if constexpr (requires { requires std::is_same_v<decltype(s.step), std::int64_t>; }) f("step", s.step);
-    if constexpr (requires { requires std::is_same_v<decltype(s.outer_steps), std::int64_t>; })
-      f("outer_steps", s.outer_steps);
-  }
+  if constexpr (requires { s.for_each_counter(f); }) s.for_each_counter(f);
 }
 
 template <class B>
@@ -176,28 +177,6 @@ void load_rng(const safetensors& in, const std::string& name, Engine& engine) {
 
 namespace detail {
 
-template <class Trainer, class T>
-using trainer_workspace_t = std::remove_pointer_t<decltype(std::declval<Trainer&>().template state<T>())>;
-
-// Allocates the trainer's workspace for element type T (optimizer state, consensus state) when
-// it does not exist yet, collectively. A trainer with a public prepare(params) does it directly.
-// Otherwise the trainer allocates it on its first step, so this takes one step with zero
-// gradients and a loss of 0 (rules that need a loss get one); everything that step changes is
-// overwritten by the restore that follows: parameters, optimizer state, consensus state,
-// counters, loss accumulator (the learning rate is recomputed from the schedule every step).
-// Only statistics keep a trace of it (the last sync report, the communicator's byte counts).
-template <class Trainer, class P>
-void materialize_workspace(Trainer& tr, P& params) {
-  using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
-  if (tr.template state<T>() != nullptr) return;
-  if constexpr (requires { tr.prepare(params); }) {
-    tr.prepare(params);
-  } else {
-    const auto zeros = tr.exec().template allocate<T>(std::ranges::size(params));
-    tr.step(params, zeros, 0.0);
-  }
-}
-
 [[noreturn]] inline void throw_collective(const std::string& mine, const std::vector<double>& failed, int rank) {
   if (!mine.empty()) throw checkpoint_error(mine);
   std::string ranks;
@@ -216,6 +195,38 @@ void agree(Comm& comm, const std::string& mine) {
     if (f != 0.0) throw_collective(mine, failed, comm.rank());
 }
 
+// What f raised, as a message (empty when it returned): a rank's failure must be agreed on
+// before any rank goes on.
+template <class F>
+std::string failure_of(F&& f) {
+  try {
+    f();
+    return {};
+  } catch (const std::exception& e) {  // also invalid_argument from an init, bad_alloc
+    return e.what();
+  }
+}
+
+// Every rank must agree on whether the file has a workspace and whether the live trainer has
+// one, or some ranks would build one (collectively) and others not.
+template <class Comm>
+void agree_on_workspaces(Comm& comm, bool in_file, bool live) {
+  const std::vector<double> flags = comm.all_gather((in_file ? 1.0 : 0.0) + (live ? 2.0 : 0.0));
+  const auto bit = [](double f, int b) { return (static_cast<int>(f) & b) != 0; };
+  for (std::size_t r = 0; r < flags.size(); ++r) {
+    if (flags[r] == flags[0]) continue;
+    const std::string rest = " (files from different runs?); this is rank " + std::to_string(comm.rank());
+    if (bit(flags[r], 1) != bit(flags[0], 1))
+      throw checkpoint_error("dppf: checkpoint: rank 0's checkpoint was taken " +
+                             std::string(bit(flags[0], 1) ? "after" : "before") + " the first step and rank " +
+                             std::to_string(r) + "'s was not" + rest);
+    throw checkpoint_error("dppf: checkpoint: rank 0's trainer has " + std::string(bit(flags[0], 2) ? "" : "not ") +
+                           "taken a step and rank " + std::to_string(r) + "'s has " +
+                           std::string(bit(flags[r], 2) ? "" : "not ") + "(steps are collective); this is rank " +
+                           std::to_string(comm.rank()));
+  }
+}
+
 }  // namespace detail
 
 /// A checkpoint of one worker of a trainer: its parameters, optimizer and consensus state,
@@ -224,6 +235,7 @@ void agree(Comm& comm, const std::string& mine) {
 template <class Trainer, parameter_buffer P>
 safetensors save_trainer(Trainer& tr, const P& params) {
   using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
+  using access = detail::trainer_access;
   static_assert(detail::checkpointable_buffer<P>, "dppf checkpoints hold host buffers; copy device state to the host first");
   safetensors out;
   auto& comm = tr.comm();
@@ -232,38 +244,43 @@ safetensors save_trainer(Trainer& tr, const P& params) {
   out.set_metadata("dppf.world_size", std::to_string(comm.size()));
   out.set_metadata("dppf.element_type", std::string(to_string(dtype_of<T>)));
   out.add("params", params);
-  auto* ws = tr.template state<T>();
+  auto* ws = access::workspace<T>(tr);
   out.set_metadata("dppf.workspace", ws ? "1" : "0");
   if (ws) {
     save_state(out, "optimizer", ws->optimizer_state);
     save_state(out, "consensus", ws->rule_state);
   }
-  const auto [loss_sum, loss_count] = tr.loss_accumulator();
-  out.add_scalar("trainer.steps", std::int64_t{tr.steps()});
-  out.add_scalar("trainer.syncs", std::int64_t{tr.syncs()});
-  out.add_scalar("trainer.loss_sum", double{loss_sum});
-  out.add_scalar("trainer.loss_count", std::int64_t{loss_count});
+  const access::counters c = access::get_counters(tr);
+  out.add_scalar("trainer.steps", c.steps);
+  out.add_scalar("trainer.syncs", c.syncs);
+  out.add_scalar("trainer.loss_sum", c.loss_sum);
+  out.add_scalar("trainer.loss_count", c.loss_count);
   return out;
 }
 
 /// Restores a trainer (and `params`) from this rank's checkpoint, so that training continues
 /// bit for bit as if it had never stopped. Collective: every rank calls it with its own file.
-/// Checks rank, world size, element type and every tensor against the live state on every rank
-/// first; if any rank fails, every rank raises checkpoint_error and no rank's parameters,
-/// optimizer state or counters change. (A trainer that has not stepped yet allocates its
-/// workspace first, collectively: see detail::materialize_workspace.)
+/// All or nothing on every rank: rank, world size, element type and every tensor are checked
+/// against the live state on every rank first (a trainer that has not stepped yet gets its
+/// workspace built off to the side, collectively, as its first step would); if any rank fails,
+/// every rank raises checkpoint_error and no rank's parameters, workspace or counters change.
+/// A checkpoint taken before the first step leaves the trainer without a workspace (its next
+/// step allocates one, as a fresh trainer's first step does).
 template <class Trainer, parameter_buffer P>
 void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
+  using access = detail::trainer_access;
+  using workspace_type = typename Trainer::template workspace<T>;
   static_assert(detail::checkpointable_buffer<std::remove_cvref_t<P>>,
                 "dppf checkpoints hold host buffers; copy device state to the host first");
   auto& comm = tr.comm();
   const std::string where = "dppf: checkpoint " + in.source() + ": ";
+  const std::size_t n = std::ranges::size(params);
+  workspace_type* const live = access::workspace<T>(tr);
 
-  // 1. What can be checked without touching the trainer.
-  std::string error;
-  bool workspace = false;
-  try {
+  // 1. What can be checked without building anything.
+  bool in_file = false;
+  detail::agree(comm, detail::failure_of([&] {
     const auto expect = [&](const char* key, const std::string& want) {
       const std::string& got = in.metadata(key);
       if (got != want)
@@ -273,81 +290,56 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
     expect("dppf.rank", std::to_string(comm.rank()));
     expect("dppf.world_size", std::to_string(comm.size()));
     expect("dppf.element_type", std::string(to_string(dtype_of<T>)));
-    in.check<T>("params", std::ranges::size(params));
+    in.check<T>("params", n);
     const std::string& w = in.metadata("dppf.workspace");
     if (w != "0" && w != "1") throw checkpoint_error(where + "metadata dppf.workspace is '" + w + "', expected 0 or 1");
-    workspace = w == "1";
-    if (workspace) {
-      // The optimizer state's layout depends only on the options: check it before the trainer
-      // is touched (the consensus state is checked once it exists, in step 2).
-      auto fresh = tr.optimizer().template init<T>(tr.exec(), std::ranges::size(params));
-      detail::restore_plan dry(in);
-      detail::plan_state(dry, "optimizer", fresh);
-    } else {
-      detail::restore_plan dry(in);
-      dry.no_others("optimizer");
-      dry.no_others("consensus");
+    in_file = w == "1";
+    if (in_file && !live) {
+      // The optimizer state's layout depends only on the options: checked before the (collective)
+      // build of a workspace, whose consensus state is checked in step 2.
+      auto dry = tr.optimizer().template init<T>(tr.exec(), n);
+      detail::restore_plan plan(in);
+      detail::plan_state(plan, "optimizer", dry);
     }
-  } catch (const std::exception& e) {  // e.g. invalid_argument from init: still raise together
-    error = e.what();
-  }
-  detail::agree(comm, error);
-  // Every rank must agree on whether the workspace exists, or some would step and others not.
-  const std::vector<double> flags = comm.all_gather(workspace ? 1.0 : 0.0);
-  for (std::size_t r = 0; r < flags.size(); ++r)
-    if (flags[r] != flags[0])
-      throw checkpoint_error("dppf: checkpoint: rank 0's checkpoint was taken " +
-                             std::string(flags[0] != 0.0 ? "after" : "before") + " the first step and rank " +
-                             std::to_string(r) + "'s was not (files from different runs?); this is rank " +
-                             std::to_string(comm.rank()));
+  }));
+  detail::agree_on_workspaces(comm, in_file, live != nullptr);
 
-  // 2. The workspace, then every tensor against it. If this fails, what step 2 changed is put
-  // back: parameters, counters, and (for a workspace that did not exist) a fresh optimizer state.
-  std::vector<T> saved_params(std::ranges::begin(params), std::ranges::end(params));
-  const std::int64_t old_steps = tr.steps(), old_syncs = tr.syncs();
-  const auto [old_loss_sum, old_loss_count] = tr.loss_accumulator();
-  const bool had_workspace = tr.template state<T>() != nullptr;
+  // 2. The workspace the file's state goes into (the live one, or one built off to the side from
+  // the file's parameters, finite values a rule's init can work with), then every tensor checked
+  // against it. Nothing live is written yet.
+  std::optional<workspace_type> built;
   detail::restore_plan plan(in);
-  std::int64_t steps = 0, syncs = 0, loss_count = 0;
-  double loss_sum = 0.0;
-  try {
-    if (workspace && !had_workspace) {
-      // The saved parameters (checked in step 1) are finite values a sync can work with, unlike
-      // whatever a fresh buffer holds.
-      in.read("params", std::span<T>(std::ranges::data(params), std::ranges::size(params)));
-      detail::materialize_workspace(tr, params);
+  access::counters counters;
+  detail::agree(comm, detail::failure_of([&] {
+    workspace_type* target = live;
+    if (in_file && !live) {
+      auto file_params = tr.exec().template allocate<T>(n);
+      in.read("params", std::span<T>(std::ranges::data(file_params), n));
+      built.emplace(access::make_workspace<T>(tr, file_params));
+      target = &*built;
     }
     plan.buffer("params", params);
-    if (workspace) {
-      auto* ws = tr.template state<T>();
-      detail::plan_state(plan, "optimizer", ws->optimizer_state);
-      detail::plan_state(plan, "consensus", ws->rule_state);
+    if (in_file) {
+      detail::plan_state(plan, "optimizer", target->optimizer_state);
+      detail::plan_state(plan, "consensus", target->rule_state);
     } else {
       plan.no_others("optimizer");
       plan.no_others("consensus");
     }
-    plan.counter("trainer.steps", steps);
-    plan.counter("trainer.syncs", syncs);
-    plan.real("trainer.loss_sum", loss_sum);
-    plan.counter("trainer.loss_count", loss_count);
+    plan.counter("trainer.steps", counters.steps);
+    plan.counter("trainer.syncs", counters.syncs);
+    plan.real("trainer.loss_sum", counters.loss_sum);
+    plan.counter("trainer.loss_count", counters.loss_count);
     plan.no_others("trainer");
-    error.clear();
-  } catch (const std::exception& e) {  // also a failure of the workspace's allocation or step
-    error = e.what();
-  }
-  try {
-    detail::agree(comm, error);
-  } catch (...) {
-    std::ranges::copy(saved_params, std::ranges::begin(params));
-    tr.restore_counters(old_steps, old_syncs, old_loss_sum, old_loss_count);
-    if (!had_workspace && tr.template state<T>() != nullptr)
-      tr.template state<T>()->optimizer_state = tr.optimizer().template init<T>(tr.exec(), saved_params.size());
-    throw;
-  }
+  }));
 
-  // 3. Everything checked on every rank: copy.
+  // 3. Every rank has checked everything: write (copies of checked tensors, which cannot fail).
   plan.commit();
-  tr.restore_counters(steps, syncs, loss_sum, loss_count);
+  if (built)
+    access::set_workspace<T>(tr, std::move(built));
+  else if (!in_file && live)
+    access::set_workspace<T>(tr, std::nullopt);
+  access::set_counters(tr, counters);
 }
 
 /// save_trainer, then an atomic write to `path` (one file per rank: put the rank in the name).
