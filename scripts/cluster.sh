@@ -16,7 +16,8 @@
 #   cluster.sh addr K             print host K's address
 #   cluster.sh mpirun N ARGS...   mpirun from host 1 with one rank on each of hosts 1..N
 #   cluster.sh gloo N CMD...      CMD on hosts 1..N at once, with RANK, WORLD_SIZE, DPPF_GLOO_ADDR
-#                                 (the host's address) set; exits with the first non-zero status
+#                                 (the host's address) set; the first rank that fails ends the
+#                                 others, and the exit status is the first non-zero one
 #   cluster.sh redis PORT         start redis-server on host 1 (background; `down` ends it)
 #   cluster.sh down               kill every process on every host, remove namespaces and links
 #   cluster.sh list               the namespaces of cluster S
@@ -164,9 +165,23 @@ case $cmd in
       pids="$pids $!"
       k=$((k + 1))
     done
+    # Like mpirun: the first rank that fails ends the others (a stopped one would never exit).
     rc=0
-    for p in $pids; do
-      if wait "$p"; then :; else r=$?; [ $rc -ne 0 ] || rc=$r; fi
+    while [ -n "$pids" ]; do
+      left=""
+      for p in $pids; do
+        if [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || echo Z)" = Z ]; then
+          if wait "$p"; then :; else r=$?; [ $rc -ne 0 ] || rc=$r; fi
+        else
+          left="$left $p"
+        fi
+      done
+      pids=$left
+      if [ $rc -ne 0 ] && [ -n "$pids" ]; then
+        sleep 0.5  # let the other ranks report their own errors first
+        for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+      fi
+      [ -z "$pids" ] || sleep 0.1
     done
     exit $rc ;;
   redis)

@@ -14,3 +14,13 @@ function(dppf_add_cluster_test name script id)
 endfunction()
 
 dppf_add_cluster_test(script cluster_script.sh 201)
+
+if(TARGET dppf::gloo)
+  add_executable(gloo_probe ${CMAKE_CURRENT_LIST_DIR}/cluster/gloo_probe.cpp)
+  target_link_libraries(gloo_probe PRIVATE dppf::gloo dppf_warnings)
+  set(_id 210)
+  foreach(_fault none stop kill cut)
+    dppf_add_cluster_test(gloo.${_fault} gloo_cluster.sh ${_id} ARGS $<TARGET_FILE:gloo_probe> ${_fault})
+    math(EXPR _id "${_id} + 1")
+  endforeach()
+endif()
