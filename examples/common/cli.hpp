@@ -1,13 +1,16 @@
 #pragma once
 // Command-line value parsing shared by the examples: the whole text must be a number of the
-// requested type, or std::invalid_argument says which flag and what it got.
+// requested type, or std::invalid_argument says which flag and what it got; lists are
+// comma-separated.
 
+#include <algorithm>
 #include <charconv>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <vector>
 
 namespace example_cli {
 
@@ -28,6 +31,18 @@ V parse(const std::string& flag, const std::string& text) {
       throw std::invalid_argument(flag + " expects an integer, got '" + text + "'");
   }
   return v;
+}
+
+/// "a,b,,c" -> {"a", "b", "c"}.
+inline std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::string::size_type start = 0;
+  while (start <= s.size()) {
+    const auto end = std::min(s.find(',', start), s.size());
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
 }
 
 }  // namespace example_cli

@@ -80,13 +80,7 @@ V parse(const std::string& flag, const std::string& text) {
   }
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
+using example_cli::split;
 
 config parse_args(int argc, char** argv) {
   config c;
