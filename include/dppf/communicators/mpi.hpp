@@ -15,17 +15,27 @@
 // * Buffers of more than INT_MAX elements are split into several MPI calls.
 // * A dppf::mpi_communicator and its copies are used by one thread at a time, and every rank calls the
 //   collectives in the same order (as for any MPI communicator).
+// * A watchdog (mpi_options::timeout, DPPF_MPI_TIMEOUT_MS) bounds how long a rank stays blocked
+//   in one MPI call: past it, the rank prints what stalled to stderr and aborts the job, since a
+//   blocking MPI collective cannot time out or be cancelled (detail/watchdog.hpp does the timing).
 
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <charconv>
+#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <ranges>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -35,6 +45,7 @@
 #include "../communicator.hpp"
 #include "../error.hpp"
 #include "detail/agreement.hpp"
+#include "detail/watchdog.hpp"
 
 namespace dppf {
 
@@ -47,7 +58,20 @@ struct mpi_options {
   bool check_arguments = true;
   /// Most elements passed to one MPI call (MPI counts are int); larger buffers are split.
   std::size_t max_elements_per_call = static_cast<std::size_t>(INT_MAX);
+  /// The watchdog: a rank blocked in one MPI call (a collective, the argument agreement, a
+  /// handle's wait) for longer than this prints what stalled to stderr and aborts the whole job
+  /// (MPI_Abort, exit code mpi_watchdog_exit_code), because a blocking MPI call cannot time out.
+  /// Zero turns it off. The environment variable DPPF_MPI_TIMEOUT_MS, when set, overrides it
+  /// (milliseconds, 0 = off), so a launch script can set it without a rebuild (mpirun -x
+  /// DPPF_MPI_TIMEOUT_MS=... forwards it to remote hosts). 10 minutes, as PyTorch's NCCL
+  /// watchdog: a healthy collective of any size finishes far sooner, and the time that counts is
+  /// what a rank spends waiting inside one call, so it must exceed the longest time one rank may
+  /// be busy elsewhere (evaluation, a checkpoint) while the others wait in the next collective.
+  std::chrono::milliseconds timeout = std::chrono::minutes(10);
 };
+
+/// The exit code of a job the watchdog aborted (EX_TEMPFAIL: restart from the last checkpoint).
+inline constexpr int mpi_watchdog_exit_code = 75;
 
 namespace detail {
 
@@ -74,9 +98,56 @@ MPI_Datatype mpi_datatype() noexcept {
     return MPI_DOUBLE;
 }
 
-// Owns the duplicated communicator; frees it unless MPI is gone already.
+/// The timeout in force: DPPF_MPI_TIMEOUT_MS when set, else the option.
+inline std::chrono::milliseconds mpi_timeout(const mpi_options& options) {
+  require_option(options.timeout.count() >= 0, "mpi_options", "timeout", options.timeout.count(), "must be >= 0 ms (0 = off)");
+  const char* env = std::getenv("DPPF_MPI_TIMEOUT_MS");
+  if (!env) return options.timeout;
+  const std::string text = env;
+  long long ms = -1;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || ms < 0)
+    throw_invalid("DPPF_MPI_TIMEOUT_MS='" + text + "' is not a number of milliseconds >= 0 (0 = off)");
+  return std::chrono::milliseconds(ms);
+}
+
+/// How long the watchdog gives MPI_Abort before it ends the process itself.
+inline constexpr std::chrono::seconds mpi_abort_grace{5};
+
+/// The watchdog's expiry action: one line on stderr saying what stalled, then the job ends.
+[[noreturn]] inline void mpi_watchdog_abort(const stalled_call& s, int rank, int size, const std::string& host) noexcept {
+  const auto seconds = [](auto d) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", std::chrono::duration<double>(d).count());
+    return std::string(text);
+  };
+  const std::string line = "dppf::mpi_communicator watchdog: rank " + std::to_string(rank) + " of " + std::to_string(size) +
+                           " (host " + host + ", pid " + std::to_string(::getpid()) + ") has been blocked in " + s.operation +
+                           " (" + s.call + ", " + std::to_string(s.bytes) + " bytes, call #" + std::to_string(s.sequence) +
+                           " of this communicator) for " + seconds(s.elapsed) + " s, past the timeout of " + seconds(s.timeout) +
+                           " s (mpi_options::timeout, DPPF_MPI_TIMEOUT_MS): another rank is hung, dead or cut off (MPI does not "
+                           "say which; a rank that prints no such line is a suspect). Aborting the job.\n";
+  [[maybe_unused]] const auto written = ::write(2, line.data(), line.size());  // one write: lines of ranks stay whole
+  // MPI_Abort runs on this watchdog thread while the application thread is blocked in MPI. The
+  // standard allows that only at MPI_THREAD_MULTIPLE (mpi_environment asks for FUNNELED). Open
+  // MPI 4.1 does it at any level: MPI_Abort only asks the local daemon (PMIx, on its own thread)
+  // to end the job, then exits. Another MPI, or a daemon that cannot be reached, may block it:
+  // after mpi_abort_grace this thread exits the process itself, and a launcher ends a job whose
+  // rank exited non-zero without MPI_Finalize (Open MPI's mpirun does).
+  std::thread([] {
+    std::this_thread::sleep_for(mpi_abort_grace);
+    static const char late[] = "dppf::mpi_communicator watchdog: MPI_Abort did not end the process; exiting\n";
+    [[maybe_unused]] const auto w = ::write(2, late, sizeof late - 1);
+    std::_Exit(mpi_watchdog_exit_code);
+  }).detach();
+  MPI_Abort(MPI_COMM_WORLD, mpi_watchdog_exit_code);
+  std::_Exit(mpi_watchdog_exit_code);
+}
+
+// Owns the duplicated communicator and the watchdog; frees the communicator unless MPI is gone already.
 struct mpi_comm_handle {
   MPI_Comm comm = MPI_COMM_NULL;
+  std::unique_ptr<collective_watchdog> watchdog;  // null when the timeout is 0
   mpi_comm_handle() = default;
   mpi_comm_handle(const mpi_comm_handle&) = delete;
   mpi_comm_handle& operator=(const mpi_comm_handle&) = delete;
@@ -102,6 +173,7 @@ class mpi_all_reduce_handle {
       wait_noexcept();
       requests_ = std::move(o.requests_);
       o.requests_.clear();
+      comm_ = std::move(o.comm_);
       error_ = std::exchange(o.error_, nullptr);
       out_ = o.out_;
       n_ = o.n_;
@@ -126,9 +198,14 @@ class mpi_all_reduce_handle {
     return true;
   }
 
+  /// Blocks: the watchdog counts from here (the time since start_all_reduce is the caller's).
   void wait() {
     if (!requests_.empty()) {
-      const int code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+      int code = MPI_SUCCESS;
+      {
+        detail::watchdog_scope watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
+        code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+      }
       requests_.clear();
       detail::mpi_check(code, "start_all_reduce", "MPI_Waitall", rank_);
       complete();
@@ -138,8 +215,10 @@ class mpi_all_reduce_handle {
 
  private:
   friend class mpi_communicator;
-  mpi_all_reduce_handle(T* out, std::size_t n, int size, int rank, bool average)
-      : out_(out), n_(n), size_(size), rank_(rank), average_(average) {}
+  mpi_all_reduce_handle(std::shared_ptr<detail::mpi_comm_handle> comm, T* out, std::size_t n, int size, int rank, bool average)
+      : comm_(std::move(comm)), out_(out), n_(n), size_(size), rank_(rank), average_(average) {}
+
+  detail::collective_watchdog* watchdog() const noexcept { return comm_ ? comm_->watchdog.get() : nullptr; }
 
   void complete() {
     requests_.clear();
@@ -155,11 +234,13 @@ class mpi_all_reduce_handle {
   void wait_noexcept() noexcept {
     int finalized = 1;
     if (requests_.empty() || MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) return;
+    detail::watchdog_scope watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
     MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
     requests_.clear();
   }
 
   std::vector<MPI_Request> requests_;
+  std::shared_ptr<detail::mpi_comm_handle> comm_;  // keeps the communicator (and its watchdog) alive
   std::exception_ptr error_;  // found at the start, raised by test() / wait()
   T* out_ = nullptr;
   std::size_t n_ = 0;
@@ -192,13 +273,26 @@ class mpi_communicator {
     detail::mpi_check(MPI_Comm_test_inter(comm, &inter), "mpi", "MPI_Comm_test_inter", -1);
     detail::mpi_check(MPI_Comm_rank(comm, &rank_), "mpi", "MPI_Comm_rank", -1);
     if (inter) detail::throw_invalid("mpi: an inter-communicator is not supported; pass an intra-communicator");
-    detail::mpi_check(MPI_Comm_dup(comm, &handle_->comm), "mpi", "MPI_Comm_dup", rank_);
+    detail::mpi_check(MPI_Comm_size(comm, &size_), "mpi", "MPI_Comm_size", rank_);
+    options_.timeout = detail::mpi_timeout(options);
+    if (options_.timeout.count() > 0) {
+      char name[MPI_MAX_PROCESSOR_NAME] = {};
+      int length = 0;
+      detail::mpi_check(MPI_Get_processor_name(name, &length), "mpi", "MPI_Get_processor_name", rank_);
+      handle_->watchdog = std::make_unique<detail::collective_watchdog>(
+          options_.timeout, [rank = rank_, size = size_, host = std::string(name, static_cast<std::size_t>(std::max(length, 0)))](
+                                const detail::stalled_call& s) { detail::mpi_watchdog_abort(s, rank, size, host); });
+    }
+    {
+      detail::watchdog_scope watch(watchdog(), "mpi_communicator", "MPI_Comm_dup", 0);
+      detail::mpi_check(MPI_Comm_dup(comm, &handle_->comm), "mpi", "MPI_Comm_dup", rank_);
+    }
     detail::mpi_check(MPI_Comm_set_errhandler(handle_->comm, MPI_ERRORS_RETURN), "mpi", "MPI_Comm_set_errhandler", rank_);
-    detail::mpi_check(MPI_Comm_size(handle_->comm, &size_), "mpi", "MPI_Comm_size", rank_);
   }
 
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return size_; }
+  /// The options in force (timeout as DPPF_MPI_TIMEOUT_MS set it, if set).
   const mpi_options& options() const noexcept { return options_; }
   /// The duplicated communicator this object works on (e.g. to bootstrap NCCL).
   MPI_Comm native_handle() const noexcept { return handle_->comm; }
@@ -233,6 +327,7 @@ class mpi_communicator {
         detail::throw_invalid("mpi::all_reduce: invalid reduce_op " + std::to_string(static_cast<int>(op)) + " for a scalar");
     }
     double r = 0.0;
+    detail::watchdog_scope watch(watchdog(), "all_reduce", "MPI_Allreduce", sizeof v);
     detail::mpi_check(MPI_Allreduce(&v, &r, 1, MPI_DOUBLE, mop, comm()), "all_reduce", "MPI_Allreduce", rank_);
     return op == reduce_op::avg ? r / size_ : r;
   }
@@ -240,6 +335,7 @@ class mpi_communicator {
   /// Every rank's v, in rank order.
   std::vector<double> all_gather(double v) {
     std::vector<double> all(static_cast<std::size_t>(size_));
+    detail::watchdog_scope watch(watchdog(), "all_gather", "MPI_Allgather", sizeof v);
     detail::mpi_check(MPI_Allgather(&v, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, comm()), "all_gather", "MPI_Allgather", rank_);
     return all;
   }
@@ -255,11 +351,15 @@ class mpi_communicator {
     T* p = std::ranges::data(b);
     for (std::size_t offset = 0; offset < n; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n - offset));
+      detail::watchdog_scope watch(watchdog(), "broadcast", "MPI_Bcast", count * sizeof(T));
       detail::mpi_check(MPI_Bcast(p + offset, count, detail::mpi_datatype<T>(), root, comm()), "broadcast", "MPI_Bcast", rank_);
     }
   }
 
-  void barrier() { detail::mpi_check(MPI_Barrier(comm()), "barrier", "MPI_Barrier", rank_); }
+  void barrier() {
+    detail::watchdog_scope watch(watchdog(), "barrier", "MPI_Barrier", 0);
+    detail::mpi_check(MPI_Barrier(comm()), "barrier", "MPI_Barrier", rank_);
+  }
 
   /// Starts out = sum (or average) over ranks of in with MPI_Iallreduce and returns. The
   /// argument agreement (options.check_arguments) is still one small blocking all-reduce at the
@@ -283,6 +383,7 @@ class mpi_communicator {
 
  private:
   MPI_Comm comm() const noexcept { return handle_->comm; }
+  detail::collective_watchdog* watchdog() const noexcept { return handle_->watchdog.get(); }
 
   template <class T>
   static std::string buffer_problem(const char* who, const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
@@ -298,7 +399,7 @@ class mpi_communicator {
 
   template <class T>
   mpi_all_reduce_handle<T> start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-    mpi_all_reduce_handle<T> h(out, n_in, size_, rank_, op == reduce_op::avg);
+    mpi_all_reduce_handle<T> h(handle_, out, n_in, size_, rank_, op == reduce_op::avg);
     try {
       const std::string error = buffer_problem("mpi::start_all_reduce", in, out, n_in, n_out, op);
       agree_on_arguments("start_all_reduce",
@@ -324,6 +425,7 @@ class mpi_communicator {
     for (std::size_t offset = 0; offset < n_in; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n_in - offset));
       const void* send = in == out ? MPI_IN_PLACE : static_cast<const void*>(in + offset);
+      detail::watchdog_scope watch(watchdog(), "all_reduce", "MPI_Allreduce", count * sizeof(T));
       detail::mpi_check(MPI_Allreduce(send, out + offset, count, detail::mpi_datatype<T>(), MPI_SUM, comm()), "all_reduce",
                         "MPI_Allreduce", rank_);
     }
@@ -346,9 +448,13 @@ class mpi_communicator {
     const detail::agreement_vector mine = detail::encode(args, rank_);
     detail::agreement_vector max{};
     const int words = static_cast<int>(detail::agreement_words);
-    detail::mpi_check(MPI_Allreduce(mine.data(), max.data(), words, MPI_INT64_T, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
+    {
+      detail::watchdog_scope watch(watchdog(), operation, "MPI_Allreduce (argument agreement)", sizeof mine);
+      detail::mpi_check(MPI_Allreduce(mine.data(), max.data(), words, MPI_INT64_T, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
+    }
     detail::raise_unless_agreed(who.c_str(), rank_, error, detail::verdict(max), [&] {
       std::vector<detail::agreement_vector> all(static_cast<std::size_t>(size_));
+      detail::watchdog_scope watch(watchdog(), operation, "MPI_Allgather (argument agreement)", sizeof mine);
       detail::mpi_check(MPI_Allgather(mine.data(), words, MPI_INT64_T, all.data(), words, MPI_INT64_T, comm()), operation,
                         "MPI_Allgather", rank_);
       std::vector<detail::collective_args> args_of(all.size());
