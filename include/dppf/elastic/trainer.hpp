@@ -1,0 +1,273 @@
+#pragma once
+// dppf::elastic_trainer: a dppf::trainer whose workers may come and go (an elastic_group).
+//
+// * Every sync runs through elastic_group::run_committed: the parameters are saved, the rule's
+//   sync runs, and it is committed on every survivor or undone on every one and run again over
+//   the next generation's members; the mean of a sync is over the current members.
+// * A worker that was let in (a new process, or one excluded and back) gets, from the members
+//   that hold state: the mean of their parameters, and from the seed member (the first that is
+//   not new) the trainer's counters and, with newcomer_state::from_peer, the optimizer state and
+//   counters (newcomer_state::fresh: the newcomer's own freshly initialised optimizer state).
+// * Rules whose sync is only a mean of the parameters and that keep no state are elastic-safe:
+//   local_sgd and pull_push (DPPF). The others are refused at compile time until their state
+//   (EASGD's center, DiLoCo's outer momentum, LSGD's leader, GraWA's gradients, data parallel's
+//   per-step all-reduce) is carried across a change of members. Not elastic-safe either, and
+//   refused when the trainer is built: average_optimizer_state.
+// * Host buffers only (Gloo).
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../algorithms.hpp"
+#include "../consensus/local_sgd.hpp"
+#include "../consensus/pull_push.hpp"
+#include "../consensus/rule.hpp"
+#include "../error.hpp"
+#include "../trainer.hpp"
+#include "communicator.hpp"
+#include "group.hpp"
+
+namespace dppf {
+
+/// Rules an elastic trainer runs: their sync is a mean over the current members and they keep no
+/// state of their own.
+template <class Rule>
+inline constexpr bool elastic_safe_rule = false;
+template <>
+inline constexpr bool elastic_safe_rule<local_sgd> = true;
+template <>
+inline constexpr bool elastic_safe_rule<pull_push> = true;
+
+/// Rule wrapped so that each sync is committed everywhere or undone everywhere (see the top).
+template <class Rule>
+class elastic_rule {
+  static_assert(elastic_safe_rule<Rule>,
+                "dppf::elastic_rule: this consensus rule is not elastic-safe; elastic training supports local_sgd and "
+                "pull_push. Refused for now: elastic (EASGD), leader (LSGD), grawa, diloco, data_parallel (their "
+                "state or per-step collectives are not yet carried across a change of members)");
+
+ public:
+  static constexpr bool averages_gradients = false;
+
+  /// The parameters before the sync, to undo a discarded one (never checkpointed).
+  template <class Buffer>
+  struct state {
+    Buffer saved{};
+    template <class F>
+    void for_each_buffer(F&&) {}
+  };
+
+  explicit elastic_rule(Rule inner = {}) : inner_(std::move(inner)) {}
+  const Rule& inner() const noexcept { return inner_; }
+
+  template <class Ctx, class S>
+  void init(Ctx& ctx, S& s) const {
+    s.saved = ctx.ex.template allocate<typename Ctx::value_type>(std::ranges::size(ctx.params));
+  }
+
+  template <class Ctx, class S>
+  sync_report sync(Ctx& ctx, S& s) const {
+    using T = typename Ctx::value_type;
+    const std::span<const T> params(ctx.params.data(), ctx.params.size());
+    copy(ctx.ex, params, s.saved);
+    sync_report report{};
+    no_consensus_state inner_state;
+    ctx.comm.inner().group().run_committed([&] { report = inner_.sync(ctx, inner_state); },
+                                           [&] { copy(ctx.ex, s.saved, ctx.params); });
+    return report;
+  }
+
+ private:
+  Rule inner_;
+};
+
+/// Where a newcomer's optimizer state comes from.
+enum class newcomer_state {
+  from_peer,  ///< the seed member's optimizer state and counters (broadcast)
+  fresh,      ///< its own freshly initialised optimizer state
+};
+
+struct elastic_trainer_options {
+  newcomer_state state = newcomer_state::from_peer;
+};
+
+/// The trainer's report plus the membership.
+struct elastic_stats : trainer_stats {
+  std::int64_t generation = 0;  ///< the current generation's number
+  int members = 0;              ///< workers in it
+  std::int64_t worker_id = 0;   ///< this process's id in the group
+  std::int64_t regroups = 0;    ///< regroups this process took part in
+};
+
+template <class Optimizer, class Rule, executor Exec>
+class elastic_trainer {
+  static_assert(std::is_same_v<typename Exec::memory_space, host_space>, "dppf::elastic_trainer: Gloo needs host buffers");
+
+ public:
+  using trainer_type = trainer<Optimizer, elastic_rule<Rule>, elastic_communicator, Exec>;
+
+  elastic_trainer(std::shared_ptr<elastic_group> group, Optimizer optimizer, Rule rule, Exec ex, trainer_options options = {},
+                  elastic_trainer_options elastic = {})
+      : group_(std::move(group)),
+        tr_(std::move(optimizer), elastic_rule<Rule>(std::move(rule)), elastic_communicator(group_), std::move(ex),
+            checked(options)),
+        elastic_(elastic) {}
+
+  /// Joins the group (collective with the other founders, or let in at a sync of a running group:
+  /// then `params` is overwritten with the group's mean and the state arrives; see the top).
+  template <host_buffer P>
+  void start(P&& params) {
+    detail::require_not_empty(std::ranges::size(params), "elastic_trainer::start: parameters");
+    group_->join();
+    for (int attempt = 0;; ++attempt) {
+      try {
+        if (group_->has_state())
+          tr_.prepare(params);
+        else
+          transfer(params);
+        return;
+      } catch (const communication_error& e) {
+        if (attempt + 1 >= group_->options().max_regroups) throw;
+        recover_or_rejoin(e.what());
+      }
+    }
+  }
+
+  /// One local step and, when due, the sync (see dppf::trainer::step). A worker found excluded at
+  /// the sync rejoins as new (its parameters become the group's mean) and returns.
+  template <host_buffer P, host_buffer G>
+  void step(P&& params, const G& grads, double loss = std::numeric_limits<double>::quiet_NaN()) {
+    try {
+      tr_.step(params, grads, loss);
+    } catch (const communication_error& e) {
+      if (!group_->excluded()) throw;
+      rejoin(params);
+      return;
+    }
+    send_pending(params);
+  }
+
+  /// x_bar over the current members, committed on every survivor (collective).
+  template <host_buffer P>
+  void average(P&& params) {
+    using T = std::remove_cv_t<buffer_element_t<P&>>;
+    detail::require_not_empty(std::ranges::size(params), "elastic_trainer::average: parameters");
+    std::vector<T> mean(std::ranges::size(params));
+    const std::span<const T> x(std::ranges::data(params), std::ranges::size(params));
+    group_->run_committed([&] { tr_.comm().all_reduce(x, std::span<T>(mean), reduce_op::avg); }, [] {}, false);
+    std::copy(mean.begin(), mean.end(), std::ranges::data(params));
+  }
+
+  elastic_stats stats() const {
+    elastic_stats s;
+    static_cast<trainer_stats&>(s) = tr_.stats();
+    s.generation = group_->generation().number;
+    s.members = group_->size();
+    s.worker_id = group_->id();
+    s.regroups = group_->regroups();
+    return s;
+  }
+
+  std::int64_t steps() const noexcept { return tr_.steps(); }
+  std::int64_t syncs() const noexcept { return tr_.syncs(); }
+  elastic_group& group() noexcept { return *group_; }
+  trainer_type& inner() noexcept { return tr_; }
+
+ private:
+  static trainer_options checked(const trainer_options& o) {
+    detail::require_option(!o.average_optimizer_state, "elastic_trainer", "average_optimizer_state", o.average_optimizer_state,
+                           "is not elastic-safe yet and must be false");
+    return o;
+  }
+
+  template <class P>
+  void rejoin(P& params) {
+    for (int attempt = 0;; ++attempt) {
+      group_->rejoin();  // raises when not let in within admit_timeout
+      try {
+        transfer(params);
+        return;
+      } catch (const communication_error&) {
+        if (attempt + 1 >= group_->options().max_regroups) throw;  // else: register again
+      }
+    }
+  }
+
+  void recover_or_rejoin(const std::string& why) {
+    if (group_->excluded() || !group_->has_state()) {
+      group_->rejoin();
+      return;
+    }
+    group_->recover(why);
+  }
+
+  // Members send state to the newcomers of a generation just formed; a failure regroups them
+  // (a newcomer left without state is not in the next generation).
+  template <class P>
+  void send_pending(P& params) {
+    for (int attempt = 0; group_->transfer_pending(); ++attempt) {
+      try {
+        transfer(params);
+      } catch (const std::exception& e) {
+        if (attempt + 1 >= group_->options().max_regroups) throw;
+        group_->recover(std::string("sending state to a newcomer: ") + e.what());
+      }
+    }
+  }
+
+  // Collective over the current generation: newcomers receive the mean of the holders'
+  // parameters, the seed's counters and (from_peer) its optimizer state.
+  template <class P>
+  void transfer(P& params) {
+    using T = std::remove_cv_t<buffer_element_t<P&>>;
+    auto& comm = tr_.comm();
+    const bool fresh = !group_->has_state();
+    const std::size_t n = std::ranges::size(params);
+    require_same_size_on_all_ranks(comm, n, "elastic_trainer: parameters (a newcomer's model differs)");
+    if (fresh) {
+      const Exec& ex = tr_.exec();
+      typename trainer_type::template workspace<T> ws{tr_.optimizer().template init<T>(ex, n), {}, ex.template allocate<T>(n)};
+      ws.rule_state.saved = ex.template allocate<T>(n);
+      detail::trainer_access::set_workspace<T>(tr_, std::move(ws));
+    }
+    auto* ws = detail::trainer_access::workspace<T>(tr_);
+    if (!ws) throw communication_error("dppf::elastic_trainer: a member has no training state to send (no step yet)");
+
+    std::vector<T> mean(n, T(0));
+    if (!fresh) std::copy_n(std::ranges::data(params), n, mean.data());
+    comm.all_reduce(std::span<T>(mean), reduce_op::sum);
+    const int seed = group_->seed_rank();
+    const bool peer = elastic_.state == newcomer_state::from_peer;
+    if (peer) ws->optimizer_state.for_each_buffer([&](const char*, auto& b) { comm.broadcast(view(b), seed); });
+
+    auto c = detail::trainer_access::get_counters(tr_);
+    std::vector<double> counters{static_cast<double>(c.steps), static_cast<double>(c.syncs)};
+    if (peer) ws->optimizer_state.for_each_counter([&](const char*, std::int64_t& v) { counters.push_back(static_cast<double>(v)); });
+    comm.broadcast(std::span<double>(counters), seed);
+
+    if (fresh) {
+      const double inv = 1.0 / static_cast<double>(group_->holders());
+      T* x = std::ranges::data(params);
+      for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(mean[i] * inv);
+      detail::trainer_access::set_counters(
+          tr_, {static_cast<std::int64_t>(counters[0]), static_cast<std::int64_t>(counters[1]), 0.0, 0});
+      std::size_t k = 2;
+      if (peer) ws->optimizer_state.for_each_counter([&](const char*, std::int64_t& v) { v = static_cast<std::int64_t>(counters[k++]); });
+    }
+    group_->transfer_done();
+  }
+
+  std::shared_ptr<elastic_group> group_;
+  trainer_type tr_;
+  elastic_trainer_options elastic_;
+};
+
+}  // namespace dppf

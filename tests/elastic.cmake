@@ -1,0 +1,15 @@
+# The elastic group and trainer (label gloo): threads in one process as workers, meeting in a
+# FileStore directory over loopback; workers die, stall and join mid-run. Needs Gloo.
+if(NOT TARGET dppf::gloo)
+  foreach(_h store group communicator trainer)
+    dppf_header_test_skip(dppf/elastic/${_h}.hpp "Gloo not found")
+    dppf_umbrella_exclude(dppf/elastic/${_h}.hpp "needs Gloo")
+  endforeach()
+  return()
+endif()
+foreach(_h store group communicator trainer)
+  dppf_header_test_requires(dppf/elastic/${_h}.hpp dppf::gloo)
+  dppf_umbrella_exclude(dppf/elastic/${_h}.hpp "needs Gloo (dppf::gloo)")
+endforeach()
+dppf_add_test(test_elastic test_elastic.cpp LIBS dppf::gloo LABELS gloo)
+set_tests_properties(test_elastic PROPERTIES TIMEOUT 180)

@@ -1,0 +1,375 @@
+// dppf::elastic_group and dppf::elastic_trainer in one process: workers are threads meeting in a
+// fresh FileStore directory, connected over loopback. A worker "dies" by leaving its loop and
+// destroying its group (its sockets close), or "stalls" by sleeping past the timeout. Training is
+// LocalSGD (or DPPF) with plain SGD on f_i(x) = |x - c_i|^2 / 2, so a double-precision
+// simulation of who took part in which sync is the reference.
+#include <dppf/elastic/trainer.hpp>
+#include <dppf/dppf.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct fresh_dir {
+  std::string path;
+  fresh_dir() {
+    static std::atomic<int> counter{0};
+    path = (std::filesystem::temp_directory_path() /
+            ("dppf-elastic-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++)))
+               .string();
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~fresh_dir() { std::filesystem::remove_all(path); }
+  dppf::gloo_store store() const { return {.file_dir = path, .redis_host = {}, .redis_port = 6379, .prefix = "run"}; }
+};
+
+dppf::elastic_group_options fast(std::chrono::milliseconds timeout = 1500ms) {
+  dppf::elastic_group_options o;
+  o.gloo = {.timeout = timeout, .address = "127.0.0.1", .iface = {}, .check_arguments = true};
+  o.admit_timeout = 20s;
+  if (std::getenv("DPPF_ELASTIC_VERBOSE")) o.on_change = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  return o;
+}
+
+constexpr std::size_t n = 257;
+constexpr double lr = 0.1;
+constexpr std::int64_t tau = 3;
+
+// Worker `id`'s target c_id (every element differs, so a wrong member set shows).
+std::vector<double> target(std::int64_t id) {
+  std::vector<double> c(n);
+  for (std::size_t i = 0; i < n; ++i) c[i] = std::sin(0.37 * static_cast<double>(i) + 1.3 * static_cast<double>(id)) + static_cast<double>(id);
+  return c;
+}
+
+// What each thread reports back.
+struct outcome {
+  std::vector<float> params;       // after the final average
+  std::vector<float> at_join;      // a newcomer's parameters right after it was let in
+  std::int64_t steps_at_join = -1;
+  std::string error;
+  dppf::elastic_stats stats;
+  std::map<std::int64_t, std::vector<std::int64_t>> members_of_sync;  // sync index -> member ids
+};
+
+using trainer_t = dppf::elastic_trainer<dppf::sgd, dppf::local_sgd, dppf::host_executor>;
+
+// Trains `total` steps; `stop_after(step)` returns true to make this worker die after that step,
+// `stall(step)` a sleep to take after it.
+void worker(const dppf::gloo_store& store, int founders, dppf::elastic_group_options options, std::int64_t total, outcome& out,
+            const std::function<bool(std::int64_t)>& stop_after, const std::function<std::chrono::milliseconds(std::int64_t)>& stall,
+            bool newcomer = false) {
+  try {
+    auto group = std::make_shared<dppf::elastic_group>(store, founders, options);
+    trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau});
+    const auto c = target(group->id());
+    std::vector<float> x(n, 0.0f), g(n);
+    tr.start(x);
+    if (newcomer) {
+      out.at_join = x;
+      out.steps_at_join = tr.steps();
+    }
+    while (tr.steps() < total) {
+      const std::int64_t s = tr.steps();
+      for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+      const auto syncs = tr.syncs();
+      tr.step(x, g);
+      if (tr.syncs() > syncs) out.members_of_sync[tr.syncs()] = group->committed_members();
+      if (stop_after && stop_after(s)) return;  // dies: the group (and its sockets) goes
+      if (stall) std::this_thread::sleep_for(stall(s));
+    }
+    tr.average(x);
+    out.params = x;
+    out.stats = tr.stats();
+  } catch (const std::exception& e) {
+    out.error = e.what();
+  }
+}
+
+// The reference: LocalSGD in double, where sync k averages over members_of_sync[k] (ids), and a
+// worker that was let in at sync k starts from that sync's mean. Returns the final mean over the
+// members of the last sync.
+std::vector<double> simulate(std::int64_t total, const std::map<std::int64_t, std::vector<std::int64_t>>& members_of_sync) {
+  std::map<std::int64_t, std::vector<double>> x;
+  for (auto id : members_of_sync.begin()->second) x[id] = std::vector<double>(n, 0.0);
+  std::int64_t k = 0;
+  std::vector<double> mean(n);
+  for (std::int64_t s = 0; s < total; ++s) {
+    for (auto& [id, xi] : x) {
+      const auto c = target(id);
+      for (std::size_t i = 0; i < n; ++i) xi[i] -= lr * (xi[i] - c[i]);
+    }
+    if ((s + 1) % tau != 0) continue;
+    ++k;
+    const auto& m = members_of_sync.at(k);
+    std::fill(mean.begin(), mean.end(), 0.0);
+    for (auto id : m)
+      for (std::size_t i = 0; i < n; ++i) mean[i] += x.at(id)[i] / static_cast<double>(m.size());
+    std::map<std::int64_t, std::vector<double>> next;
+    for (auto id : m) next[id] = mean;
+    // a generation that admits newcomers is formed at this sync: they start from the mean
+    if (auto it = members_of_sync.find(k + 1); it != members_of_sync.end())
+      for (auto id : it->second)
+        if (!next.count(id)) next[id] = mean;
+    x = std::move(next);
+  }
+  std::fill(mean.begin(), mean.end(), 0.0);
+  for (auto& [id, xi] : x)
+    for (std::size_t i = 0; i < n; ++i) mean[i] += xi[i] / static_cast<double>(x.size());
+  return mean;
+}
+
+void require_close(const std::vector<float>& got, const std::vector<double>& want, double tol) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0.0;
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double e = std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i]));
+    if (e > worst) worst = e, at = i;
+  }
+  INFO("worst relative error " << worst << " at element " << at << " (" << got[at] << " vs " << want[at] << ")");
+  CHECK(worst <= tol);
+}
+
+}  // namespace
+
+TEST_CASE("elastic_store: create succeeds for exactly one of many racing writers; get, list, erase") {
+  fresh_dir dir;
+  dppf::elastic_store store(dir.store(), 1s);
+  std::atomic<int> wins{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < 8; ++t)
+    pool.emplace_back([&, t] {
+      dppf::elastic_store mine(dir.store(), 1s);
+      if (mine.create("gen/1/commit", "writer " + std::to_string(t))) ++wins;
+    });
+  for (auto& t : pool) t.join();
+  CHECK(wins.load() == 1);
+  const auto value = store.get("gen/1/commit");
+  REQUIRE(value.has_value());
+  CHECK(value->rfind("writer ", 0) == 0);
+  CHECK_FALSE(store.create("gen/1/commit", "late"));
+  CHECK(*store.get("gen/1/commit") == *value);
+  CHECK_FALSE(store.get("gen/2/commit").has_value());
+  CHECK(store.create("gen/1/join/3", ""));
+  CHECK(store.create("gen/1/join/12", ""));
+  auto names = store.list("gen/1/join");
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"12", "3"});
+  store.erase("gen/1/join/3");
+  CHECK(store.list("gen/1/join") == std::vector<std::string>{"12"});
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] { dppf::elastic_store bad({.file_dir = dir.path, .redis_host = "h", .redis_port = 1, .prefix = "p"}, 1s); }, "exactly one");
+}
+
+TEST_CASE("elastic_store: an unreachable redis-server raises communication_error naming it") {
+  dppf::elastic_store store({.file_dir = {}, .redis_host = "127.0.0.1", .redis_port = 1, .prefix = "p"}, 500ms);
+  dppf_test::check_throws_with<dppf::communication_error>([&] { (void)store.get("k"); }, "127.0.0.1:1");
+}
+
+TEST_CASE("elastic_generation: the stored record round-trips") {
+  const dppf::elastic_generation g{7, {0, 2, 5, 11}, {11}, 5};
+  const auto back = dppf::elastic_generation::decode(7, g.encode());
+  CHECK(back.number == 7);
+  CHECK(back.members == g.members);
+  CHECK(back.fresh == g.fresh);
+  CHECK(back.largest == 5);
+  CHECK(back.has(5));
+  CHECK_FALSE(back.has(3));
+  CHECK(back.is_fresh(11));
+}
+
+TEST_CASE("elastic_trainer without faults equals the LocalSGD reference and every worker ends with the same bits") {
+  fresh_dir dir;
+  const int m = 3;
+  const std::int64_t total = 12;
+  std::vector<outcome> out(m);
+  std::vector<std::thread> pool;
+  for (int r = 0; r < m; ++r) pool.emplace_back([&, r] { worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], {}, {}); });
+  for (auto& t : pool) t.join();
+  for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+  for (auto& o : out) {
+    CHECK(std::memcmp(o.params.data(), out[0].params.data(), n * sizeof(float)) == 0);
+    CHECK(o.stats.generation == 0);
+    CHECK(o.stats.members == m);
+    CHECK(o.stats.syncs == total / tau);
+  }
+  require_close(out[0].params, simulate(total, out[0].members_of_sync), 1e-5);
+}
+
+TEST_CASE("elastic_trainer: a worker lost between syncs; the survivors redo the sync over three and finish equal") {
+  fresh_dir dir;
+  const int m = 4;
+  const std::int64_t total = 18, dies_after = 7;  // dies in the middle of the local steps of sync 3
+  std::vector<outcome> out(m);
+  std::vector<std::thread> pool;
+  const auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<bool(std::int64_t)> stop;
+      if (r == m - 1) stop = [&](std::int64_t s) { return s == dies_after; };
+      worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], stop, {});
+    });
+  for (auto& t : pool) t.join();
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took < 15s);
+  std::vector<outcome*> alive;
+  for (auto& o : out)
+    if (!o.params.empty() || !o.error.empty()) alive.push_back(&o);
+  REQUIRE(alive.size() == 3);
+  for (auto* o : alive) REQUIRE_MESSAGE(o->error.empty(), o->error);
+  for (auto* o : alive) {
+    CHECK(std::memcmp(o->params.data(), alive[0]->params.data(), n * sizeof(float)) == 0);
+    CHECK(o->stats.members == 3);
+    CHECK(o->stats.generation >= 1);
+    CHECK(o->members_of_sync == alive[0]->members_of_sync);
+  }
+  const auto& history = alive[0]->members_of_sync;
+  CHECK(history.at(2).size() == 4);
+  CHECK(history.at(3).size() == 3);  // the sync the dead worker missed ran over the survivors
+  require_close(alive[0]->params, simulate(total, history), 1e-5);
+}
+
+TEST_CASE("elastic_trainer: with two of three workers gone the last one stops with a quorum error") {
+  fresh_dir dir;
+  const int m = 3;
+  std::vector<outcome> out(m);
+  std::vector<std::thread> pool;
+  const auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<bool(std::int64_t)> stop;
+      if (r > 0) stop = [](std::int64_t s) { return s == 4; };
+      worker(dir.store(), m, fast(1000ms), 30, out[static_cast<std::size_t>(r)], stop, {});
+    });
+  for (auto& t : pool) t.join();
+  const auto took = std::chrono::steady_clock::now() - start;
+  int stopped = 0;
+  for (auto& o : out)
+    if (!o.error.empty()) {
+      ++stopped;
+      INFO(o.error);
+      CHECK(o.error.find("fewer than the quorum of 2") != std::string::npos);
+      CHECK(o.error.find("partitioned minority stops") != std::string::npos);
+    }
+  CHECK(stopped == 1);
+  CHECK(took < 12s);  // timeout 1 s + quorum wait 3 s, with margin for a loaded machine
+}
+
+TEST_CASE("elastic_trainer: min_workers lets two failures in a row through; the last two finish equal") {
+  fresh_dir dir;
+  const int m = 4;
+  const std::int64_t total = 21;
+  std::vector<outcome> out(m);
+  std::vector<std::thread> pool;
+  auto options = fast();
+  options.min_workers = 2;
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<bool(std::int64_t)> stop;
+      if (r == 2) stop = [](std::int64_t s) { return s == 4; };
+      if (r == 3) stop = [](std::int64_t s) { return s == 10; };
+      worker(dir.store(), m, options, total, out[static_cast<std::size_t>(r)], stop, {});
+    });
+  for (auto& t : pool) t.join();
+  std::vector<outcome*> alive;
+  for (auto& o : out)
+    if (!o.params.empty() || !o.error.empty()) alive.push_back(&o);
+  REQUIRE(alive.size() == 2);
+  for (auto* o : alive) REQUIRE_MESSAGE(o->error.empty(), o->error);
+  CHECK(std::memcmp(alive[0]->params.data(), alive[1]->params.data(), n * sizeof(float)) == 0);
+  CHECK(alive[0]->stats.members == 2);
+  CHECK(alive[0]->members_of_sync == alive[1]->members_of_sync);
+  require_close(alive[0]->params, simulate(total, alive[0]->members_of_sync), 1e-5);
+}
+
+TEST_CASE("elastic_trainer: a newcomer is let in at a sync, gets the mean and the counters, and all finish equal") {
+  fresh_dir dir;
+  const int m = 3;
+  const std::int64_t total = 30;
+  std::vector<outcome> out(m + 1);
+  std::vector<std::thread> pool;
+  auto slow = [](std::int64_t) { return 30ms; };  // so the newcomer arrives mid-run
+  for (int r = 0; r < m; ++r) pool.emplace_back([&, r] { worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], {}, slow); });
+  std::this_thread::sleep_for(300ms);
+  pool.emplace_back([&] { worker(dir.store(), m, fast(), total, out[m], {}, slow, true); });
+  for (auto& t : pool) t.join();
+  for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+  const auto& newcomer = out[m];
+  REQUIRE(newcomer.steps_at_join > 0);
+  CHECK(newcomer.steps_at_join % tau == 0);
+  CHECK(newcomer.steps_at_join < total);
+  for (auto& o : out) {
+    CHECK(std::memcmp(o.params.data(), out[0].params.data(), n * sizeof(float)) == 0);
+    CHECK(o.stats.members == m + 1);
+  }
+  // Its parameters at joining are the mean of the three members after that sync (LocalSGD: they
+  // are all at the mean), from the reference simulation of the history.
+  const auto& history = out[0].members_of_sync;
+  CHECK(history.rbegin()->second.size() == 4);
+  std::map<std::int64_t, std::vector<std::int64_t>> before;
+  for (auto& [k, v] : history)
+    if (k <= newcomer.steps_at_join / tau) before[k] = v;
+  require_close(newcomer.at_join, simulate(newcomer.steps_at_join, before), 1e-5);
+  require_close(out[0].params, simulate(total, history), 1e-5);
+}
+
+TEST_CASE("elastic_trainer: a worker stalled past the timeout is excluded, then rejoins as new from the mean") {
+  fresh_dir dir;
+  const int m = 4;
+  const std::int64_t total = 81;
+  std::vector<outcome> out(m);
+  std::vector<std::thread> pool;
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<std::chrono::milliseconds(std::int64_t)> stall = [](std::int64_t) { return 60ms; };
+      if (r == m - 1) stall = [](std::int64_t s) { return s == 4 ? 4000ms : 60ms; };  // "SIGSTOP" for 4 s
+      worker(dir.store(), m, fast(1000ms), total, out[static_cast<std::size_t>(r)], {}, stall);
+    });
+  for (auto& t : pool) t.join();
+  for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+  for (auto& o : out) {
+    CHECK(std::memcmp(o.params.data(), out[0].params.data(), n * sizeof(float)) == 0);
+    CHECK(o.stats.members == m);
+  }
+  std::set<std::size_t> sizes;
+  for (auto& [k, v] : out[0].members_of_sync) sizes.insert(v.size());
+  CHECK(sizes.count(3) == 1);  // some syncs ran without it
+  CHECK(out[0].members_of_sync.rbegin()->second.size() == 4);
+}
+
+TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
+  fresh_dir dir;
+  auto group = std::make_shared<dppf::elastic_group>(dir.store(), 1, fast());
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] {
+        trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .average_optimizer_state = true});
+      },
+      "average_optimizer_state");
+  static_assert(!dppf::elastic_safe_rule<dppf::elastic> && !dppf::elastic_safe_rule<dppf::diloco> &&
+                !dppf::elastic_safe_rule<dppf::leader> && !dppf::elastic_safe_rule<dppf::data_parallel>);
+  static_assert(dppf::elastic_safe_rule<dppf::pull_push> && dppf::elastic_safe_rule<dppf::local_sgd>);
+  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::elastic_group bad(dir.store(), 0, fast()); }, "founders");
+  auto o = fast();
+  o.min_workers = -1;
+  dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::elastic_group bad(dir.store(), 2, o); }, "min_workers");
+}
