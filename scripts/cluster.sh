@@ -14,7 +14,9 @@
 #   cluster.sh stop K | cont K | kill K   SIGSTOP / SIGCONT / SIGKILL every process on host K
 #   cluster.sh exec K CMD...      run CMD on host K
 #   cluster.sh addr K             print host K's address
-#   cluster.sh mpirun N ARGS...   mpirun from host 1 with one rank on each of hosts 1..N
+#   cluster.sh mpirun N ARGS...   mpirun from host 1 with one rank on each of hosts 1..N; once
+#                                 the job aborts, mpirun is ended after DPPF_MPIRUN_GRACE s
+#                                 (default 5) if it waits for a frozen or cut-off host
 #   cluster.sh gloo N CMD...      CMD on hosts 1..N at once, with RANK, WORLD_SIZE, DPPF_GLOO_ADDR
 #                                 (the host's address) set; the first rank that fails ends the
 #                                 others, and the exit status is the first non-zero one
@@ -114,17 +116,20 @@ up() {
   echo "cluster $S: $n hosts at $NET.1..$NET.$n, rate $rate"
 }
 
-agent() {  # mpirun's remote shell: host 10.231.S.K -> ip netns exec dppfShK
+# Each host also gets a host name of its own (a UTS namespace named as its network namespace),
+# so that what names a host (MPI_Get_processor_name, mpirun's messages) tells them apart.
+agent() {  # mpirun's remote shell: host 10.231.S.K -> ip netns exec dppfShK, host name dppfShK
   a=/tmp/dppf-cluster-$S-agent
   cat >"$a" <<EOF
 #!/bin/sh
-h=\$1; shift; exec ip netns exec dppf${S}h\${h##*.} /bin/sh -c "\$*"
+h=dppf${S}h\${1##*.}; shift
+exec ip netns exec "\$h" unshare --uts /bin/sh -c 'hostname "\$0" && exec /bin/sh -c "\$1"' "\$h" "\$*"
 EOF
   chmod +x "$a"
   echo "$a"
 }
 
-[ $# -ge 1 ] || { sed -n '2,28p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,29p' "$0" >&2; exit 2; }
 cmd=$1
 shift
 need_ip
@@ -151,9 +156,56 @@ case $cmd in
     list=""
     k=1
     while [ "$k" -le "$n" ]; do list="$list${list:+,}$NET.$k"; k=$((k + 1)); done
-    exec ip netns exec "$(host 1)" mpirun --allow-run-as-root --oversubscribe -np "$n" --host "$list" \
+    # After an abort, mpirun waits until every daemon has killed its ranks, forever for a daemon
+    # on a frozen or cut-off host, and a first SIGTERM or Ctrl-C only says "abort is already in
+    # progress". So its stderr passes through a reader that, once the job is aborting, gives it
+    # DPPF_MPIRUN_GRACE seconds (default 5) to end and then sends the second SIGTERM that ends
+    # it, as a user's second Ctrl-C would. SIGTERM and SIGINT sent to this script go to mpirun.
+    fifo=/tmp/dppf-cluster-$S-mpirun.$$
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    ip netns exec "$(host 1)" unshare --uts sh -c 'hostname "$0" && exec "$@"' "$(host 1)" mpirun --allow-run-as-root --oversubscribe -np "$n" --host "$list" \
       --mca plm_rsh_agent "$(agent)" --mca btl tcp,self --mca btl_tcp_if_include "$NET.0/24" \
-      --mca oob_tcp_if_include "$NET.0/24" "$@" ;;
+      --mca oob_tcp_if_include "$NET.0/24" "$@" 2>"$fifo" &
+    mp=$!
+    trap 'kill -TERM $mp 2>/dev/null || true' TERM
+    trap 'kill -INT $mp 2>/dev/null || true' INT
+    grace=${DPPF_MPIRUN_GRACE:-5}
+    (
+      guard=""
+      while IFS= read -r line || [ -n "$line" ]; do
+        printf '%s\n' "$line" >&2
+        case $line in
+          *"MPI_ABORT was invoked"* | *"dppf::mpi_communicator watchdog:"* | *"ORTE has lost communication"* | *"has exited due to"*)
+            [ -n "$guard" ] || {
+              (
+                sleep "$grace"
+                kill -0 "$mp" 2>/dev/null || exit 0
+                echo "cluster.sh: mpirun has not ended $grace s after the job began to abort (it waits for the daemon of a frozen or cut-off host); terminating it" >&2
+                kill -TERM "$mp" 2>/dev/null || exit 0
+                sleep 1
+                kill -TERM "$mp" 2>/dev/null || exit 0
+                sleep 2
+                kill -KILL "$mp" 2>/dev/null || true
+              ) &
+              guard=$!
+            } ;;
+        esac
+      done
+    ) <"$fifo" &
+    reader=$!
+    rc=0
+    while :; do
+      if wait "$mp"; then rc=0; else rc=$?; fi
+      kill -0 "$mp" 2>/dev/null || break  # ended; else a trapped signal interrupted the wait
+    done
+    # The reader ends when every writer closed the fifo; an orphaned daemon on a cut-off host
+    # may keep it open, so it gets a moment to print what is left and is ended then.
+    i=0
+    while kill -0 "$reader" 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i + 1)); done
+    kill "$reader" 2>/dev/null || true
+    rm -f "$fifo"
+    exit $rc ;;
   gloo)
     n=$1
     shift

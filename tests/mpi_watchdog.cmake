@@ -2,7 +2,8 @@
 # with a short timeout that must not abort, and jobs whose last rank SIGSTOPs itself before each
 # kind of collective, which the watchdog must abort (tests/mpi_watchdog_abort.sh asserts the exit
 # code, the message, the time bound and that no process is left). Across emulated hosts:
-# tests/cluster_mpi.cmake.
+# tests/cluster_mpi.cmake (which includes this file first).
+include_guard(GLOBAL)
 dppf_add_test(test_watchdog test_watchdog.cpp LABELS "core;reliability")
 
 include(${CMAKE_CURRENT_LIST_DIR}/mpi.cmake)

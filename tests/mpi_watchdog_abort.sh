@@ -24,6 +24,7 @@ cat "$out"
 grep -q "rank 2: stopping itself (SIGSTOP) before $op" "$out" || fail "rank 2 did not stop before $op"
 grep -Eq "dppf::mpi_communicator watchdog: rank [01] of 3 \(host [^,]+, pid [0-9]+\) has been blocked in $what \(MPI_[A-Za-z]+.*, [0-9]+ bytes, call #[0-9]+ of this communicator\) for [0-9.]+ s, past the timeout of $(printf "%d.%03d" $((ms / 1000)) $((ms % 1000))) s" "$out" ||
   fail "no watchdog line from rank 0 or 1"
+grep -q "watchdog: rank 2 of 3" "$out" && fail "a line from the stopped rank 2 (continued by the kill, it must not blame the others)"
 [ "$elapsed" -le $((ms + 8000)) ] || fail "took $elapsed ms (timeout $ms ms + 8 s)"
 sleep 0.5
 [ -z "$(leftovers)" ] || fail "processes left: $(leftovers)"

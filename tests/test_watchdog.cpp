@@ -4,9 +4,16 @@
 
 #include <dppf/communicators/detail/watchdog.hpp>
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -92,4 +99,39 @@ TEST_CASE("watchdog is stopped and joined by its destructor, armed or not") {
   }
   CHECK(std::chrono::steady_clock::now() - start < 2s);  // does not wait for a poll or the timeout
   CHECK(r.count() == 0);
+}
+
+TEST_CASE("watchdog of a process that was stopped and continued counts the timeout again from when it runs") {
+  // A child arms a 2 s watchdog and is SIGSTOPped for 3 s right after: when it continues, its
+  // call has been armed for over 3 s, but the pause was its own, so it must wait about 2 s more.
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    dppf::detail::collective_watchdog w(2s, [fd = fds[1]](const dppf::detail::stalled_call&) {
+      const char c = 'x';
+      [[maybe_unused]] const auto n = ::write(fd, &c, 1);
+      std::_Exit(0);
+    });
+    w.arm("all_reduce", "MPI_Allreduce", 8);
+    std::this_thread::sleep_for(30s);
+    std::_Exit(1);
+  }
+  ::close(fds[1]);
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(::kill(child, SIGSTOP) == 0);
+  std::this_thread::sleep_for(3s);
+  REQUIRE(::kill(child, SIGCONT) == 0);
+  const auto continued = std::chrono::steady_clock::now();
+  pollfd p{.fd = fds[0], .events = POLLIN, .revents = 0};
+  const int ready = ::poll(&p, 1, 20000);
+  const auto fired = std::chrono::steady_clock::now() - continued;
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(fds[0]);
+  REQUIRE(ready == 1);
+  CHECK(fired >= 1500ms);  // 2 s after it runs again, less a poll interval (0.2 s) and rounding
+  CHECK(fired < 10s);
 }

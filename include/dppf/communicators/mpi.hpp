@@ -128,6 +128,9 @@ inline constexpr std::chrono::seconds mpi_abort_grace{5};
                            " s (mpi_options::timeout, DPPF_MPI_TIMEOUT_MS): another rank is hung, dead or cut off (MPI does not "
                            "say which; a rank that prints no such line is a suspect). Aborting the job.\n";
   [[maybe_unused]] const auto written = ::write(2, line.data(), line.size());  // one write: lines of ranks stay whole
+  // The other ranks blocked in the same collective are due now too: one more poll interval lets
+  // them print their lines before the abort kills them, so the rank that printed none stands out.
+  std::this_thread::sleep_for(collective_watchdog::poll_interval(s.timeout));
   // MPI_Abort runs on this watchdog thread while the application thread is blocked in MPI. The
   // standard allows that only at MPI_THREAD_MULTIPLE (mpi_environment asks for FUNNELED). Open
   // MPI 4.1 does it at any level: MPI_Abort only asks the local daemon (PMIx, on its own thread)

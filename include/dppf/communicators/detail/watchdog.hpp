@@ -4,7 +4,8 @@
 // the start and the end of each blocking call (arm / disarm: a few relaxed stores and one
 // release store, no lock, no system call beyond reading the monotonic clock); one watchdog
 // thread wakes every poll interval and, once an armed call has run past the timeout, calls the
-// expiry action once with what stalled. What the action does (report and abort the job) is the
+// expiry action once with what stalled. A watchdog that itself did not run for a while (its
+// process stopped and continued) counts the timeout again from when it runs again. What the action does (report and abort the job) is the
 // engine's business; tests pass one that records instead.
 
 #include <algorithm>
@@ -77,12 +78,21 @@ class collective_watchdog {
   }
 
   void run() {
+    using std::chrono::nanoseconds;
+    const std::int64_t late = std::chrono::duration_cast<nanoseconds>(poll_ + std::chrono::seconds(1)).count();
+    std::int64_t last = now_ns(), resumed = 0;
     std::unique_lock lock(mutex_);
     while (!wake_.wait_for(lock, poll_, [this] { return stop_; })) {
+      const std::int64_t now = now_ns();
+      // Woken over a second late: this process was stopped (SIGSTOP, then SIGCONT) or starved,
+      // so how long it waited says nothing about its peers. It judges from now on, and does not
+      // blame them for its own pause.
+      if (now - last > late) resumed = now;
+      last = now;
       const std::int64_t since = since_.load(std::memory_order_acquire);
       if (since == 0) continue;
-      const std::int64_t elapsed = now_ns() - since;
-      if (std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds(elapsed)) < timeout_) continue;
+      const std::int64_t elapsed = now - since;
+      if (std::chrono::duration_cast<std::chrono::milliseconds>(nanoseconds(now - std::max(since, resumed))) < timeout_) continue;
       stalled_call s{.operation = operation_.load(std::memory_order_relaxed),
                      .call = call_.load(std::memory_order_relaxed),
                      .bytes = bytes_.load(std::memory_order_relaxed),
