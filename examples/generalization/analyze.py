@@ -1,0 +1,235 @@
+#!/usr/bin/python3
+"""Kendall's tau between every sharpness measure and every generalization gap of the Claim-1 sweep,
+recomputed from the per-run JSON files that sweep.py leaves in a directory (numpy only).
+
+    examples/generalization/analyze.py docs/figures/generalization [--md tau.md] [--svg imv_gap.svg]
+
+tau is Kendall's tau-b (ties in either variable corrected), computed by Knight's O(n log n)
+merge-sort count. Its two-sided p-value under independence is exact (the distribution of the
+number of inversions over all n! orders) when there are no ties and n <= 50, and otherwise from the
+normal approximation with the tie-corrected variance of S = concordant - discordant.
+"Overall" uses every finished run; a hyperparameter's column uses the runs that differ from the
+base point in that hyperparameter only (the base runs included), all seeds together. Psi is the
+mean of the per-hyperparameter taus (Jiang et al. 2019's granulated coefficient).
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+MEASURES = [("imv", "IMV"), ("hessian_top", "Hessian top eigenvalue"), ("hessian_trace", "Hessian trace"),
+            ("sam", "SAM sharpness"), ("average", "average-case sharpness")]
+GAPS = [("acc_gap", "train - test accuracy"), ("loss_gap", "test - train loss")]
+
+
+def _merge_count(a):
+    """Sorts the list a and returns the number of inversions (i < j, a[i] > a[j])."""
+    n = len(a)
+    if n < 2:
+        return a, 0
+    left, nl = _merge_count(a[: n // 2])
+    right, nr = _merge_count(a[n // 2:])
+    out, i, j, inv = [], 0, 0, nl + nr
+    while i < len(left) and j < len(right):
+        if right[j] < left[i]:
+            out.append(right[j])
+            inv += len(left) - i
+            j += 1
+        else:
+            out.append(left[i])
+            i += 1
+    out += left[i:] + right[j:]
+    return out, inv
+
+
+def _tied_pairs(v):
+    _, counts = np.unique(v, return_counts=True)
+    return int(np.sum(counts * (counts - 1) // 2)), counts
+
+
+def kendall_s(x, y):
+    """S = concordant - discordant pairs, and the pair counts n0, ties in x, in y and in both."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"kendall: x and y must be 1-d of the same length, got {x.shape} and {y.shape}")
+    n = len(x)
+    order = np.lexsort((y, x))  # by x, ties by y: pairs tied in x are then never inversions in y
+    ys = y[order].tolist()
+    _, discordant = _merge_count(ys)
+    n0 = n * (n - 1) // 2
+    tx, _ = _tied_pairs(x)
+    ty, _ = _tied_pairs(y)
+    txy, _ = _tied_pairs(x + 1j * y)  # pairs equal in both
+    s = n0 - tx - ty + txy - 2 * discordant
+    return s, n0, tx, ty, txy
+
+
+def _inversion_counts(n):
+    """c[k] = number of permutations of n items with k inversions (Mahonian numbers), as floats."""
+    c = np.array([1.0])
+    for m in range(2, n + 1):
+        nxt = np.zeros(len(c) + m - 1)
+        for shift in range(m):
+            nxt[shift: shift + len(c)] += c
+        c = nxt
+    return c
+
+
+def s_variance(x, y):
+    """The variance of S over all orders of y (independence), ties corrected (Kendall 1970)."""
+    n = len(x)
+    _, cx = _tied_pairs(np.asarray(x, float))
+    _, cy = _tied_pairs(np.asarray(y, float))
+    v0 = n * (n - 1) * (2 * n + 5)
+    vt = np.sum(cx * (cx - 1) * (2 * cx + 5))
+    vu = np.sum(cy * (cy - 1) * (2 * cy + 5))
+    v = (v0 - vt - vu) / 18.0
+    if n > 2:
+        v += np.sum(cx * (cx - 1) * (cx - 2)) * np.sum(cy * (cy - 1) * (cy - 2)) / (9.0 * n * (n - 1) * (n - 2))
+    if n > 1:
+        v += np.sum(cx * (cx - 1)) * np.sum(cy * (cy - 1)) / (2.0 * n * (n - 1))
+    return float(v)
+
+
+def kendall_tau(x, y):
+    """(tau_b, two-sided p-value, method) of Kendall's tau between x and y; nan when undefined."""
+    n = len(x)
+    if n < 2:
+        return math.nan, math.nan, "n < 2"
+    s, n0, tx, ty, _ = kendall_s(x, y)
+    denom = math.sqrt((n0 - tx) * (n0 - ty))
+    if denom == 0.0:
+        return math.nan, math.nan, "constant"
+    tau = s / denom
+    if tx == 0 and ty == 0 and n <= 50:
+        c = _inversion_counts(n)
+        k = (n0 - s) // 2  # discordant pairs
+        lo = min(k, n0 - k)
+        tail = c[: lo + 1].sum() / c.sum()  # the distribution is symmetric
+        return tau, min(1.0, 2.0 * tail), "exact"
+    v = s_variance(x, y)
+    z = s / math.sqrt(v) if v > 0 else 0.0
+    return tau, math.erfc(abs(z) / math.sqrt(2.0)), "normal"
+
+
+def load_runs(directory):
+    runs = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        name = os.path.basename(path)
+        if name.endswith(".failed.json") or name == "sweep.json":
+            continue
+        with open(path) as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def groups(runs, base, values):
+    """hyperparameter -> the runs that differ from base in it only (base runs included)."""
+    out = {}
+    for h in values:
+        out[h] = [r for r in runs
+                  if all(math.isclose(r["config"][k], base[k]) for k in base if k != h)]
+    return out
+
+
+def value(run, key):
+    return run["measures"][key]["value"] if key in run["measures"] else run[key]
+
+
+def pairs(runs, m, gap):
+    """The (measure, gap) values of the runs where both are finite numbers (JSON null otherwise)."""
+    xy = [(value(r, m), r[gap]) for r in runs]
+    xy = [(x, y) for x, y in xy if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in xy], [y for _, y in xy]
+
+
+def table(runs, base, values):
+    g = groups(runs, base, values)
+    hs = list(values)
+    lines = []
+    for gap, gap_name in GAPS:
+        lines.append(f"\n**{gap_name}** (`{gap}`): tau (p) over {len(runs)} runs, and within each hyperparameter\n")
+        lines.append("| measure | overall | " + " | ".join(f"{h} (n={len(g[h])})" for h in hs) + " | Psi |")
+        lines.append("|---|---|" + "---|" * len(hs) + "---|")
+        for m, m_name in MEASURES:
+            cells, taus = [], []
+            t, p, _ = kendall_tau(*pairs(runs, m, gap))
+            cells.append(f"{t:+.2f} ({p:.2g})")
+            for h in hs:
+                t, p, _ = kendall_tau(*pairs(g[h], m, gap))
+                cells.append("n/a" if math.isnan(t) else f"{t:+.2f} ({p:.2g})")
+                if not math.isnan(t):
+                    taus.append(t)
+            psi = f"{np.mean(taus):+.2f}" if taus else "n/a"
+            lines.append(f"| {m_name} | " + " | ".join(cells) + f" | {psi} |")
+    return "\n".join(lines) + "\n"
+
+
+def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
+    """A scatter plot of one measure against one gap, one colour per varied hyperparameter."""
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#000000"]
+    w, h, pad = 640, 440, 60
+    xs = [value(r, x_key) for r in runs]
+    ys = [r[y_key] for r in runs]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    px = lambda v: pad + (v - x0) / (x1 - x0) * (w - 1.5 * pad)
+    py = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - 1.5 * pad)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad / 2}" y2="{h - pad}" stroke="black"/>',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{pad}" y2="{pad / 2}" stroke="black"/>',
+           f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle">{x_key} of the final model</text>',
+           f'<text x="15" y="{h / 2}" text-anchor="middle" transform="rotate(-90 15 {h / 2})">{y_key}</text>']
+    for i in range(5):
+        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
+        out.append(f'<text x="{px(xv):.1f}" y="{h - pad + 16}" text-anchor="middle">{xv:.3g}</text>')
+        out.append(f'<text x="{pad - 5}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
+    g = groups(runs, base, values)
+    is_base = lambda r: all(math.isclose(r["config"][k], base[k]) for k in base)
+    legend = list(values) + ["base point"]
+    for i, name in enumerate(legend):
+        rs = [r for r in runs if is_base(r)] if name == "base point" else [r for r in g[name] if not is_base(r)]
+        c = colors[i % len(colors)]
+        for r in rs:
+            out.append(f'<circle cx="{px(value(r, x_key)):.1f}" cy="{py(r[y_key]):.1f}" r="4" fill="{c}" '
+                       f'fill-opacity="0.75"/>')
+        out.append(f'<circle cx="{w - 140}" cy="{pad / 2 + 16 * i}" r="4" fill="{c}"/>'
+                   f'<text x="{w - 130}" y="{pad / 2 + 16 * i + 4}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("directory")
+    ap.add_argument("--md", help="write the markdown tables there (stdout otherwise)")
+    ap.add_argument("--svg", help="write the plot of IMV against the accuracy gap there")
+    a = ap.parse_args(argv)
+    with open(os.path.join(a.directory, "sweep.json")) as f:
+        design = json.load(f)
+    runs = load_runs(a.directory)
+    if len(runs) < 2:
+        sys.exit(f"analyze: only {len(runs)} finished run(s) in {a.directory}")
+    planned = len(design["runs"])
+    text = (f"{len(runs)} of {planned} planned runs finished"
+            + (" (PARTIAL: the sweep is not complete)" if len(runs) < planned else "") + ".\n" +
+            table(runs, design["base"], design["values"]))
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if a.svg:
+        with open(a.svg, "w") as f:
+            f.write(svg(runs, design["base"], design["values"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""The Claim-1 sweep: models trained by `generalization`, one hyperparameter varied at a time
+around a base point, each seed of each setting one JSON file in --out-dir. Resumable: a setting
+whose JSON exists is skipped, so the same command continues where the last piece stopped.
+
+    nice -n 19 examples/generalization/sweep.py --exe build/examples/generalization/generalization \
+        --out-dir docs/figures/generalization --hours 2
+
+A run that fails is recorded as <id>.failed.json (return code, command, last lines of stderr) and
+is skipped too unless --retry-failed. Every start and end is appended to sweep.log.jsonl.
+Runs go one at a time, each with one OpenBLAS thread (the machine is shared); the order is seed 1
+of every setting first, then seed 2, then seed 3, so a partial sweep covers every hyperparameter.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+# The base point and the values of each varied hyperparameter (the base value among them).
+BASE = {"lr": 0.02, "batch": 64, "weight_decay": 0.0, "width": 128, "train_size": 4000, "epochs": 40}
+VALUES = {
+    "lr": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1],
+    "batch": [16, 32, 64, 128, 256, 512],
+    "weight_decay": [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+    "width": [16, 32, 64, 128, 256, 512],
+    "train_size": [1000, 2000, 4000, 8000, 16000, 32000],
+    "epochs": [5, 10, 20, 40, 80, 160],
+}
+SEEDS = [1, 2, 3]
+FLAGS = {"lr": "--lr", "batch": "--batch", "weight_decay": "--weight-decay", "width": "--width",
+         "train_size": "--train-size", "epochs": "--epochs"}
+SHORT = {"lr": "lr", "batch": "b", "weight_decay": "wd", "width": "w", "train_size": "n", "epochs": "e"}
+
+
+def settings():
+    """The distinct settings, base point first: each is a dict of every hyperparameter."""
+    out = [dict(BASE)]
+    for name, values in VALUES.items():
+        for v in values:
+            s = dict(BASE, **{name: v})
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def run_id(s, seed):
+    return "_".join(f"{SHORT[k]}{s[k]:g}" for k in BASE) + f"_s{seed}"
+
+
+def plan(seeds):
+    return [(run_id(s, seed), s, seed) for seed in seeds for s in settings()]
+
+
+def command(exe, s, seed, out):
+    cmd = [exe]
+    for k in BASE:
+        cmd += [FLAGS[k], f"{s[k]:g}"]
+    return cmd + ["--seed", str(seed), "--threads", "1", "--out", out]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--exe", default="build/examples/generalization/generalization")
+    ap.add_argument("--out-dir", default="docs/figures/generalization")
+    ap.add_argument("--hours", type=float, default=2.0, help="start no run after this much wall time")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    ap.add_argument("--retry-failed", action="store_true")
+    ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
+    a = ap.parse_args(argv)
+    seeds = [int(x) for x in a.seeds.split(",") if x]
+    os.makedirs(a.out_dir, exist_ok=True)
+    runs = plan(seeds)
+    done = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".json"))
+    failed = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".failed.json"))
+    pending = [r for r in runs if not done(r[0]) and (a.retry_failed or not failed(r[0]))]
+    print(f"sweep: {len(runs)} runs planned ({len(settings())} settings x {len(seeds)} seeds), "
+          f"{sum(done(r[0]) for r in runs)} done, {sum(failed(r[0]) for r in runs)} failed, {len(pending)} pending",
+          flush=True)
+    with open(os.path.join(a.out_dir, "sweep.json"), "w") as f:
+        json.dump({"base": BASE, "values": VALUES, "seeds": seeds, "runs": [r[0] for r in runs]}, f, indent=1)
+    if a.list:
+        for rid, _, _ in runs:
+            print(("done    " if done(rid) else "failed  " if failed(rid) else "pending ") + rid)
+        return 0
+    if not os.access(a.exe, os.X_OK):
+        sys.exit(f"sweep: {a.exe} is not an executable (build the target `generalization`)")
+    t0 = time.monotonic()
+    log = open(os.path.join(a.out_dir, "sweep.log.jsonl"), "a")
+    for rid, s, seed in pending:
+        if time.monotonic() - t0 > a.hours * 3600:
+            print(f"sweep: --hours {a.hours} used up; rerun the same command to continue", flush=True)
+            break
+        out = os.path.join(a.out_dir, rid + ".json")
+        cmd = command(a.exe, s, seed, out)
+        start = time.time()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        log.write(json.dumps({"event": "start", "id": rid, "command": cmd, "time": start}) + "\n")
+        log.flush()
+        p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.time() - start
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime  # the load-independent cost
+        log.write(json.dumps({"event": "end", "id": rid, "rc": p.returncode, "wall_s": round(wall, 2),
+                              "cpu_s": round(cpu, 2)}) + "\n")
+        log.flush()
+        if p.returncode != 0 or not os.path.exists(out):
+            with open(os.path.join(a.out_dir, rid + ".failed.json"), "w") as f:
+                json.dump({"id": rid, "rc": p.returncode, "command": cmd, "stderr": p.stderr[-2000:]}, f, indent=1)
+            print(f"sweep: {rid} FAILED (rc {p.returncode}): {p.stderr.strip()[-300:]}", flush=True)
+        else:
+            print(f"sweep: {rid} done in {wall:.1f} s ({cpu:.1f} CPU s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
