@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "elastic_reference.hpp"
 #include "support.hpp"
 
 namespace {
@@ -54,12 +55,8 @@ constexpr std::size_t n = 257;
 constexpr double lr = 0.1;
 constexpr std::int64_t tau = 3;
 
-// Worker `id`'s target c_id (every element differs, so a wrong member set shows).
-std::vector<double> target(std::int64_t id) {
-  std::vector<double> c(n);
-  for (std::size_t i = 0; i < n; ++i) c[i] = std::sin(0.37 * static_cast<double>(i) + 1.3 * static_cast<double>(id)) + static_cast<double>(id);
-  return c;
-}
+namespace ref = dppf_test::elastic;
+std::vector<double> target(std::int64_t id) { return ref::target(id, n); }
 
 // What each thread reports back.
 struct outcome {
@@ -105,47 +102,12 @@ void worker(const dppf::gloo_store& store, int founders, dppf::elastic_group_opt
   }
 }
 
-// The reference: LocalSGD in double, where sync k averages over members_of_sync[k] (ids), and a
-// worker that was let in at sync k starts from that sync's mean. Returns the final mean over the
-// members of the last sync.
-std::vector<double> simulate(std::int64_t total, const std::map<std::int64_t, std::vector<std::int64_t>>& members_of_sync) {
-  std::map<std::int64_t, std::vector<double>> x;
-  for (auto id : members_of_sync.begin()->second) x[id] = std::vector<double>(n, 0.0);
-  std::int64_t k = 0;
-  std::vector<double> mean(n);
-  for (std::int64_t s = 0; s < total; ++s) {
-    for (auto& [id, xi] : x) {
-      const auto c = target(id);
-      for (std::size_t i = 0; i < n; ++i) xi[i] -= lr * (xi[i] - c[i]);
-    }
-    if ((s + 1) % tau != 0) continue;
-    ++k;
-    const auto& m = members_of_sync.at(k);
-    std::fill(mean.begin(), mean.end(), 0.0);
-    for (auto id : m)
-      for (std::size_t i = 0; i < n; ++i) mean[i] += x.at(id)[i] / static_cast<double>(m.size());
-    std::map<std::int64_t, std::vector<double>> next;
-    for (auto id : m) next[id] = mean;
-    // a generation that admits newcomers is formed at this sync: they start from the mean
-    if (auto it = members_of_sync.find(k + 1); it != members_of_sync.end())
-      for (auto id : it->second)
-        if (!next.count(id)) next[id] = mean;
-    x = std::move(next);
-  }
-  std::fill(mean.begin(), mean.end(), 0.0);
-  for (auto& [id, xi] : x)
-    for (std::size_t i = 0; i < n; ++i) mean[i] += xi[i] / static_cast<double>(x.size());
-  return mean;
-}
+std::vector<double> simulate(std::int64_t total, const ref::history& h) { return ref::simulate(total, h, n, lr, tau); }
 
 void require_close(const std::vector<float>& got, const std::vector<double>& want, double tol) {
   REQUIRE(got.size() == want.size());
-  double worst = 0.0;
   std::size_t at = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double e = std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i]));
-    if (e > worst) worst = e, at = i;
-  }
+  const double worst = ref::worst_error(got, want, &at);
   INFO("worst relative error " << worst << " at element " << at << " (" << got[at] << " vs " << want[at] << ")");
   CHECK(worst <= tol);
 }
@@ -372,4 +334,15 @@ TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
   auto o = fast();
   o.min_workers = -1;
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::elastic_group bad(dir.store(), 2, o); }, "min_workers");
+}
+
+TEST_CASE("gloo_communicator: connecting raises timeout_error within the timeout when a rank never comes") {
+  fresh_dir dir;
+  const auto start = std::chrono::steady_clock::now();
+  dppf_test::check_throws_with<dppf::timeout_error>(
+      [&] {
+        dppf::gloo_communicator comm(dir.store(), 0, 2, {.timeout = 700ms, .address = "127.0.0.1", .iface = {}, .check_arguments = true});
+      },
+      "connect failed on rank 0 of 2");
+  CHECK(std::chrono::steady_clock::now() - start < 5s);  // Gloo's stores alone wait 30 s
 }

@@ -15,9 +15,12 @@
 // * Before every buffer collective, one all-reduce of 7 integers makes all ranks agree that
 //   sizes, element types and roots match and that no rank rejected its arguments, so bad input
 //   raises invalid_argument_error on every rank (as dppf::mpi_communicator does).
-// * Buffer all-reduce is Gloo's ring algorithm (bandwidth-optimal for large buffers), summing
-//   in the element type in ring order; avg scales the sum by 1/M afterwards. Every rank gets the
-//   same bits. Scalars (double) support sum, avg, min and max.
+// * All-reduce picks Gloo's algorithm by size (detail::gloo_algorithm): ring (bandwidth-optimal)
+//   for large buffers, bcube (recursive halving/doubling: 2 log2 M steps instead of the ring's
+//   4 (M - 1) dependent segment exchanges) for small ones. Both sum in the element type, each
+//   element reduced on one rank and copied to the others, so every rank gets the same bits; the
+//   choice depends only on N, the element size and M, which the ranks agreed on. avg scales the
+//   sum by 1/M afterwards. Scalars (double) support sum, avg, min and max.
 // * One thread at a time per communicator, and every rank calls the collectives in the same order.
 
 #include <fcntl.h>
@@ -133,6 +136,38 @@ inline void gloo_claim_rank(const gloo_store& s, int rank, const std::string& me
                   where + "; two processes were given the same rank, or the prefix was used by an earlier run");
 }
 
+// Gloo's stores wait their own 30 s in get() and wait(keys), whatever the context's timeout; this
+// view of a store waits `timeout`, so connecting raises on time when a rank never comes.
+class gloo_timed_store : public ::gloo::rendezvous::Store {
+ public:
+  gloo_timed_store(::gloo::rendezvous::Store& store, std::chrono::milliseconds timeout) : store_(store), timeout_(timeout) {}
+  void set(const std::string& key, const std::vector<char>& data) override { store_.set(key, data); }
+  std::vector<char> get(const std::string& key) override {
+    store_.wait({key}, timeout_);
+    return store_.get(key);
+  }
+  void wait(const std::vector<std::string>& keys) override { store_.wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    store_.wait(keys, std::min(timeout, timeout_));
+  }
+
+ private:
+  ::gloo::rendezvous::Store& store_;
+  std::chrono::milliseconds timeout_;
+};
+
+// Bcube from M elements up to this many bytes, ring otherwise. Measured on 4 emulated hosts
+// (bench/cluster, docs/performance.md "Across hosts"): below M elements most of the ring's 2M
+// segments are empty and it sends fewer messages than bcube; from M elements to 256 KiB bcube
+// took half the ring's time at 1 Gbit/s and the same at 100 Mbit/s; from 1 MiB the ring is as
+// fast or faster.
+inline constexpr std::size_t gloo_bcube_max_bytes = std::size_t{256} << 10;
+
+inline ::gloo::AllreduceOptions::Algorithm gloo_algorithm(std::size_t n, std::size_t element_size, int size) {
+  const bool small = n >= static_cast<std::size_t>(size) && n * element_size <= gloo_bcube_max_bytes;
+  return small ? ::gloo::AllreduceOptions::Algorithm::BCUBE : ::gloo::AllreduceOptions::Algorithm::RING;
+}
+
 }  // namespace detail
 
 /// One rank of a group of processes connected by Gloo. Construction is collective: it returns
@@ -165,9 +200,10 @@ class gloo_communicator {
       else
         base = std::make_unique<::gloo::rendezvous::RedisStore>(store.redis_host, store.redis_port);
       ::gloo::rendezvous::PrefixStore prefixed(store.prefix, *base);
+      detail::gloo_timed_store timed(prefixed, options_.timeout);
       auto context = std::make_shared<::gloo::rendezvous::Context>(rank, size);
       context->setTimeout(options_.timeout);
-      context->connectFullMesh(prefixed, device);
+      context->connectFullMesh(timed, device);
       state_->context = std::move(context);
     } catch (const ::gloo::Exception& e) {
       fail("connect", start, e.what());
@@ -294,7 +330,7 @@ class gloo_communicator {
     if (in != out) o.setInput(const_cast<T*>(in), n);  // Gloo reads inputs only
     o.setOutput(out, n);
     o.setReduceFunction(f);
-    o.setAlgorithm(::gloo::AllreduceOptions::Algorithm::RING);
+    o.setAlgorithm(detail::gloo_algorithm(n, sizeof(T), size_));
     o.setTimeout(options_.timeout);
     ::gloo::allreduce(o);
   }

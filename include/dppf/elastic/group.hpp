@@ -434,11 +434,13 @@ class elastic_group {
 
   // A newcomer: pending/<id>, then watch each new generation until one has this process.
   void wait_for_admission(std::chrono::steady_clock::time_point deadline) {
-    store_.create("pending/" + std::to_string(id_), "");
+    // The newest committed generation, found before registering: one created after could be
+    // the one that lets this process in.
     std::int64_t watch = 0;
     for (auto n : ids_under("gen")) watch = std::max(watch, n);
-    while (watch > 0 && !read(watch)) --watch;  // the newest committed one (g+1 may be forming)
+    while (watch > 0 && !read(watch)) --watch;
     while (read(watch + 1)) ++watch;
+    store_.create("pending/" + std::to_string(id_), "");
     note("registered as new; the group is at generation " + std::to_string(watch));
     for (;;) {
       if (auto g = read(watch + 1)) {

@@ -1,0 +1,69 @@
+#pragma once
+// The reference of the elastic tests: LocalSGD with plain SGD on f_id(x) = |x - c_id|^2 / 2, in
+// double precision, where sync k averages over the ids in history[k] (the members of the
+// generation that committed it) and a worker let in at sync k starts from that sync's mean.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <vector>
+
+namespace dppf_test::elastic {
+
+using history = std::map<std::int64_t, std::vector<std::int64_t>>;  // sync index (1-based) -> ids
+
+// Worker id's target: every element differs, and so does every worker's, so a wrong member set shows.
+inline std::vector<double> target(std::int64_t id, std::size_t n) {
+  std::vector<double> c(n);
+  for (std::size_t i = 0; i < n; ++i)
+    c[i] = std::sin(0.37 * static_cast<double>(i) + 1.3 * static_cast<double>(id)) + static_cast<double>(id);
+  return c;
+}
+
+// The final mean over the workers alive after `total` steps (all starting at 0).
+inline std::vector<double> simulate(std::int64_t total, const history& h, std::size_t n, double lr, std::int64_t tau) {
+  std::map<std::int64_t, std::vector<double>> x;
+  for (auto id : h.begin()->second) x[id] = std::vector<double>(n, 0.0);
+  std::int64_t k = 0;
+  std::vector<double> mean(n);
+  for (std::int64_t s = 0; s < total; ++s) {
+    for (auto& [id, xi] : x) {
+      const auto c = target(id, n);
+      for (std::size_t i = 0; i < n; ++i) xi[i] -= lr * (xi[i] - c[i]);
+    }
+    if ((s + 1) % tau != 0) continue;
+    ++k;
+    const auto& m = h.at(k);
+    std::fill(mean.begin(), mean.end(), 0.0);
+    for (auto id : m)
+      for (std::size_t i = 0; i < n; ++i) mean[i] += x.at(id)[i] / static_cast<double>(m.size());
+    std::map<std::int64_t, std::vector<double>> next;
+    for (auto id : m) next[id] = mean;
+    if (auto it = h.find(k + 1); it != h.end())
+      for (auto id : it->second)
+        if (!next.count(id)) next[id] = mean;  // let in after sync k
+    x = std::move(next);
+  }
+  std::fill(mean.begin(), mean.end(), 0.0);
+  for (auto& [id, xi] : x)
+    for (std::size_t i = 0; i < n; ++i) mean[i] += xi[i] / static_cast<double>(x.size());
+  return mean;
+}
+
+// max_i |got_i - want_i| / (1 + |want_i|), and where.
+template <class T>
+double worst_error(const std::vector<T>& got, const std::vector<double>& want, std::size_t* at = nullptr) {
+  double worst = got.size() == want.size() ? 0.0 : INFINITY;
+  for (std::size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+    const double e = std::abs(static_cast<double>(got[i]) - want[i]) / (1.0 + std::abs(want[i]));
+    if (!(e <= worst)) {
+      worst = e;
+      if (at) *at = i;
+    }
+  }
+  return worst;
+}
+
+}  // namespace dppf_test::elastic
