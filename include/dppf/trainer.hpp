@@ -3,11 +3,19 @@
 // It owns no model: the user's code computes gradients into a buffer and calls step(), which runs
 // the local optimizer step and, every tau steps, the rule's sync. State (optimizer, rule, scratch)
 // is allocated through the executor on the first step, for the parameters' element type.
+//
+// Overlapped sync (trainer_options::overlap_steps = d > 0): at a sync step each worker copies
+// x_i into a snapshot s_i and starts an asynchronous all-reduce of the snapshots; the next d
+// local steps run while it proceeds (step() calls the handle's test() after each, which is what
+// moves an MPI reduction forward), and at the d-th the rule's update is computed on the snapshot
+// and applied with the local progress kept: x_i <- F(s_i) + (x_i - s_i). One extra buffer of N
+// parameters (the snapshot); the mean arrives in the scratch buffer.
 
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <optional>
 #include <span>
@@ -16,6 +24,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "async_communicator.hpp"
 #include "buffer.hpp"
 #include "communicator.hpp"
 #include "consensus/rule.hpp"
@@ -33,12 +42,19 @@ struct trainer_options {
   std::int64_t warmup_tau = 0;    ///< ... and syncs come every warmup_tau steps (0: every tau)
   bool average_optimizer_state = false;  ///< average momentum / Adam moments at every sync
   non_finite_policy on_non_finite = non_finite_policy::raise;
+  /// d: the sync overlaps the next d local steps and its correction, computed on a snapshot
+  /// taken at the sync step, is applied d steps later (0: the blocking sync). 0 <= d <= tau;
+  /// needs an async_communicator and an overlappable rule.
+  std::int64_t overlap_steps = 0;
 
   /// Throws invalid_argument_error naming the first bad field and its value.
   void validate() const {
     detail::require_option(tau >= 1, "trainer", "tau", tau, "must be >= 1");
     detail::require_option(warmup_steps >= 0, "trainer", "warmup_steps", warmup_steps, "must be >= 0");
     detail::require_option(warmup_tau >= 0, "trainer", "warmup_tau", warmup_tau, "must be >= 0");
+    if (overlap_steps < 0 || overlap_steps > tau)
+      detail::require_option(false, "trainer", "overlap_steps", overlap_steps,
+                             ("must be in [0, tau] = [0, " + std::to_string(tau) + "] (0: blocking sync)").c_str());
   }
 };
 
@@ -49,6 +65,9 @@ struct trainer_stats : sync_report {
   std::uint64_t bytes = 0;      ///< payload bytes this rank sent through collectives, in total
   std::uint64_t sync_bytes = 0; ///< of which in the last sync (for data parallel: the last step)
   std::uint64_t collectives = 0;
+  /// Overlapped syncs whose all-reduce had completed when their correction came due (the wait
+  /// did not block): the reduction progressed during the local steps.
+  std::int64_t overlapped_syncs = 0;
 };
 
 /// No learning-rate schedule: the optimizer's lr is used as it is.
@@ -56,6 +75,17 @@ struct fixed_lr {};
 
 namespace detail {
 struct trainer_access;  // what checkpointing needs of a trainer's internals (defined below)
+
+// The handle of the trainer's asynchronous all-reduce of T (a placeholder when C has none).
+template <class C, class Space, class T, bool = async_communicator<C>>
+struct sync_handle {
+  using type = completed_handle;
+};
+template <class C, class Space, class T>
+struct sync_handle<C, Space, T, true> {
+  using type = decltype(std::declval<C&>().start_all_reduce(std::declval<span_for<Space, const T>>(),
+                                                            std::declval<span_for<Space, T>>(), reduce_op::avg));
+};
 }  // namespace detail
 
 /// The optimizer is a local_optimizer on Exec, the rule a consensus on Exec over the trainer's
@@ -115,7 +145,36 @@ class trainer {
   void average(P&& params) {
     detail::require_not_empty(std::ranges::size(params), "trainer::average: parameters");
     require_same_size_on_all_ranks(comm_, std::ranges::size(params), "trainer::average: parameters");
+    finish_sync(params);
     comm_.all_reduce(view(params), reduce_op::avg);
+  }
+
+  /// Applies an in-flight overlapped sync to `params` now rather than at its due step (after the
+  /// last step of a run, before an evaluation). Collective; nothing to do without one.
+  template <parameter_buffer P>
+    requires runs_on<Exec, P>
+  void finish_sync(P&& params) {
+    using T = std::remove_cv_t<buffer_element_t<P&>>;
+    auto& slot = workspace_slot<T>();
+    if (!slot || !slot->pending) return;
+    detail::require_same_size(std::ranges::size(params), std::ranges::size(slot->snapshot), "trainer::finish_sync: parameters");
+    finish_delayed<T>(params, *slot);
+  }
+
+  /// Moves an in-flight overlapped sync forward (test() on its all-reduce) and says whether it
+  /// has settled: its mean arrived, or it failed (true without one). step() calls it after every
+  /// local step; call it more often (e.g. during the backward pass) where the communicator
+  /// progresses only inside its calls, as MPI does. An error of the all-reduce is raised by the
+  /// step at which the sync comes due, on every rank at the same step.
+  bool progress() {
+    bool arrived = true;
+    std::apply([&](auto&... slot) { ((arrived = poll(slot) && arrived), ...); }, workspaces_);
+    return arrived;
+  }
+
+  /// True while an overlapped sync is started and its correction not yet applied.
+  bool sync_in_flight() const noexcept {
+    return std::apply([](const auto&... slot) { return ((slot && slot->pending) || ...); }, workspaces_);
   }
 
   trainer_stats stats() const {
@@ -126,6 +185,7 @@ class trainer {
     s.bytes = comm_.counts().bytes;
     s.sync_bytes = sync_bytes_;
     s.collectives = comm_.counts().collectives();
+    s.overlapped_syncs = overlapped_syncs_;
     return s;
   }
 
@@ -156,13 +216,29 @@ class trainer {
     }
   }
 
-  /// Per-element-type workspace: optimizer state, the rule's state and the scratch buffer.
+  /// Per-element-type workspace: optimizer state, the rule's state and the scratch buffer, and
+  /// for an overlapped sync the snapshot and the sync in flight.
   template <class T>
   struct workspace {
     using buffer_type = buffer_t<Exec, T>;
+    /// A sync started and not yet applied: the snapshots' all-reduce into scratch, and the
+    /// context of the sync step the correction is computed with.
+    struct in_flight_sync {
+      std::optional<typename detail::sync_handle<counting_communicator<Comm>, typename Exec::memory_space, T>::type>
+          reduction;                ///< until the mean is known to be in scratch
+      std::int64_t due = 0;         ///< applied by the step that makes steps() == due
+      double lr_ratio = 1.0;        ///< the sync step's lr(step) / lr(0) ...
+      double loss = std::numeric_limits<double>::quiet_NaN();  ///< ... mean loss ...
+      bool warmup = false;          ///< ... and warm-up flag
+      bool arrived = false;         ///< test() saw the mean arrive during the local steps
+      std::exception_ptr error{};   ///< test() saw the all-reduce fail: raised at the due step
+      std::uint64_t bytes = 0;      ///< bytes sent at the sync step
+    };
     decltype(std::declval<const Optimizer&>().template init<T>(std::declval<const Exec&>(), std::size_t{1})) optimizer_state;
     typename Consensus::template state<buffer_type> rule_state{};
     buffer_type scratch;
+    buffer_type snapshot{};  ///< s_i: N elements when overlap_steps > 0, none otherwise
+    std::optional<in_flight_sync> pending{};
   };
 
  private:
@@ -218,20 +294,125 @@ class trainer {
       optimizer_.step(ex_, params, grads, ws.optimizer_state);
       const bool due = syncs_after(steps_);
       ++steps_;
+      // An overlapped sync is applied at its due step, before a sync due at the same step takes
+      // its snapshot (d = tau), or earlier when the next sync comes due first (warm-up syncs).
+      if (ws.pending && (steps_ >= ws.pending->due || due))
+        finish_delayed<T>(params, ws);
+      else
+        (void)poll(workspace_slot<T>());
       if (!due) return;
       const auto before = comm_.counts().bytes;
       ctx.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : std::numeric_limits<double>::quiet_NaN();
       // The buffers are checked on every rank before the parameters change.
       if (buffers) require_same_size_on_all_ranks(comm_, std::ranges::size(*buffers), "trainer::step: buffers");
-      last_ = rule_.sync(ctx, ws.rule_state);
-      if (buffers) comm_.all_reduce(*buffers, reduce_op::avg);
-      if (options_.average_optimizer_state)
-        ws.optimizer_state.for_each_buffer([&](const char*, auto& b) { comm_.all_reduce(view(b), reduce_op::avg); });
-      sync_bytes_ = comm_.counts().bytes - before;
-      ++syncs_;
+      if (options_.overlap_steps > 0) {
+        start_delayed<T>(ctx, ws);
+        average_with_sync(buffers, ws);
+        ws.pending->bytes = comm_.counts().bytes - before;
+        (void)poll(workspace_slot<T>());  // MPI: the first test() starts the reduction moving
+      } else {
+        last_ = rule_.sync(ctx, ws.rule_state);
+        average_with_sync(buffers, ws);
+        sync_bytes_ = comm_.counts().bytes - before;
+        ++syncs_;
+      }
       loss_sum_ = 0.0;
       loss_count_ = 0;
     }
+  }
+
+  // What every sync averages besides the rule's own work: the buffers, the optimizer state.
+  template <class B, class W>
+  void average_with_sync(B* buffers, W& ws) {
+    if (buffers) comm_.all_reduce(*buffers, reduce_op::avg);
+    if (options_.average_optimizer_state)
+      ws.optimizer_state.for_each_buffer([&](const char*, auto& b) { comm_.all_reduce(view(b), reduce_op::avg); });
+  }
+
+  // An overlapped sync's start: s_i <- x_i, then the all-reduce of the snapshots into scratch.
+  template <class T>
+  void start_delayed(const ctx_type<T>& ctx, workspace<T>& ws) {
+    if constexpr (overlap_possible) {
+      using cview = typename ctx_type<T>::const_view_type;
+      dppf::copy(ex_, cview(ctx.params), view(ws.snapshot));
+      auto h = comm_.start_all_reduce(cview(view(ws.snapshot)), view(ws.scratch), reduce_op::avg);
+      ws.pending.emplace();
+      ws.pending->reduction.emplace(std::move(h));
+      ws.pending->due = steps_ + options_.overlap_steps;
+      ws.pending->lr_ratio = ctx.lr_ratio;
+      ws.pending->loss = ctx.loss;
+      ws.pending->warmup = ctx.warmup;
+    } else {
+      (void)ctx;
+      (void)ws;
+    }
+  }
+
+  // Waits for an in-flight sync's mean (a checkpoint records it); the correction still comes at
+  // its due step. An error drops the sync and propagates.
+  template <class T>
+  void wait_in_flight() {
+    auto& slot = workspace_slot<T>();
+    if (!slot || !slot->pending) return;
+    if (slot->pending->error) {
+      const std::exception_ptr e = slot->pending->error;
+      slot->pending.reset();
+      std::rethrow_exception(e);
+    }
+    if (!slot->pending->reduction) return;
+    try {
+      slot->pending->reduction->wait();
+    } catch (...) {
+      slot->pending.reset();
+      throw;
+    }
+    slot->pending->reduction.reset();
+  }
+
+  // test() on an in-flight sync's all-reduce; true when there is none or it has settled. An
+  // error is kept for the due step: ranks may see it at different local steps, and raising it
+  // there, on every rank at the same step, keeps their collectives in the same order.
+  template <class Slot>
+  static bool poll(Slot& slot) {
+    if (!slot || !slot->pending) return true;
+    auto& p = *slot->pending;
+    if (p.reduction) {
+      try {
+        p.arrived = p.reduction->test();
+      } catch (...) {
+        p.error = std::current_exception();
+        p.reduction.reset();
+      }
+      if (p.arrived) p.reduction.reset();
+    }
+    return !p.reduction;
+  }
+
+  // An overlapped sync's end: wait for the mean if needed, then the rule's sync on the snapshot
+  // with the live parameters in ctx.live (sync_context::live). The sync is dropped (on every
+  // rank alike) if the wait or the rule raises.
+  template <class T, class P>
+  void finish_delayed(P& params, workspace<T>& ws) {
+    typename workspace<T>::in_flight_sync p = std::move(*ws.pending);
+    ws.pending.reset();
+    if (p.error) std::rethrow_exception(p.error);
+    const auto before = comm_.counts().bytes;
+    if (p.reduction) p.arrived = p.reduction->test();
+    if (p.arrived)
+      ++overlapped_syncs_;
+    else if (p.reduction)
+      p.reduction->wait();
+    p.reduction.reset();
+    using cview = typename ctx_type<T>::const_view_type;
+    ctx_type<T> ctx{ex_, comm_, view(ws.snapshot), view(ws.scratch), cview{}};
+    ctx.loss = p.loss;
+    ctx.lr_ratio = p.lr_ratio;
+    ctx.warmup = p.warmup;
+    ctx.on_non_finite = options_.on_non_finite;
+    ctx.live = view(params);
+    last_ = rule_.sync(ctx, ws.rule_state);
+    sync_bytes_ = p.bytes + (comm_.counts().bytes - before);
+    ++syncs_;
   }
 
   template <class B>
@@ -240,9 +421,34 @@ class trainer {
     comm_.all_reduce(buffers, reduce_op::avg);
   }
 
+  static constexpr bool overlap_possible =
+      !Consensus::averages_gradients && overlappable_v<Consensus> && async_communicator<Comm>;
+
+  // overlap_steps > 0 needs a rule with a delayed form and a communicator that can start an
+  // all-reduce; refused when the trainer is built, naming what is missing.
+  void check_overlap() const {
+    const auto d = std::to_string(options_.overlap_steps);
+    if (options_.overlap_steps == 0) return;
+    if constexpr (Consensus::averages_gradients)
+      detail::throw_invalid("trainer: overlap_steps = " + d +
+                            ": this rule (data_parallel) averages gradients before every step; there is no periodic "
+                            "sync to overlap (use overlap_steps = 0)");
+    else if constexpr (!overlappable_v<Consensus>)
+      detail::throw_invalid("trainer: overlap_steps = " + d +
+                            ": this consensus rule has no delayed form (pull_push, local_sgd, elastic and diloco have "
+                            "one; leader and grawa choose their target from values gathered at the sync step; a rule "
+                            "declares `overlappable` when its sync reads the others only through average_into_scratch "
+                            "and writes the parameters only through update_params)");
+    else if constexpr (!async_communicator<Comm>)
+      detail::throw_invalid("trainer: overlap_steps = " + d +
+                            " needs an asynchronous communicator (dppf::async_communicator, with start_all_reduce); "
+                            "this communicator has only blocking collectives (use overlap_steps = 0)");
+  }
+
   // The options and the schedule are validated once, here, before the schedule's first call.
   double validated_initial_lr() const {
     options_.validate();
+    check_overlap();
     if constexpr (std::is_same_v<Schedule, fixed_lr>) {
       return optimizer_.lr();
     } else {
@@ -285,6 +491,7 @@ class trainer {
     const std::size_t n = std::ranges::size(params);
     require_same_size_on_all_ranks(comm_, n, "trainer: parameters");
     workspace<T> ws{optimizer_.template init<T>(ex_, n), {}, ex_.template allocate<T>(n)};
+    if (options_.overlap_steps > 0) ws.snapshot = ex_.template allocate<T>(n);
     const std::span<const T> no_grads{};
     ctx_type<T> ctx{ex_, comm_, view(params), view(ws.scratch), typename ctx_type<T>::const_view_type(no_grads.data(), 0)};
     rule_.init(ctx, ws.rule_state);
@@ -303,6 +510,7 @@ class trainer {
   std::int64_t steps_ = 0;
   std::int64_t syncs_ = 0;
   std::uint64_t sync_bytes_ = 0;
+  std::int64_t overlapped_syncs_ = 0;
   double loss_sum_ = 0.0;
   std::int64_t loss_count_ = 0;
 };
@@ -343,6 +551,14 @@ struct trainer_access {
   template <class T, class Trainer>
   static void set_workspace(Trainer& tr, std::optional<typename Trainer::template workspace<T>> ws) {
     tr.template workspace_slot<T>() = std::move(ws);
+  }
+
+  /// Waits for the all-reduce of an in-flight overlapped sync of T, whose mean is then in the
+  /// workspace's scratch buffer and its snapshot in `snapshot` (what a checkpoint records); the
+  /// correction is still applied at its due step, so the run's values do not change.
+  template <class T, class Trainer>
+  static void wait_in_flight(Trainer& tr) {
+    tr.template wait_in_flight<T>();
   }
 
   template <class Trainer>

@@ -8,7 +8,11 @@
 // checkpoint holds
 //   params, optimizer.*, consensus.*, trainer.steps, trainer.syncs, trainer.loss_sum,
 //   trainer.loss_count, and metadata dppf.rank, dppf.world_size, dppf.element_type,
-//   dppf.workspace ("1" once the first step has allocated the optimizer and consensus state).
+//   dppf.workspace ("1" once the first step has allocated the optimizer and consensus state);
+// with an overlapped sync in flight (trainer_options::overlap_steps) the save first waits for its
+// all-reduce and records it: overlap.snapshot, overlap.mean, overlap.due, overlap.warmup,
+// overlap.lr_ratio, overlap.loss. A resumed trainer applies that correction at the same step,
+// from the same bits, as the run that never stopped.
 //
 // Loading is all-or-nothing: every tensor is checked against the live state (presence, dtype,
 // element count, no unexpected tensors under the prefix) before anything is written, so a failed
@@ -249,6 +253,15 @@ safetensors save_trainer(Trainer& tr, const P& params) {
   if (ws) {
     save_state(out, "optimizer", ws->optimizer_state);
     save_state(out, "consensus", ws->rule_state);
+    access::wait_in_flight<T>(tr);
+    if (ws->pending) {
+      out.add("overlap.snapshot", ws->snapshot);
+      out.add("overlap.mean", ws->scratch);
+      out.add_scalar("overlap.due", ws->pending->due);
+      out.add_scalar("overlap.warmup", std::int64_t{ws->pending->warmup ? 1 : 0});
+      out.add_scalar("overlap.lr_ratio", ws->pending->lr_ratio);
+      out.add_scalar("overlap.loss", ws->pending->loss);
+    }
   }
   const access::counters c = access::get_counters(tr);
   out.add_scalar("trainer.steps", c.steps);
@@ -276,6 +289,9 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   auto& comm = tr.comm();
   const std::string where = "dppf: checkpoint " + in.source() + ": ";
   const std::size_t n = std::ranges::size(params);
+  // A live sync in flight writes the scratch buffer: let its all-reduce end first (every rank
+  // started it, so this is not a meeting).
+  access::wait_in_flight<T>(tr);
   workspace_type* const live = access::workspace<T>(tr);
 
   // 1. What can be checked without building anything.
@@ -310,6 +326,8 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   std::optional<workspace_type> built;
   detail::restore_plan plan(in);
   access::counters counters;
+  std::optional<typename workspace_type::in_flight_sync> in_flight;
+  std::int64_t in_flight_warmup = 0;
   detail::agree(comm, detail::failure_of([&] {
     workspace_type* target = live;
     if (in_file && !live) {
@@ -322,9 +340,27 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
     if (in_file) {
       detail::plan_state(plan, "optimizer", target->optimizer_state);
       detail::plan_state(plan, "consensus", target->rule_state);
+      if (in.contains("overlap.due")) {
+        if (tr.options().overlap_steps == 0)
+          throw checkpoint_error(where + "it was saved with an overlapped sync in flight and this trainer has "
+                                 "overlap_steps = 0");
+        in.check<std::int64_t>("overlap.due", 1);
+        in.check<std::int64_t>("trainer.steps", 1);
+        if (in.scalar<std::int64_t>("overlap.due") <= in.scalar<std::int64_t>("trainer.steps"))
+          throw checkpoint_error(where + "overlap.due is not after trainer.steps");
+        in_flight.emplace();
+        plan.buffer("overlap.snapshot", target->snapshot);
+        plan.buffer("overlap.mean", target->scratch);
+        plan.counter("overlap.due", in_flight->due);
+        plan.counter("overlap.warmup", in_flight_warmup);
+        plan.real("overlap.lr_ratio", in_flight->lr_ratio);
+        plan.real("overlap.loss", in_flight->loss);
+      }
+      plan.no_others("overlap");
     } else {
       plan.no_others("optimizer");
       plan.no_others("consensus");
+      plan.no_others("overlap");
     }
     plan.counter("trainer.steps", counters.steps);
     plan.counter("trainer.syncs", counters.syncs);
@@ -339,6 +375,8 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
     access::set_workspace<T>(tr, std::move(built));
   else if (!in_file && live)
     access::set_workspace<T>(tr, std::nullopt);
+  if (in_flight) in_flight->warmup = in_flight_warmup != 0;
+  if (workspace_type* ws = access::workspace<T>(tr)) ws->pending = std::move(in_flight);
   access::set_counters(tr, counters);
 }
 

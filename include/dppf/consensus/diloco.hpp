@@ -47,6 +47,7 @@ struct diloco_fn {
 class diloco {
  public:
   static constexpr bool averages_gradients = false;
+  static constexpr bool overlappable = true;  // delayed: outer step on s_bar, x_i <- x_g + (x_i - s_i)
   template <class Buffer>
   struct state {
     Buffer global;
@@ -83,9 +84,10 @@ class diloco {
     report.alpha = 1.0;
     distances d;
     if (!measure_distances(ctx, ctx.scratch, report, d)) return report;
-    ctx.ex.transform(detail::diloco_fn<T>{static_cast<T>(options_.outer_lr), static_cast<T>(options_.outer_momentum),
-                                          options_.nesterov, s.outer_steps == 0},
-                     ctx.params, typename Ctx::const_view_type(ctx.scratch), view(s.global), view(s.momentum));
+    update_params(ctx,
+                  detail::diloco_fn<T>{static_cast<T>(options_.outer_lr), static_cast<T>(options_.outer_momentum),
+                                       options_.nesterov, s.outer_steps == 0},
+                  typename Ctx::const_view_type(ctx.scratch), view(s.global), view(s.momentum));
     ++s.outer_steps;
     return report;
   }

@@ -38,6 +38,7 @@ struct elastic_fn {
 class elastic {
  public:
   static constexpr bool averages_gradients = false;
+  static constexpr bool overlappable = true;  // delayed: x_i <- x_i - a (s_i - c), c <- c + b (s_bar - c)
   template <class Buffer>
   struct state {
     Buffer center;
@@ -74,8 +75,8 @@ class elastic {
     report.alpha = options_.alpha;
     distances d;
     if (!measure_distances(ctx, view(s.center), report, d)) return report;
-    ctx.ex.transform(detail::elastic_fn<T>{static_cast<T>(options_.alpha), static_cast<T>(beta(ctx.comm.size()))},
-                     ctx.params, view(s.center), typename Ctx::const_view_type(ctx.scratch));
+    update_params(ctx, detail::elastic_fn<T>{static_cast<T>(options_.alpha), static_cast<T>(beta(ctx.comm.size()))},
+                  view(s.center), typename Ctx::const_view_type(ctx.scratch));
     return report;
   }
 

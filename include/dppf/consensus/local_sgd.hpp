@@ -8,6 +8,7 @@ namespace dppf {
 
 struct local_sgd {
   static constexpr bool averages_gradients = false;
+  static constexpr bool overlappable = true;  // delayed: x_i <- s_bar + (x_i - s_i)
   template <class Buffer>
   using state = no_consensus_state;
 

@@ -48,6 +48,7 @@ struct pull_push_options {
 class pull_push {
  public:
   static constexpr bool averages_gradients = false;
+  static constexpr bool overlappable = true;  // delayed: x_i <- x_i - alpha d_i + push d_i / r_i, d_i = s_i - s_bar
   template <class Buffer>
   using state = no_consensus_state;
 

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../algorithms.hpp"
@@ -66,7 +67,19 @@ struct sync_context {
   double lr_ratio = 1.0;   ///< lr(step) / lr(0), for strengths that follow the learning rate
   bool warmup = false;     ///< inside the warm-up: the push is off
   non_finite_policy on_non_finite = non_finite_policy::raise;
+  /// Empty, except in a delayed (overlapped) sync: then `params` is the snapshot s_i taken when
+  /// the sync started, `scratch` already holds the snapshots' mean, and `live` is x_i as the local
+  /// steps since the snapshot left it. The rule measures and updates as usual (on the snapshot)
+  /// and update_params writes x_i <- F(s_i) + (x_i - s_i) into `live`.
+  view_type live{};
 };
+
+/// A rule whose sync sees the other workers only through average_into_scratch (the mean of the
+/// parameters) and changes the parameters only through update_params can run delayed, overlapped
+/// with the next local steps (trainer_options::overlap_steps). It says so with
+/// `static constexpr bool overlappable = true;`.
+template <class P>
+inline constexpr bool overlappable_v = requires { requires static_cast<bool>(P::overlappable); };
 
 /// The state of a rule that keeps none.
 struct no_consensus_state {
@@ -128,6 +141,19 @@ struct toward_fn {
   DPPF_HOST_DEVICE void operator()(T& x, const T& t) const { x = t + c * (x - t); }
 };
 
+// y = s, f(y, rest...), x <- y + (x - s): a rule's own update F computed on the snapshot s, plus
+// the progress the live parameters x made since it (a delayed sync; see sync_context::live).
+template <class F>
+struct carry_progress_fn {
+  F f;
+  template <class T, class... R>
+  DPPF_HOST_DEVICE void operator()(T& x, const T& s, R&&... rest) const {
+    T y = s;
+    f(y, rest...);
+    x = y + (x - s);
+  }
+};
+
 // scratch <- x on finite workers, 0 on the others: the input of the finite-workers mean.
 template <class T>
 struct masked_copy_fn {
@@ -149,6 +175,8 @@ std::vector<double> gather_own_finiteness(Ctx& ctx) {
   return ctx.comm.all_gather(std::isfinite(probe) ? 1.0 : 0.0);
 }
 
+// In a delayed sync the flags are the snapshots' and the live parameters are reset (to the mean
+// of the live parameters of the workers whose snapshot was finite).
 template <class Ctx>
 void reset_to_finite_mean(Ctx& ctx, const std::vector<double>& finite) {
   using T = typename Ctx::value_type;
@@ -156,10 +184,10 @@ void reset_to_finite_mean(Ctx& ctx, const std::vector<double>& finite) {
   for (double f : finite) healthy += f != 0.0 ? 1 : 0;
   if (healthy == 0) throw non_finite_error("dppf: sync: every worker has non-finite parameters; nothing to reset to");
   const bool mine = finite[static_cast<std::size_t>(ctx.comm.rank())] != 0.0;
-  ctx.ex.transform(masked_copy_fn<T>{mine}, typename Ctx::const_view_type(ctx.params), ctx.scratch);
+  const typename Ctx::view_type x = ctx.live.empty() ? ctx.params : ctx.live;
+  ctx.ex.transform(masked_copy_fn<T>{mine}, typename Ctx::const_view_type(x), ctx.scratch);
   ctx.comm.all_reduce(ctx.scratch, reduce_op::sum);
-  ctx.ex.transform(scale_fn<T>{1.0 / static_cast<double>(healthy)}, typename Ctx::const_view_type(ctx.scratch),
-                   ctx.params);
+  ctx.ex.transform(scale_fn<T>{1.0 / static_cast<double>(healthy)}, typename Ctx::const_view_type(ctx.scratch), x);
 }
 
 // The non-finite policy, applied identically on every rank once every rank's flag is known
@@ -188,10 +216,24 @@ bool apply_non_finite_policy(Ctx& ctx, const std::vector<double>& finite, sync_r
 
 }  // namespace detail
 
-/// The mean of every worker's parameters into ctx.scratch (one out-of-place all-reduce).
+/// The mean of every worker's parameters into ctx.scratch (one out-of-place all-reduce). In a
+/// delayed sync the snapshots' mean is already there (the trainer's asynchronous all-reduce).
 template <class Ctx>
 void average_into_scratch(Ctx& ctx) {
+  if (!ctx.live.empty()) return;
   ctx.comm.all_reduce(typename Ctx::const_view_type(ctx.params), ctx.scratch, reduce_op::avg);
+}
+
+/// The elementwise update of a sync: f(x_i[k], b[k]...) for every element, x_i = ctx.params. In a
+/// delayed sync f runs on the snapshot and the live parameters keep their progress since it:
+/// x_i <- F(s_i) + (x_i - s_i), one pass (detail::carry_progress_fn).
+template <class Ctx, class F, class... B>
+void update_params(Ctx& ctx, F f, B&&... b) {
+  if (ctx.live.empty())
+    ctx.ex.transform(f, ctx.params, std::forward<B>(b)...);
+  else
+    ctx.ex.transform(detail::carry_progress_fn<F>{f}, ctx.live, typename Ctx::const_view_type(ctx.params),
+                     std::forward<B>(b)...);
 }
 
 /// The distance pass of a sync: r_i = ||x_i - target|| (one fused read, accumulated in double),
@@ -237,7 +279,7 @@ sync_report move_toward(Ctx& ctx, typename Ctx::view_type target, sync_report re
   distances d;
   if (!measure_distances(ctx, target, report, d)) return report;
   const double c = coefficient(d, report);
-  ctx.ex.transform(detail::toward_fn<T>{static_cast<T>(c)}, ctx.params, typename Ctx::const_view_type(target));
+  update_params(ctx, detail::toward_fn<T>{static_cast<T>(c)}, typename Ctx::const_view_type(target));
   return report;
 }
 
