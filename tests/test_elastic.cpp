@@ -346,3 +346,124 @@ TEST_CASE("gloo_communicator: connecting raises timeout_error within the timeout
       "connect failed on rank 0 of 2");
   CHECK(std::chrono::steady_clock::now() - start < 5s);  // Gloo's stores alone wait 30 s
 }
+
+TEST_CASE("elastic_trainer with DPPF and no fault gives the same bits as dppf::trainer over gloo_communicator") {
+  const int m = 3;
+  const std::int64_t total = 20;
+  const dppf::pull_push_options dppf_options{.alpha = 0.3, .lambda = 0.02};
+  std::vector<std::vector<float>> elastic_x(m), plain_x(m);
+  std::vector<std::string> errors(2 * m);
+  auto grads = [](std::int64_t worker, std::int64_t step, const std::vector<float>& x, std::vector<float>& g) {
+    const auto noise = dppf_test::random_vector<float>(n, static_cast<std::uint64_t>(1000 * worker + step), 0.1);
+    const auto c = target(worker);
+    for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]) + noise[i];
+  };
+  {
+    fresh_dir dir;
+    std::vector<std::thread> pool;
+    for (int r = 0; r < m; ++r)
+      pool.emplace_back([&, r] {
+        try {
+          auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
+          dppf::elastic_trainer<dppf::sgd, dppf::pull_push, dppf::host_executor> tr(
+              group, dppf::sgd({.lr = lr, .momentum = 0.9}), dppf::pull_push(dppf_options), dppf::host_executor{}, {.tau = tau});
+          std::vector<float> x(n, 0.0f), g(n);
+          tr.start(x);
+          const int rank = group->rank();
+          while (tr.steps() < total) {
+            grads(rank, tr.steps(), x, g);
+            tr.step(x, g);
+          }
+          CHECK(tr.stats().members == m);
+          tr.average(x);
+          elastic_x[static_cast<std::size_t>(rank)] = x;
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(r)] = e.what();
+        }
+      });
+    for (auto& t : pool) t.join();
+  }
+  {
+    fresh_dir dir;
+    std::vector<std::thread> pool;
+    for (int r = 0; r < m; ++r)
+      pool.emplace_back([&, r] {
+        try {
+          dppf::gloo_communicator comm(dir.store(), r, m, fast().gloo);
+          dppf::trainer tr(dppf::sgd({.lr = lr, .momentum = 0.9}), dppf::pull_push(dppf_options), comm, dppf::host_executor{},
+                           {.tau = tau});
+          std::vector<float> x(n, 0.0f), g(n);
+          while (tr.steps() < total) {
+            grads(r, tr.steps(), x, g);
+            tr.step(x, g);
+          }
+          tr.average(x);
+          plain_x[static_cast<std::size_t>(r)] = x;
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(m + r)] = e.what();
+        }
+      });
+    for (auto& t : pool) t.join();
+  }
+  for (auto& e : errors) REQUIRE_MESSAGE(e.empty(), e);
+  for (int r = 0; r < m; ++r) {
+    REQUIRE(elastic_x[static_cast<std::size_t>(r)].size() == n);
+    CHECK(std::memcmp(elastic_x[static_cast<std::size_t>(r)].data(), plain_x[static_cast<std::size_t>(r)].data(), n * sizeof(float)) == 0);
+  }
+  CHECK(std::memcmp(plain_x[0].data(), plain_x[1].data(), n * sizeof(float)) == 0);
+}
+
+TEST_CASE("elastic_trainer: a newcomer takes the seed's optimizer state and counters (from_peer) or keeps its own (fresh)") {
+  for (const auto mode : {dppf::newcomer_state::from_peer, dppf::newcomer_state::fresh}) {
+    CAPTURE(static_cast<int>(mode));
+    fresh_dir dir;
+    const int m = 2;
+    const std::int64_t total = 30;
+    std::vector<std::string> errors(m + 1);
+    std::int64_t joined_at = -1, optimizer_step = -1;
+    double momentum_norm = -1.0;
+    std::vector<std::vector<float>> final_x(m + 1);
+    auto run = [&](int slot, bool newcomer) {
+      try {
+        auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
+        dppf::elastic_trainer<dppf::sgd, dppf::local_sgd, dppf::host_executor> tr(
+            group, dppf::sgd({.lr = lr, .momentum = 0.9}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau}, {.state = mode});
+        std::vector<float> x(n, 0.0f), g(n);
+        tr.start(x);
+        if (newcomer) {
+          joined_at = tr.steps();
+          auto& st = dppf::detail::trainer_access::workspace<float>(tr.inner())->optimizer_state;
+          optimizer_step = st.step;
+          momentum_norm = 0.0;
+          for (float v : st.momentum_buffer) momentum_norm += double(v) * v;
+        }
+        const auto c = target(group->id());
+        while (tr.steps() < total) {
+          for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+          tr.step(x, g);
+          std::this_thread::sleep_for(20ms);
+        }
+        tr.average(x);
+        final_x[static_cast<std::size_t>(slot)] = x;
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(slot)] = e.what();
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int r = 0; r < m; ++r) pool.emplace_back(run, r, false);
+    std::this_thread::sleep_for(200ms);
+    pool.emplace_back(run, m, true);
+    for (auto& t : pool) t.join();
+    for (auto& e : errors) REQUIRE_MESSAGE(e.empty(), e);
+    REQUIRE(joined_at > 0);
+    CHECK(joined_at < total);
+    if (mode == dppf::newcomer_state::from_peer) {
+      CHECK(optimizer_step == joined_at);  // SGD counts its steps: the seed's count
+      CHECK(momentum_norm > 0.0);
+    } else {
+      CHECK(optimizer_step == 0);
+      CHECK(momentum_norm == 0.0);
+    }
+    for (auto& x : final_x) CHECK(std::memcmp(x.data(), final_x[0].data(), n * sizeof(float)) == 0);
+  }
+}
