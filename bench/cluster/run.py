@@ -1,0 +1,346 @@
+#!/usr/bin/python3
+"""dppf against PyTorch across emulated hosts, in one run: the all-reduce's bus bandwidth and the
+Fashion-MNIST MLP's training time, on M = 4 hosts made here with scripts/cluster.sh (root).
+
+    /usr/bin/python3 bench/cluster/run.py --build build/host [--quick] [--out DIR]
+
+Needs root (network namespaces), the build's bench/dppf_bench_cluster_allreduce and
+examples/fashion_mnist/fashion_mnist, and /usr/bin/python3 with python3-torch (PyTorch 1.13).
+Writes DIR/cluster.json (every measurement) and DIR/cluster.md (the tables of
+docs/performance.md, "Across hosts") and prints the tables.
+
+All-reduce (N = 2^16 .. 2^24 float32, in-place sum, for every rate):
+  dppf gloo      dppf::gloo_communicator (dppf_bench_cluster_allreduce --engine gloo)
+  dppf mpi       dppf::mpi_communicator over Open MPI's TCP transport, default algorithm
+  dppf mpi algK  the same with --mca coll_tuned_use_dynamic_rules 1
+                 --mca coll_tuned_allreduce_algorithm K (4 ring, 5 segmented ring, 6 rabenseifner)
+  pytorch gloo   torch.distributed.all_reduce, gloo backend (bench/cluster/torch_peer.py)
+  gloo ring / gloo bcube   Gloo's own algorithms on dppf's context, no argument agreement
+                 (small sizes: the evidence for dppf's choice of algorithm by size)
+Each is the median of --repeats repeats (see allreduce.cpp for how a repeat is timed). algbw =
+4 N bytes / time, busbw = algbw * 2 (M - 1) / M (nccl-tests), MB = 10^6 bytes. The link rate is
+tc's: tbf counts every ethernet frame (14-byte header + IP + TCP headers + payload), SI units
+(1gbit = 10^9 bit/s = 125 MB/s). With a 1500-byte MTU a full TCP segment carries 1448 payload
+bytes (timestamps on) in a 1514-byte frame, and the ACKs of the incoming stream share the
+egress, so payload busbw tops out near 0.93 of the rate.
+
+Training (examples/fashion_mnist --quick: 1 epoch on 12000 images, 784-512-512-10 MLP, batch 64
+per worker, SGD lr 0.05 momentum 0.9, tau 8, M = 4 shards of 3000): ddp, local_sgd and dppf
+through --comm mpi (and --comm gloo when the example has it) against PyTorch's
+DistributedDataParallel, PeriodicModelAverager and the same averaging + DPPF's pull-push
+(torch_peer.py train). Training time only: evaluation, data loading and start-up excluded. For
+dppf it is the example's "train_s" when its JSON has one, otherwise rank 0's step-loop time
+recovered from its progress log (steps * batch * M / samples_per_s at each epoch's last step).
+Median of --train-repeats runs; the ratio dppf / PyTorch is printed against the 1.05 target.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+M = 4
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rate_bits(rate):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate)
+    if not m:
+        raise SystemExit(f"run.py: rate '{rate}' is not of the form 100mbit / 1gbit")
+    return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+
+
+class Cluster:
+    def __init__(self, cluster_id):
+        self.env = dict(os.environ, DPPF_CLUSTER=str(cluster_id))
+        self.script = os.path.join(ROOT, "scripts", "cluster.sh")
+        self.net = f"10.231.{cluster_id}"
+        self.port = 29500
+        self.tmp = tempfile.mkdtemp(prefix="dppf-bench-cluster-")
+        self.runs = 0
+
+    def sh(self, *args, timeout=60):
+        return subprocess.run([self.script, *args], env=self.env, check=True, timeout=timeout,
+                              stdout=subprocess.PIPE, text=True).stdout
+
+    def up(self, rate):
+        self.sh("up", str(M), rate)
+
+    def rate(self, rate):
+        self.sh("rate", "all", rate)
+
+    def down(self):
+        subprocess.run([self.script, "down"], env=self.env, timeout=60)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run(self, launcher, cmd, timeout, extra_env=None):
+        """cmd on every host (launcher gloo: one process per host; mpirun: MPI ranks). Returns
+        (stdout, stderr); raises on a failure or a timeout."""
+        self.runs += 1
+        env = dict(self.env, **(extra_env or {}))
+        env.update(DPPF_GLOO_STORE=f"file:{self.tmp}", DPPF_GLOO_PREFIX=f"run{self.runs}", GLOO_SOCKET_IFNAME="eth0",
+                   OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        p = subprocess.run([self.script, launcher, str(M), *cmd], env=env, timeout=timeout,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])}... exited {p.returncode}:\n{p.stderr[-2000:]}")
+        return p.stdout, p.stderr
+
+    def master(self):
+        self.port += 1  # a fresh port per run: no TIME_WAIT clash with the last TCPStore
+        return f"{self.net}.1:{self.port}"
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+# ---------------------------------------------------------------------------------------------
+# All-reduce
+
+def allreduce_runs(a, cluster, rate, bench):
+    """[(label, launcher, cmd, extra_env)] for one rate; None in cmd: a fresh TCPStore address."""
+    sizes = a.sizes
+    common = ["--sizes", sizes, "--repeats", str(a.repeats)]
+    runs = [("dppf gloo", "gloo", [bench, "--engine", "gloo", *common], None)]
+    runs.append(("pytorch gloo", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "allreduce",
+                                          "--master", None, "--sizes", sizes, "--repeats", str(a.repeats)], None))
+    runs.append(("dppf mpi", "mpirun", [bench, "--engine", "mpi", *common], None))
+    algorithms = a.mpi_algorithms if rate == a.rates[0] else a.mpi_algorithms[:1]
+    for k in algorithms:
+        runs.append((f"dppf mpi alg{k}", "mpirun", ["--mca", "coll_tuned_use_dynamic_rules", "1", "--mca",
+                                                    "coll_tuned_allreduce_algorithm", str(k), bench, "--engine", "mpi", *common], None))
+    if a.gloo_variants and rate == a.rates[0]:
+        for impl in a.gloo_variants:
+            runs.append((f"gloo {impl}", "gloo", [bench, "--engine", "gloo", "--impl", impl, "--sizes", a.variant_sizes,
+                                                  "--repeats", str(a.repeats)], None))
+    return runs
+
+
+def measure_allreduce(a, cluster, rate, bench, results):
+    for label, launcher, cmd, extra in allreduce_runs(a, cluster, rate, bench):
+        cmd = [cluster.master() if c is None else c for c in cmd]
+        t0 = time.time()
+        try:
+            out, _ = cluster.run(launcher, cmd, timeout=a.timeout, extra_env=extra)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            log(f"  {label} at {rate}: FAILED: {e}")
+            results.append({"kind": "allreduce", "rate": rate, "label": label, "error": str(e)[-500:]})
+            continue
+        for r in json_lines(out):
+            med = statistics.median(r["times_s"])
+            busbw = r["bytes"] / med * 2 * (r["ranks"] - 1) / r["ranks"]
+            results.append({"kind": "allreduce", "rate": rate, "label": label, "n": r["n"], "bytes": r["bytes"],
+                            "ranks": r["ranks"], "iterations": r["iterations"], "times_s": r["times_s"],
+                            "median_s": med, "busbw_MBps": busbw / 1e6, "link_fraction": busbw * 8 / rate_bits(rate)})
+        log(f"  {label} at {rate}: {time.time() - t0:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+PROGRESS = re.compile(r"^(\S+) epoch (\d+)/(\d+) step (\d+)/(\d+) loss \S+ samples/s (\d+)")
+
+
+def train_seconds(stdout, stderr, batch):
+    """{method: training seconds} from fashion_mnist --json output (train_s if present, else the
+    progress log of rank 0: each epoch's step loop lasted steps * batch * M / samples_per_s)."""
+    out = {}
+    for r in json_lines(stdout):
+        if "epochs" in r and isinstance(r["epochs"], int) and "wall_s" in r and "train_acc" in r and "train_s" in r:
+            out[r["method"]] = r["train_s"]
+    if out:
+        return out, "train_s"
+    for line in stderr.splitlines():
+        m = PROGRESS.match(line)
+        if m and m.group(4) == m.group(5):
+            steps, rate = int(m.group(5)), float(m.group(6))
+            out[m.group(1)] = out.get(m.group(1), 0.0) + steps * batch * M / rate
+    return out, "progress log"
+
+
+def example_has_gloo(example):
+    p = subprocess.run([example, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    return "gloo" in p.stdout
+
+
+def measure_training(a, cluster, rate, example, has_gloo, results):
+    methods = "ddp,local_sgd,dppf"
+    flags = ["--method", methods, "--quick", "--json", "--sharpness-samples", "0", "--test-limit", "1000",
+             "--tau", str(a.tau), "--batch", str(a.batch)]
+    engines = [("dppf mpi", "mpirun", [example, "--comm", "mpi", *flags])]
+    if has_gloo:
+        engines.append(("dppf gloo", "gloo", [example, "--comm", "gloo", *flags]))
+    engines.append(("pytorch", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master", None,
+                                        "--method", methods, "--tau", str(a.tau), "--batch", str(a.batch),
+                                        "--train-limit", "12000"]))
+    for rep in range(a.train_repeats):
+        order = engines if rep % 2 == 0 else engines[::-1]  # alternate so a load drift hits both sides
+        for label, launcher, cmd in order:
+            cmd = [cluster.master() if c is None else c for c in cmd]
+            t0 = time.time()
+            try:
+                out, err = cluster.run(launcher, cmd, timeout=a.timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"  train {label} at {rate}: FAILED: {e}")
+                results.append({"kind": "train", "rate": rate, "label": label, "repeat": rep, "error": str(e)[-500:]})
+                continue
+            if label == "pytorch":
+                secs, source = {r["method"]: r["train_s"] for r in json_lines(out)}, "train_s"
+            else:
+                secs, source = train_seconds(out, err, a.batch)
+            for method, s in secs.items():
+                results.append({"kind": "train", "rate": rate, "label": label, "repeat": rep, "method": method,
+                                "train_s": s, "source": source})
+            log(f"  train {label} at {rate} (repeat {rep + 1}): {time.time() - t0:.0f} s wall, "
+                + ", ".join(f"{m} {s:.2f} s" for m, s in secs.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+def allreduce_table(results, rate):
+    rows = [r for r in results if r["kind"] == "allreduce" and r["rate"] == rate and "n" in r]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    ns = sorted({r["n"] for r in rows})
+    cell = {(r["label"], r["n"]): r for r in rows}
+    head = f"| N | " + " | ".join(labels) + " | dppf gloo / pytorch |"
+    lines = [f"All-reduce at {rate}: busbw MB/s (fraction of the link rate); median of the repeats.", "", head,
+             "| ---: " * (len(labels) + 2) + "|"]
+    for n in ns:
+        cells = []
+        for lab in labels:
+            r = cell.get((lab, n))
+            cells.append(f"{r['busbw_MBps']:.1f} ({r['link_fraction']:.2f})" if r else "")
+        g, t = cell.get(("dppf gloo", n)), cell.get(("pytorch gloo", n))
+        ratio = f"{g['busbw_MBps'] / t['busbw_MBps']:.2f}" if g and t else ""
+        lines.append(f"| 2^{n.bit_length() - 1} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def train_table(results, rate):
+    rows = [r for r in results if r["kind"] == "train" and r["rate"] == rate and "method" in r]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    med = {}
+    for lab in labels:
+        for method in ("ddp", "local_sgd", "dppf"):
+            v = [r["train_s"] for r in rows if r["label"] == lab and r["method"] == method]
+            if v:
+                med[(lab, method)] = (statistics.median(v), len(v))
+    dppf_labels = [lab for lab in labels if lab != "pytorch"]
+    head = "| method | " + " | ".join(labels) + " | " + " | ".join(f"{lab} / pytorch" for lab in dppf_labels) + " |"
+    lines = [f"Training time at {rate}: seconds (median of the repeats, training only); ratio against the 1.05 target.",
+             "", head, "| --- " + "| ---: " * (len(labels) + len(dppf_labels)) + "|"]
+    for method in ("ddp", "local_sgd", "dppf"):
+        cells = [f"{med[(lab, method)][0]:.2f}" if (lab, method) in med else "" for lab in labels]
+        ratios = []
+        for lab in dppf_labels:
+            if (lab, method) in med and ("pytorch", method) in med:
+                q = med[(lab, method)][0] / med[("pytorch", method)][0]
+                ratios.append(f"{q:.2f} ({'meets' if q <= 1.05 else 'misses'} 1.05)")
+            else:
+                ratios.append("")
+        lines.append(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def machine():
+    lscpu = subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout
+    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
+    return {"cpu": model, "cores": os.cpu_count(), "load_average": os.getloadavg(),
+            "kernel": os.uname().release, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", default=os.path.join(ROOT, "build", "host"))
+    p.add_argument("--out", default=".")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 1gbit only, 3 sizes, 3 repeats, 1 training run")
+    p.add_argument("--cluster", type=int, default=100, help="scripts/cluster.sh cluster id (DPPF_CLUSTER)")
+    p.add_argument("--rates", default="1gbit,100mbit")
+    p.add_argument("--sizes", default="16-24", help="exponents of N, as 16-24 or 16,20,24")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--mpi-algorithms", default="4,5,6",
+                   help="coll_tuned_allreduce_algorithm values at the first rate; later rates run only the first")
+    p.add_argument("--gloo-variants", default="ring,bcube", help="Gloo's own algorithms (first rate only); empty: none")
+    p.add_argument("--variant-sizes", default="10,14,16,18,20")
+    p.add_argument("--train-repeats", type=int, default=3)
+    p.add_argument("--tau", type=int, default=8)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--skip", default="", help="comma list of allreduce, train")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per launched job")
+    a = p.parse_args()
+    if a.quick:
+        a.rates, a.sizes, a.repeats, a.train_repeats = "1gbit", "16,20,22", 3, 1
+        a.mpi_algorithms, a.variant_sizes = "4", "10,16"
+    a.rates = a.rates.split(",")
+    a.mpi_algorithms = [int(k) for k in a.mpi_algorithms.split(",") if k]
+    a.gloo_variants = [v for v in a.gloo_variants.split(",") if v]
+    skip = set(a.skip.split(","))
+    for r in a.rates:
+        rate_bits(r)
+    if os.geteuid() != 0:
+        raise SystemExit("run.py: needs root (scripts/cluster.sh makes network namespaces)")
+    bench = os.path.join(os.path.abspath(a.build), "bench", "dppf_bench_cluster_allreduce")
+    example = os.path.join(os.path.abspath(a.build), "examples", "fashion_mnist", "fashion_mnist")
+    for path, target in ((bench, "dppf_bench_cluster_allreduce"), (example, "fashion_mnist")):
+        if not os.access(path, os.X_OK):
+            raise SystemExit(f"run.py: {path} not found: cmake --build {a.build} --target {target}")
+    has_gloo = example_has_gloo(example)
+    if "train" not in skip and not has_gloo:
+        log("run.py: this fashion_mnist has no --comm gloo: training runs dppf over --comm mpi only")
+
+    info = {"machine": machine(), "hosts": M, "rates": a.rates, "repeats": a.repeats, "train_repeats": a.train_repeats,
+            "quick": a.quick, "argv": sys.argv[1:]}
+    results = []
+    cluster = Cluster(a.cluster)
+    start = time.time()
+    try:
+        cluster.up(a.rates[0])
+        for rate in a.rates:
+            cluster.rate(rate)
+            log(f"run.py: {M} hosts at {rate}")
+            if "allreduce" not in skip:
+                measure_allreduce(a, cluster, rate, bench, results)
+            if "train" not in skip:
+                measure_training(a, cluster, rate, example, has_gloo, results)
+    finally:
+        cluster.down()
+    info["wall_s"] = time.time() - start
+    info["load_average_end"] = os.getloadavg()
+
+    tables = []
+    for rate in a.rates:
+        if "allreduce" not in skip:
+            tables.append(allreduce_table(results, rate))
+        if "train" not in skip:
+            tables.append(train_table(results, rate))
+    m = info["machine"]
+    md = (f"Measured {m['date_utc']} UTC on {m['cpu']} ({m['cores']} cores), load average "
+          f"{m['load_average'][0]:.1f} at the start and {info['load_average_end'][0]:.1f} at the end, "
+          f"{M} emulated hosts, {info['wall_s']:.0f} s in all{' (--quick)' if a.quick else ''}.\n\n" + "\n\n".join(tables) + "\n")
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "cluster.json"), "w") as f:
+        json.dump({"info": info, "results": results}, f, indent=1)
+    with open(os.path.join(a.out, "cluster.md"), "w") as f:
+        f.write(md)
+    print(md)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        log(f"run.py: {len(failed)} job(s) failed (see cluster.json)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
