@@ -11,3 +11,10 @@ if(TARGET dppf::gloo)
     target_compile_definitions(dppf_bench_cluster_allreduce PRIVATE DPPF_BENCH_WITH_MPI)
   endif()
 endif()
+
+# Cheap and rootless (label bench): 2 ranks over loopback, not the emulated cluster.
+if(TARGET dppf_bench_cluster_allreduce AND DPPF_BUILD_TESTS)
+  add_test(NAME bench.dppf_bench_cluster_allreduce
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cluster/smoke.sh $<TARGET_FILE:dppf_bench_cluster_allreduce>)
+  set_tests_properties(bench.dppf_bench_cluster_allreduce PROPERTIES LABELS bench TIMEOUT 90)
+endif()

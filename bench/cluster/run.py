@@ -9,7 +9,8 @@ examples/fashion_mnist/fashion_mnist, and /usr/bin/python3 with python3-torch (P
 Writes DIR/cluster.json (every measurement) and DIR/cluster.md (the tables of
 docs/performance.md, "Across hosts") and prints the tables.
 
-All-reduce (N = 2^16 .. 2^24 float32, in-place sum, for every rate):
+All-reduce (N = 2^16 .. 2^24 float32 at the first rate, every other power of 2 at the later ones;
+in-place sum):
   dppf gloo      dppf::gloo_communicator (dppf_bench_cluster_allreduce --engine gloo)
   dppf mpi       dppf::mpi_communicator over Open MPI's TCP transport, default algorithm
   dppf mpi algK  the same with --mca coll_tuned_use_dynamic_rules 1
@@ -111,7 +112,7 @@ def json_lines(text):
 
 def allreduce_runs(a, cluster, rate, bench):
     """[(label, launcher, cmd, extra_env)] for one rate; None in cmd: a fresh TCPStore address."""
-    sizes = a.sizes
+    sizes = a.sizes if rate == a.rates[0] else a.sizes_slow
     common = ["--sizes", sizes, "--repeats", str(a.repeats)]
     runs = [("dppf gloo", "gloo", [bench, "--engine", "gloo", *common], None)]
     runs.append(("pytorch gloo", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "allreduce",
@@ -270,6 +271,8 @@ def main():
     p.add_argument("--cluster", type=int, default=100, help="scripts/cluster.sh cluster id (DPPF_CLUSTER)")
     p.add_argument("--rates", default="1gbit,100mbit")
     p.add_argument("--sizes", default="16-24", help="exponents of N, as 16-24 or 16,20,24")
+    p.add_argument("--sizes-slow", default="16,18,20,22,24",
+                   help="exponents of N at the later (slower) rates: every other one keeps the run near 15 min")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mpi-algorithms", default="4,5,6",
                    help="coll_tuned_allreduce_algorithm values at the first rate; later rates run only the first")
@@ -282,7 +285,7 @@ def main():
     p.add_argument("--timeout", type=float, default=300, help="seconds per launched job")
     a = p.parse_args()
     if a.quick:
-        a.rates, a.sizes, a.repeats, a.train_repeats = "1gbit", "16,20,22", 3, 1
+        a.rates, a.sizes, a.sizes_slow, a.repeats, a.train_repeats = "1gbit", "16,20,22", "16,20", 3, 1
         a.mpi_algorithms, a.variant_sizes = "4", "10,16"
     a.rates = a.rates.split(",")
     a.mpi_algorithms = [int(k) for k in a.mpi_algorithms.split(",") if k]
