@@ -64,6 +64,7 @@ struct replay_result {
   double last_r = 0.0, last_mv = 0.0;  // rank 0's r_i and the mean over ranks, last applied sync
   std::vector<double> last_r_all;
   int applied = 0, started = 0;
+  bool in_flight_at_end = false;  // a sync started and not applied after the last step
 };
 
 inline std::vector<double> mean_of(const matrix& x) {
@@ -162,6 +163,7 @@ inline replay_result replay(const problem& p, const rule_spec& rule, const sched
       pending.clear();
     }
   }
+  out.in_flight_at_end = !pending.empty();
   if (!pending.empty()) apply(pending[0]);  // the trainer's finish_sync at the end
   return out;
 }
