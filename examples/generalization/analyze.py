@@ -22,7 +22,8 @@ import sys
 import numpy as np
 
 MEASURES = [("imv", "IMV"), ("hessian_top", "Hessian top eigenvalue"), ("hessian_trace", "Hessian trace"),
-            ("sam", "SAM sharpness"), ("average", "average-case sharpness")]
+            ("sam", "SAM sharpness"), ("average", "average-case sharpness"),
+            ("train_loss", "final training loss (reference, not a sharpness measure)")]
 GAPS = [("acc_gap", "train - test accuracy"), ("loss_gap", "test - train loss")]
 
 
@@ -210,15 +211,22 @@ def main(argv=None):
     ap.add_argument("directory")
     ap.add_argument("--md", help="write the markdown tables there (stdout otherwise)")
     ap.add_argument("--svg", help="write the plot of IMV against the accuracy gap there")
+    ap.add_argument("--svg-loss", help="write the plot of IMV against the loss gap there")
+    ap.add_argument("--min-train-acc", type=float, default=0.0,
+                    help="keep only the runs that fit their training set at least this well (default: all)")
     a = ap.parse_args(argv)
     with open(os.path.join(a.directory, "sweep.json")) as f:
         design = json.load(f)
     runs = load_runs(a.directory)
+    finished = len(runs)
+    runs = [r for r in runs if r["train_acc"] >= a.min_train_acc]
     if len(runs) < 2:
         sys.exit(f"analyze: only {len(runs)} finished run(s) in {a.directory}")
     planned = len(design["runs"])
-    text = (f"{len(runs)} of {planned} planned runs finished"
-            + (" (PARTIAL: the sweep is not complete)" if len(runs) < planned else "") + ".\n" +
+    text = (f"{finished} of {planned} planned runs finished"
+            + (" (PARTIAL: the sweep is not complete)" if finished < planned else "")
+            + (f"; {len(runs)} of them with train accuracy >= {a.min_train_acc:g} are used" if a.min_train_acc else "")
+            + ".\n" +
             table(runs, design["base"], design["values"]))
     if a.md:
         with open(a.md, "w") as f:
@@ -228,6 +236,9 @@ def main(argv=None):
     if a.svg:
         with open(a.svg, "w") as f:
             f.write(svg(runs, design["base"], design["values"]))
+    if a.svg_loss:
+        with open(a.svg_loss, "w") as f:
+            f.write(svg(runs, design["base"], design["values"], y_key="loss_gap"))
     return 0
 
 
