@@ -18,6 +18,7 @@ dppf_add_cluster_test(script cluster_script.sh 201)
 if(TARGET dppf::gloo)
   add_executable(gloo_probe ${CMAKE_CURRENT_LIST_DIR}/cluster/gloo_probe.cpp)
   target_link_libraries(gloo_probe PRIVATE dppf::gloo dppf_warnings)
+  target_include_directories(gloo_probe PRIVATE ${PROJECT_SOURCE_DIR}/examples)  # common/gloo_env.hpp
   set(_id 210)
   foreach(_fault none stop kill cut)
     dppf_add_cluster_test(gloo.${_fault} gloo_cluster.sh ${_id} ARGS $<TARGET_FILE:gloo_probe> ${_fault})

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -25,6 +26,9 @@
 
 #ifdef FMNIST_WITH_MPI
 #include <dppf/communicators/mpi.hpp>
+#endif
+#ifdef FMNIST_WITH_GLOO
+#include "common/gloo_env.hpp"
 #endif
 #ifdef FMNIST_WITH_CUDA
 #include <dppf/communicators/device_group.cuh>
@@ -50,15 +54,19 @@ struct config {
   std::string svg, replot;
   std::size_t train_limit = 0, test_limit = 0;
   bool quick = false, json = false;
+  std::map<std::string, std::string> gloo;  ///< --rank, --store, ... as given (examples/common/gloo_env.hpp)
 };
 
 const char* usage_text =
     "usage: fashion_mnist [--method LIST] [--workers M] [--tau T] [--alpha A] [--lambda L] [--lr LR]\n"
     "                     [--momentum MU] [--weight-decay WD] [--outer-lr LR] [--outer-momentum MU]\n"
     "                     [--epochs E] [--batch B] [--seed S]\n"
-    "                     [--device cpu|cuda] [--comm threads|mpi|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
+    "                     [--device cpu|cuda] [--comm threads|mpi|gloo|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...] [--sharpness-samples N]\n"
     "                     [--model mlp|cnn] [--channels C1,C2,...] [--push constant|inverse_mv] [--push-warmup N]\n"
+    "                     [--checkpoint DIR [--checkpoint-every N] [--resume]]\n"
+    "                     [--rank R --world-size N --store redis:HOST:PORT|file:DIR [--prefix P] [--gloo-timeout MS]\n"
+    "                      [--gloo-addr ADDR | --gloo-iface IFACE]]   (with --comm gloo)\n"
     "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
     "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
     "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
@@ -74,6 +82,18 @@ const char* usage_text =
     "              (default 1024; 0 skips them and reports null)\n"
     "  --comm mpi  one worker per MPI process (mpirun -np M fashion_mnist --comm mpi ...; --workers is\n"
     "              ignored); threads (default) runs the M workers as threads of this process\n"
+    "  --comm gloo one worker per process, M of them meeting in a store (Gloo over TCP; --workers is ignored).\n"
+    "              Each flag falls back to an environment variable, as PyTorch's RANK / WORLD_SIZE do:\n"
+    "              --rank RANK, --world-size WORLD_SIZE, --store DPPF_GLOO_STORE (redis:HOST:PORT of a\n"
+    "              redis-server, or file:DIR on a shared file system), --prefix DPPF_GLOO_PREFIX (one per run,\n"
+    "              default dppf), --gloo-timeout DPPF_GLOO_TIMEOUT_MS (every operation; default 30000),\n"
+    "              --gloo-addr DPPF_GLOO_ADDR (the address to listen on) or --gloo-iface DPPF_GLOO_IFACE\n"
+    "              (scripts/cluster.sh gloo sets RANK, WORLD_SIZE and DPPF_GLOO_ADDR)\n"
+    "              With mpi and gloo the ranks first check that they were given the same options.\n"
+    "  --checkpoint DIR  every worker saves DIR/<method>.step<K>.rank<R>.safetensors (atomically; its two\n"
+    "              newest are kept) every --checkpoint-every N steps (a multiple of --tau; default 0: at the\n"
+    "              end of every epoch); --resume continues each method from the newest step every worker\n"
+    "              has (a method without checkpoints starts afresh). On the CPU only.\n"
     "  --device cuda  the MLP on the GPU (cuBLAS), data and parameters resident there; with --comm\n"
     "              threads the M workers share GPU 0 (dppf::device_group)\n"
     "  --comm nccl one worker per MPI process and GPU, parameters averaged by NCCL (implies --device cuda)\n";
@@ -111,6 +131,10 @@ config parse_args(int argc, char** argv) {
       c.json = true;
       continue;
     }
+    if (flag == "--resume") {
+      c.run.resume = true;
+      continue;
+    }
     if (i + 1 >= argc) usage(flag + " needs a value");
     const std::string value = argv[++i];
     auto& r = c.run;
@@ -138,6 +162,11 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--model") r.model = value;
     else if (flag == "--push") r.push = value;
     else if (flag == "--push-warmup") r.push_warmup = parse<std::int64_t>(flag, value);
+    else if (flag == "--checkpoint") r.checkpoint_dir = value;
+    else if (flag == "--checkpoint-every") r.checkpoint_every = parse<std::int64_t>(flag, value);
+    else if (flag == "--rank" || flag == "--world-size" || flag == "--store" || flag == "--prefix" ||
+             flag == "--gloo-timeout" || flag == "--gloo-addr" || flag == "--gloo-iface")
+      c.gloo[flag] = value;
     else if (flag == "--channels") {
       r.channels.clear();
       for (const auto& ch : split(value)) r.channels.push_back(parse<std::size_t>(flag, ch));
@@ -162,9 +191,21 @@ config parse_args(int argc, char** argv) {
 #ifndef FMNIST_WITH_MPI
   if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi_communicator was not found when it was configured)");
 #endif
-  if (c.comm != "threads" && c.comm != "mpi" && c.comm != "nccl")
-    usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or nccl)");
-  if (c.comm == "mpi" && c.device == "cuda") usage("--comm mpi works on the CPU; on GPUs use --comm nccl");
+#ifndef FMNIST_WITH_GLOO
+  if (c.comm == "gloo") usage("--comm gloo: this build has no Gloo (dppf::gloo was not found when it was configured)");
+#endif
+  if (c.comm != "threads" && c.comm != "mpi" && c.comm != "gloo" && c.comm != "nccl")
+    usage("--comm: unknown engine '" + c.comm + "' (threads, mpi, gloo or nccl)");
+  if ((c.comm == "mpi" || c.comm == "gloo") && c.device == "cuda")
+    usage("--comm " + c.comm + " works on the CPU; on GPUs use --comm nccl");
+  if (!c.gloo.empty() && c.comm != "gloo") usage(c.gloo.begin()->first + " is for --comm gloo");
+  if (c.run.resume && c.run.checkpoint_dir.empty()) usage("--resume needs --checkpoint DIR");
+  if (!c.run.checkpoint_dir.empty() && c.device != "cpu") usage("--checkpoint: on the CPU only (--device cpu)");
+  if (c.run.checkpoint_every < 0) usage("--checkpoint-every: must be >= 0");
+  for (const auto& m : c.methods)
+    if (c.run.checkpoint_every > 0 && m != "ddp" && m != "single" && c.run.checkpoint_every % c.run.tau != 0)
+      usage("--checkpoint-every " + std::to_string(c.run.checkpoint_every) + " is not a multiple of --tau " +
+            std::to_string(c.run.tau) + " (" + m + "): checkpoints come right after a sync");
   if (c.device == "cuda" && c.run.model != "mlp") usage("--device cuda: only --model mlp runs on the GPU");
   if (c.quick) {
     if (!epochs_given) c.run.epochs = 1;
@@ -221,6 +262,10 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
 
   progress_display bar;
   fmnist::callbacks cb;
+  cb.checkpoint = [&](const fmnist::run_options& o, std::int64_t step, bool resumed) {
+    std::fprintf(stderr, "fashion_mnist: %s: %s the checkpoints of step %lld in %s\n", o.method.c_str(),
+                 resumed ? "resumed from" : "saved", static_cast<long long>(step), o.checkpoint_dir.c_str());
+  };
   cb.progress = [&](const fmnist::progress_info& p) { bar(p); };
   cb.epoch = [&](const fmnist::run_options& o, const fmnist::epoch_record& e) {
     if (c.json) {
@@ -251,6 +296,64 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
     if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
   }
 }
+
+// What every rank of a distributed run must have been given alike (not --workers, --data or output paths).
+std::string run_text(const config& c) {
+  fmnist::run_options o = c.run;
+  o.method.clear();
+  for (const auto& m : c.methods) o.method += (o.method.empty() ? "" : ",") + m;
+  return fmnist::options_text(o) + "train-limit=" + std::to_string(c.train_limit) + "\ntest-limit=" +
+         std::to_string(c.test_limit) + "\ncheckpoint=" + (c.run.checkpoint_dir.empty() ? "no" : "yes") +
+         "\nresume=" + (c.run.resume ? "yes" : "no") + "\n";
+}
+
+// Collective, before anything else: every rank learns rank 0's options (one byte per double, since
+// every communicator moves doubles) and which ranks differ, and every rank raises on a mismatch,
+// so a rank given another --tau or --method fails at once instead of deadlocking or mixing runs.
+template <class Comm>
+void agree_on_options(Comm& comm, const std::string& mine) {
+  const std::size_t n = static_cast<std::size_t>(comm.all_gather(static_cast<double>(mine.size()))[0]);
+  std::vector<double> bytes(n);
+  if (comm.rank() == 0)
+    for (std::size_t i = 0; i < n; ++i) bytes[i] = static_cast<unsigned char>(mine[i]);
+  comm.broadcast(bytes, 0);
+  std::string first(n, ' ');
+  for (std::size_t i = 0; i < n; ++i) first[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
+  const std::string diff = fmnist::first_difference(mine, first, "on this rank (" + std::to_string(comm.rank()) + ")", "on rank 0");
+  const std::vector<double> differs = comm.all_gather(diff.empty() ? 0.0 : 1.0);
+  std::string ranks;
+  for (std::size_t r = 0; r < differs.size(); ++r)
+    if (differs[r] != 0.0) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  if (ranks.empty()) return;
+  throw std::invalid_argument("the ranks were given different options: " +
+                              (diff.empty() ? "rank(s) " + ranks + " differ from rank 0 (each says how)" : diff));
+}
+
+#ifdef FMNIST_WITH_GLOO
+// One worker per process, the group met in a store (flags or environment, see the usage text).
+int run_gloo(const config& c) {
+  example_gloo::launch l;
+  try {
+    l = example_gloo::from_flags_and_environment(c.gloo);
+  } catch (const std::invalid_argument& e) {
+    usage(e.what());
+  }
+  for (const auto& m : c.methods)
+    if (m == "single" && l.size != 1) usage("--method single runs one worker: with --comm gloo, start 1 rank");
+  try {
+    dppf::gloo_communicator comm(l.store, l.rank, l.size, l.options);
+    agree_on_options(comm, run_text(c));
+    const auto host = [](const fmnist::dataset& train, const fmnist::dataset& test) {
+      return fmnist::host_backend{train, test};
+    };
+    run_all(c, comm.size(), comm.rank(), host, [&](auto&& f, int) { f(comm); });
+  } catch (const std::exception& e) {
+    std::cerr << "fashion_mnist: error on rank " << l.rank << " of " << l.size << ": " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+#endif
 
 #ifdef FMNIST_WITH_CUDA
 // The stream of the GPU runs (created on the current device, destroyed at the end).
@@ -284,6 +387,9 @@ int main(int argc, char** argv) {
     const auto host = [](const fmnist::dataset& train, const fmnist::dataset& test) {
       return fmnist::host_backend{train, test};
     };
+#ifdef FMNIST_WITH_GLOO
+    if (c.comm == "gloo") return run_gloo(c);
+#endif
     if (c.comm == "threads" && c.device == "cpu") {
       run_all(c, c.run.workers, 0, host, [&](auto&& f, int m) {
         dppf::thread_group group(m);
@@ -308,6 +414,7 @@ int main(int argc, char** argv) {
     for (const auto& m : c.methods)
       if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
     try {
+      agree_on_options(comm, run_text(c));
 #if defined(FMNIST_WITH_NCCL)
       if (c.comm == "nccl") {
         // One GPU per rank: the rank's index among the ranks of its node picks the device.

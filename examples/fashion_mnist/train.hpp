@@ -10,6 +10,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -19,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <dppf/dppf.hpp>
@@ -57,7 +61,68 @@ struct run_options {
   std::vector<std::size_t> channels{8, 16};          ///< the CNN's convolution stages
   std::size_t sharpness_samples = 1024;  ///< first training examples in the sharpness oracles (0: skip)
   std::size_t valley_directions = 8;     ///< random directions of the Inverse Mean Valley estimate
+  std::string checkpoint_dir;            ///< every worker saves its checkpoints here (empty: none)
+  std::int64_t checkpoint_every = 0;     ///< steps between checkpoints (0: at the end of every epoch)
+  bool resume = false;                   ///< start from the newest checkpoint every worker has
 };
+
+/// The options that shape a run's numbers, one "key=value" line each (not the number of workers:
+/// a checkpoint records its world size, and distributed runs take it from the launcher).
+inline std::string options_text(const run_options& o) {
+  std::string t;
+  const auto put = [&](const char* key, const std::string& v) { t += std::string(key) + "=" + v + "\n"; };
+  const auto num = [](double v) {
+    char b[40];
+    std::snprintf(b, sizeof b, "%.17g", v);
+    return std::string(b);
+  };
+  const auto list = [](const std::vector<std::size_t>& v) {
+    std::string out;
+    for (const auto x : v) {
+      if (!out.empty()) out += ',';
+      out += std::to_string(x);
+    }
+    return out;
+  };
+  put("method", o.method);
+  put("tau", std::to_string(o.tau));
+  put("alpha", num(o.alpha));
+  put("lambda", num(o.lambda));
+  put("push", o.push);
+  put("push-warmup", std::to_string(o.push_warmup));
+  put("lr", num(o.lr));
+  put("momentum", num(o.momentum));
+  put("weight-decay", num(o.weight_decay));
+  put("outer-lr", num(o.outer_lr));
+  put("outer-momentum", num(o.outer_momentum));
+  put("epochs", std::to_string(o.epochs));
+  put("batch", std::to_string(o.batch));
+  put("seed", std::to_string(o.seed));
+  put("model", o.model);
+  put("hidden", list(o.sizes));
+  put("channels", list(o.channels));
+  put("sharpness-samples", std::to_string(o.sharpness_samples));
+  put("checkpoint-every", std::to_string(o.checkpoint_every));
+  return t;
+}
+
+/// "" when two options_text agree, else the first option that differs, as "--KEY is A ... B".
+inline std::string first_difference(const std::string& a, const std::string& b, const std::string& a_is,
+                                    const std::string& b_is) {
+  std::size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    const auto ea = std::min(a.find('\n', i), a.size()), eb = std::min(b.find('\n', j), b.size());
+    const std::string la = a.substr(i, ea - i), lb = b.substr(j, eb - j);
+    if (la != lb) {
+      const auto key = la.substr(0, la.find('='));
+      if (key != lb.substr(0, lb.find('='))) return "the options are of different versions ('" + la + "' vs '" + lb + "')";
+      return "--" + key + " is " + la.substr(key.size() + 1) + " " + a_is + " and " + lb.substr(key.size() + 1) + " " + b_is;
+    }
+    i = ea + 1;
+    j = eb + 1;
+  }
+  return {};
+}
 
 /// Metrics of x_bar after one epoch.
 struct epoch_record {
@@ -92,6 +157,8 @@ struct progress_info {
 struct callbacks {
   std::function<void(const progress_info&)> progress;
   std::function<void(const run_options&, const epoch_record&)> epoch;
+  /// Worker 0 saved (resumed = false) or resumed from (true) the checkpoints of this step.
+  std::function<void(const run_options&, std::int64_t step, bool resumed)> checkpoint;
 };
 
 inline network<float> make_network(const run_options& o) { return {o.model, o.sizes, o.channels}; }
@@ -190,6 +257,165 @@ inline void sharpness(run_result& result, const dataset& train) {
                                                     {.max_iters = 50, .tol = 1e-3, .seed = o.seed}).value;
 }
 
+// What a worker's checkpoint holds beyond the trainer's state, so a resumed run reports what the
+// uninterrupted one would: the finished epochs, the current epoch's loss sum, the bytes and
+// seconds so far and the last sync's relaxed MV.
+struct progress_state {
+  std::vector<epoch_record> epochs;
+  double loss_sum = 0.0, relaxed_mv = 0.0, wall_s = 0.0;
+  std::uint64_t bytes = 0;
+};
+
+// A worker's checkpoints, DIR/<method>.step<K>.rank<R>.safetensors: dppf::save_trainer plus the
+// options (metadata fmnist.options) and the progress_state (fmnist.progress, exact hex floats).
+// Each worker keeps its two newest. Checkpoints come right after a sync (every is a multiple of
+// tau) or an epoch's evaluation, so no worker passes the next one before every other worker has
+// written this one: a crash leaves every worker with a common step among its two newest.
+class checkpoints {
+ public:
+  checkpoints(const run_options& o, int rank)
+      : dir_(o.checkpoint_dir), every_(o.checkpoint_every), method_(o.method), rank_(rank), text_(options_text(o)) {}
+
+  bool enabled() const { return !dir_.empty(); }
+  bool due_in_epoch(std::int64_t steps) const { return enabled() && every_ > 0 && steps % every_ == 0; }
+  bool due_at_epoch_end(std::int64_t steps) const { return enabled() && (every_ == 0 || steps % every_ == 0); }
+
+  template <class Trainer>
+  void save(Trainer& tr, const std::vector<float>& params, const progress_state& p) {
+    dppf::safetensors out = dppf::save_trainer(tr, params);
+    out.set_metadata("fmnist.options", text_);
+    out.set_metadata("fmnist.progress", encode(p));
+    std::filesystem::create_directories(dir_);
+    out.save(file(tr.steps()));  // atomic
+    const auto mine = steps();
+    std::error_code ignored;
+    for (std::size_t i = 2; i < mine.size(); ++i) std::filesystem::remove(file(mine[i]), ignored);
+  }
+
+  // Collective: loads the newest step of which every worker has a checkpoint (all or nothing, on
+  // every worker) and returns its progress; nullopt when no worker has one (a fresh start).
+  template <class Trainer, class Comm>
+  std::optional<progress_state> resume(Trainer& tr, Comm& comm, std::vector<float>& params) {
+    const auto mine = steps();
+    const auto newest = comm.all_gather(mine.empty() ? -1.0 : static_cast<double>(mine[0]));
+    const auto second = comm.all_gather(mine.size() < 2 ? -1.0 : static_cast<double>(mine[1]));
+    double chosen = -1.0;
+    bool any = false;
+    for (std::size_t r = 0; r < newest.size(); ++r) any = any || newest[r] >= 0.0;
+    if (!any) return std::nullopt;
+    for (const double c : {newest[0], second[0]}) {
+      bool everywhere = c >= 0.0;
+      for (std::size_t r = 0; r < newest.size(); ++r) everywhere = everywhere && (newest[r] == c || second[r] == c);
+      if (everywhere) chosen = std::max(chosen, c);
+    }
+    if (chosen < 0.0) {
+      std::string have;
+      for (std::size_t r = 0; r < newest.size(); ++r)
+        have += (r ? "; rank " : "rank ") + std::to_string(r) + ": " + (newest[r] < 0 ? "none" : std::to_string(static_cast<long long>(newest[r]))) +
+                (second[r] < 0 ? "" : ", " + std::to_string(static_cast<long long>(second[r])));
+      throw dppf::checkpoint_error("--resume: the checkpoints of " + method_ + " in " + dir_.string() +
+                                   " share no step across the ranks (" + have + ")");
+    }
+    const auto path = file(static_cast<std::int64_t>(chosen));
+    std::string error;
+    dppf::safetensors in;
+    progress_state p;
+    try {
+      in = dppf::safetensors::load(path);
+      const std::string diff = first_difference(text_, in.metadata("fmnist.options"), "in this run", "in the checkpoint");
+      if (!diff.empty()) throw dppf::checkpoint_error("--resume: " + path.string() + " is of another run: " + diff);
+      p = decode(in.metadata("fmnist.progress"), path.string());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    const auto failed = comm.all_gather(error.empty() ? 0.0 : 1.0);
+    for (std::size_t r = 0; r < failed.size(); ++r)
+      if (failed[r] != 0.0)
+        throw dppf::checkpoint_error(error.empty() ? "--resume: rank " + std::to_string(r) + " cannot use its checkpoint" : error);
+    dppf::load_trainer(in, tr, params);
+    return p;
+  }
+
+ private:
+  std::filesystem::path file(std::int64_t step) const {
+    return dir_ / (method_ + ".step" + std::to_string(step) + ".rank" + std::to_string(rank_) + ".safetensors");
+  }
+
+  // The steps of this worker's checkpoints of this method, newest first.
+  std::vector<std::int64_t> steps() const {
+    std::vector<std::int64_t> out;
+    std::error_code ec;
+    const std::string head = method_ + ".step", tail = ".rank" + std::to_string(rank_) + ".safetensors";
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() <= head.size() + tail.size() || name.rfind(head, 0) != 0 ||
+          name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
+        continue;
+      const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+      if (digits.find_first_not_of("0123456789") == std::string::npos) out.push_back(std::stoll(digits));
+    }
+    std::sort(out.rbegin(), out.rend());
+    return out;
+  }
+
+  static std::string hex(double v) {
+    char b[40];
+    std::snprintf(b, sizeof b, "%a", v);
+    return b;
+  }
+
+  static std::string encode(const progress_state& p) {
+    std::string t;
+    const auto word = [&](const std::string& w) {
+      if (!t.empty()) t += ' ';
+      t += w;
+    };
+    for (const double v : {p.loss_sum, p.relaxed_mv, p.wall_s}) word(hex(v));
+    word(std::to_string(p.bytes));
+    for (const epoch_record& e : p.epochs) {
+      word(std::to_string(e.epoch));
+      for (const double v : {e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.minibatch_loss, e.relaxed_mv, e.wall_s})
+        word(hex(v));
+      word(std::to_string(e.comm_bytes));
+    }
+    return t;
+  }
+
+  static progress_state decode(const std::string& t, const std::string& source) {
+    std::vector<std::string> w;
+    for (std::size_t i = 0; i < t.size();) {
+      const auto end = std::min(t.find(' ', i), t.size());
+      w.push_back(t.substr(i, end - i));
+      i = end + 1;
+    }
+    if (w.size() < 4 || (w.size() - 4) % 9 != 0)
+      throw dppf::checkpoint_error("--resume: " + source + ": malformed metadata fmnist.progress");
+    std::size_t k = 0;
+    const auto real = [&] { return std::strtod(w[k++].c_str(), nullptr); };
+    const auto count = [&] { return std::strtoull(w[k++].c_str(), nullptr, 10); };
+    progress_state p;
+    p.loss_sum = real();
+    p.relaxed_mv = real();
+    p.wall_s = real();
+    p.bytes = count();
+    while (k < w.size()) {
+      epoch_record e;
+      e.epoch = static_cast<int>(count());
+      for (double* v : {&e.train_loss, &e.train_acc, &e.test_loss, &e.test_acc, &e.minibatch_loss, &e.relaxed_mv, &e.wall_s})
+        *v = real();
+      e.comm_bytes = count();
+      p.epochs.push_back(e);
+    }
+    return p;
+  }
+
+  std::filesystem::path dir_;
+  std::int64_t every_;
+  std::string method_;
+  int rank_;
+  std::string text_;
+};
+
 // Runs the training of one method with rule `rule` on m workers; launch(f, m) calls f(comm)
 // for every worker of this process (all M as threads, or this process's rank under MPI); each
 // worker's model and buffers come from backend.make_replica.
@@ -211,6 +437,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
   result.epochs.resize(static_cast<std::size_t>(o.epochs));
   const auto t0 = std::chrono::steady_clock::now();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  double earlier_s = 0.0;  // rank 0's seconds in the run a resume continues
 
   launch([&](auto comm) {
     const int r = comm.rank();
@@ -222,6 +449,38 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
                      std::move(comm), ex, {.tau = tau, .warmup_steps = o.push_warmup}};
     auto& eval_comm = tr.comm().inner();  // uncounted: evaluation traffic is not training traffic
+
+    // Checkpoints (host parameters only): a resume restores the trainer, then replays the data
+    // order up to the checkpoint's step.
+    checkpoints ckpt(o, r);
+    progress_state before;           // what the interrupted run had done
+    std::int64_t resumed_syncs = -1;  // until the next sync, its relaxed MV is the checkpoint's
+    constexpr bool host_params = std::is_same_v<std::remove_cvref_t<decltype(rep.params())>, std::vector<float>>;
+    if constexpr (host_params) {
+      if (ckpt.enabled() && o.resume) {
+        if (auto p = ckpt.resume(tr, eval_comm, rep.params())) {
+          before = std::move(*p);
+          before.bytes -= tr.stats().bytes;  // the load's own agreement is not training traffic
+          resumed_syncs = tr.stats().syncs;
+          if (r == 0) earlier_s = before.wall_s;  // read after launch returns
+          if (r == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), true);
+        }
+      }
+    }
+    const auto progress_now = [&](double loss_sum) {
+      const dppf::trainer_stats st = tr.stats();
+      return progress_state{before.epochs, loss_sum, st.syncs == resumed_syncs ? before.relaxed_mv : st.mean_distance,
+                            before.wall_s + seconds(), before.bytes + st.bytes};
+    };
+    const auto save = [&](const progress_state& p) {
+      if constexpr (host_params) {
+        ckpt.save(tr, rep.params(), p);
+        if (r == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), false);
+      }
+    };
+    const std::int64_t first_step = tr.steps();
+    const int first_epoch = static_cast<int>(first_step / steps_per_epoch);
+    for (int e = 0; e < first_epoch && e < o.epochs; ++e) std::shuffle(shard.begin(), shard.end(), rng);
 
     // Each worker evaluates one slice of each set; the sums are all-reduced.
     const auto evaluate = [&](bool test_set) {
@@ -235,14 +494,16 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       return std::pair{loss / total, correct / total};
     };
 
-    for (int e = 0; e < o.epochs; ++e) {
+    for (int e = first_epoch; e < o.epochs; ++e) {
       std::shuffle(shard.begin(), shard.end(), rng);
-      double loss_sum = 0.0;
+      const bool resumed_epoch = e == first_epoch && first_step > 0;
+      double loss_sum = resumed_epoch ? before.loss_sum : 0.0;
       const auto epoch_start = std::chrono::steady_clock::now();
-      for (std::int64_t s = 0; s < steps_per_epoch; ++s) {
+      for (std::int64_t s = resumed_epoch ? first_step % steps_per_epoch : 0; s < steps_per_epoch; ++s) {
         const double loss = rep.loss_and_grad(std::span(shard).subspan(static_cast<std::size_t>(s) * o.batch, o.batch));
         tr.step(rep.params(), rep.grads(), loss);
         loss_sum += loss;
+        if (s + 1 < steps_per_epoch && ckpt.due_in_epoch(tr.steps())) save(progress_now(loss_sum));
         if (r == 0 && cb.progress) {
           const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
           const double seen = static_cast<double>(s + 1) * static_cast<double>(o.batch) * m;
@@ -255,25 +516,26 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       eval_comm.all_reduce(rep.xbar(), dppf::reduce_op::avg);
       const auto [train_loss, train_acc] = evaluate(false);
       const auto [test_loss, test_acc] = evaluate(true);
-      const dppf::trainer_stats st = tr.stats();
       // Every rank agrees on every value above, so rank 0 records them.
-      if (r == 0) {
-        epoch_record& rec = result.epochs[static_cast<std::size_t>(e)];
-        rec = {e + 1, train_loss, train_acc, test_loss, test_acc, mb_loss, st.mean_distance, st.bytes, seconds()};
-        if (cb.epoch) cb.epoch(o, rec);
-      }
+      const progress_state now = progress_now(0.0);
+      const epoch_record rec{e + 1, train_loss, train_acc, test_loss, test_acc, mb_loss, now.relaxed_mv, now.bytes, now.wall_s};
+      before.epochs.push_back(rec);
+      if (r == 0 && cb.epoch) cb.epoch(o, rec);
+      if (ckpt.due_at_epoch_end(tr.steps())) save(progress_now(0.0));
       eval_comm.barrier();
     }
+    const progress_state end = progress_now(0.0);
     const dppf::trainer_stats st = tr.stats();
     tr.average(rep.params());  // the deliverable model, x_bar, on every worker
     if (r == 0) {
+      for (std::size_t e = 0; e < result.epochs.size() && e < end.epochs.size(); ++e) result.epochs[e] = end.epochs[e];
       result.x_bar = rep.to_host(rep.params());
       result.steps = st.steps;
       result.syncs = st.syncs;
-      result.comm_bytes = st.bytes;
+      result.comm_bytes = end.bytes;
     }
   }, m);
-  result.wall_s = seconds();
+  result.wall_s = earlier_s + seconds();
   if (!result.x_bar.empty() && o.sharpness_samples > 0) sharpness(result, train);
   return result;
 }
