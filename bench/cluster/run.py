@@ -32,7 +32,8 @@ DistributedDataParallel, PeriodicModelAverager and the same averaging + DPPF's p
 (torch_peer.py train). Training time only: evaluation, data loading and start-up excluded. For
 dppf it is the example's "train_s" when its JSON has one, otherwise rank 0's step-loop time
 recovered from its progress log (steps * batch * M / samples_per_s at each epoch's last step).
-Median of --train-repeats runs; the ratio dppf / PyTorch is printed against the 1.05 target.
+Median of --train-repeats runs (all in one launch per side); the ratio dppf / PyTorch is
+printed against the 1.05 target.
 """
 
 import argparse
@@ -155,20 +156,22 @@ PROGRESS = re.compile(r"^(\S+) epoch (\d+)/(\d+) step (\d+)/(\d+) loss \S+ sampl
 
 
 def train_seconds(stdout, stderr, batch):
-    """{method: training seconds} from fashion_mnist --json output (train_s if present, else the
-    progress log of rank 0: each epoch's step loop lasted steps * batch * M / samples_per_s)."""
-    out = {}
-    for r in json_lines(stdout):
-        if "epochs" in r and isinstance(r["epochs"], int) and "wall_s" in r and "train_acc" in r and "train_s" in r:
-            out[r["method"]] = r["train_s"]
-    if out:
-        return out, "train_s"
+    """[(method, training seconds)] in run order from fashion_mnist --json output: its train_s
+    when present, else rank 0's progress log (each epoch's step loop lasted steps * batch * M /
+    samples_per_s, read at the epoch's last step; epoch 1 starts a new run)."""
+    runs = [(r["method"], r["train_s"]) for r in json_lines(stdout) if "train_acc" in r and "train_s" in r
+            and isinstance(r.get("epochs"), int)]
+    if runs:
+        return runs, "train_s"
     for line in stderr.splitlines():
         m = PROGRESS.match(line)
         if m and m.group(4) == m.group(5):
-            steps, rate = int(m.group(5)), float(m.group(6))
-            out[m.group(1)] = out.get(m.group(1), 0.0) + steps * batch * M / rate
-    return out, "progress log"
+            secs = int(m.group(5)) * batch * M / float(m.group(6))
+            if m.group(2) == "1":
+                runs.append((m.group(1), secs))
+            else:
+                runs[-1] = (runs[-1][0], runs[-1][1] + secs)
+    return runs, "progress log"
 
 
 def example_has_gloo(example):
@@ -177,7 +180,9 @@ def example_has_gloo(example):
 
 
 def measure_training(a, cluster, rate, example, has_gloo, results):
-    methods = "ddp,local_sgd,dppf"
+    # One launch per side runs every repeat (the process start and data loading, tens of seconds
+    # under torch, are paid once); the sides alternate their order from one rate to the next.
+    methods = ",".join(["ddp,local_sgd,dppf"] * a.train_repeats)
     flags = ["--method", methods, "--quick", "--json", "--sharpness-samples", "0", "--test-limit", "1000",
              "--tau", str(a.tau), "--batch", str(a.batch)]
     engines = [("dppf mpi", "mpirun", [example, "--comm", "mpi", *flags])]
@@ -186,26 +191,30 @@ def measure_training(a, cluster, rate, example, has_gloo, results):
     engines.append(("pytorch", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master", None,
                                         "--method", methods, "--tau", str(a.tau), "--batch", str(a.batch),
                                         "--train-limit", "12000"]))
-    for rep in range(a.train_repeats):
-        order = engines if rep % 2 == 0 else engines[::-1]  # alternate so a load drift hits both sides
-        for label, launcher, cmd in order:
-            cmd = [cluster.master() if c is None else c for c in cmd]
-            t0 = time.time()
-            try:
-                out, err = cluster.run(launcher, cmd, timeout=a.timeout)
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                log(f"  train {label} at {rate}: FAILED: {e}")
-                results.append({"kind": "train", "rate": rate, "label": label, "repeat": rep, "error": str(e)[-500:]})
-                continue
-            if label == "pytorch":
-                secs, source = {r["method"]: r["train_s"] for r in json_lines(out)}, "train_s"
-            else:
-                secs, source = train_seconds(out, err, a.batch)
-            for method, s in secs.items():
-                results.append({"kind": "train", "rate": rate, "label": label, "repeat": rep, "method": method,
-                                "train_s": s, "source": source})
-            log(f"  train {label} at {rate} (repeat {rep + 1}): {time.time() - t0:.0f} s wall, "
-                + ", ".join(f"{m} {s:.2f} s" for m, s in secs.items()))
+    if rate != a.rates[0]:
+        engines.reverse()
+    for label, launcher, cmd in engines:
+        cmd = [cluster.master() if c is None else c for c in cmd]
+        t0 = time.time()
+        try:
+            out, err = cluster.run(launcher, cmd, timeout=a.timeout + 120 * a.train_repeats)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            log(f"  train {label} at {rate}: FAILED: {e}")
+            results.append({"kind": "train", "rate": rate, "label": label, "error": str(e)[-500:]})
+            continue
+        if label == "pytorch":
+            runs, source = [(r["method"], r["train_s"]) for r in json_lines(out)], "train_s"
+        else:
+            runs, source = train_seconds(out, err, a.batch)
+        seen = {}
+        for method, secs in runs:
+            seen[method] = seen.get(method, 0) + 1
+            results.append({"kind": "train", "rate": rate, "label": label, "repeat": seen[method], "method": method,
+                            "train_s": secs, "source": source})
+        if len(runs) != 3 * a.train_repeats:
+            log(f"  train {label} at {rate}: expected {3 * a.train_repeats} runs, parsed {len(runs)}")
+            results.append({"kind": "train", "rate": rate, "label": label, "error": f"parsed {len(runs)} runs"})
+        log(f"  train {label} at {rate}: {time.time() - t0:.0f} s wall, " + ", ".join(f"{m} {s:.2f} s" for m, s in runs))
 
 
 # ---------------------------------------------------------------------------------------------
