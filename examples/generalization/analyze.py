@@ -170,6 +170,28 @@ def table(runs, base, values):
     return "\n".join(lines) + "\n"
 
 
+def summary(runs, base, values):
+    """Per setting, the mean (and min..max over seeds) of the fit, the gaps and two measures."""
+    g = groups(runs, base, values)
+    cols = [("train_acc", "train acc", ".3f"), ("test_acc", "test acc", ".3f"), ("acc_gap", "acc gap", ".3f"),
+            ("loss_gap", "loss gap", ".2f"), ("train_loss", "train loss", ".3f"), ("imv", "IMV", ".3f"),
+            ("hessian_top", "Hessian top", ".1f")]
+    lines = ["\n**Per setting** (mean over seeds, min..max in brackets)\n",
+             "| varied | value | runs | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
+    for h, vals in values.items():
+        for v in vals:
+            rs = [r for r in g[h] if math.isclose(r["config"][h], v)]
+            if not rs:
+                continue
+            cells = []
+            for key, _, f in cols:
+                xs = [value(r, key) for r in rs]
+                cells.append(f"{np.mean(xs):{f}} ({min(xs):{f}}..{max(xs):{f}})")
+            lines.append(f"| {h} | {v:g} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
     """A scatter plot of one measure against one gap, one colour per varied hyperparameter."""
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#000000"]
@@ -227,7 +249,7 @@ def main(argv=None):
             + (" (PARTIAL: the sweep is not complete)" if finished < planned else "")
             + (f"; {len(runs)} of them with train accuracy >= {a.min_train_acc:g} are used" if a.min_train_acc else "")
             + ".\n" +
-            table(runs, design["base"], design["values"]))
+            table(runs, design["base"], design["values"]) + summary(runs, design["base"], design["values"]))
     if a.md:
         with open(a.md, "w") as f:
             f.write(text)
