@@ -195,7 +195,7 @@ def summary(runs, base, values):
 def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
     """A scatter plot of one measure against one gap, one colour per varied hyperparameter."""
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#000000"]
-    w, h, pad = 640, 440, 60
+    w, h, pad, legend_w = 640, 440, 60, 130  # the legend sits right of the plot
     xs = [value(r, x_key) for r in runs]
     ys = [r[y_key] for r in runs]
     x0, x1 = min(xs), max(xs)
@@ -203,8 +203,9 @@ def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
     px = lambda v: pad + (v - x0) / (x1 - x0) * (w - 1.5 * pad)
     py = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - 1.5 * pad)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{w}" height="{h}" fill="white"/>',
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + legend_w}" height="{h}" font-family="sans-serif" '
+           f'font-size="12">',
+           f'<rect width="{w + legend_w}" height="{h}" fill="white"/>',
            f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad / 2}" y2="{h - pad}" stroke="black"/>',
            f'<line x1="{pad}" y1="{h - pad}" x2="{pad}" y2="{pad / 2}" stroke="black"/>',
            f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle">{x_key} of the final model</text>',
@@ -222,8 +223,8 @@ def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
         for r in rs:
             out.append(f'<circle cx="{px(value(r, x_key)):.1f}" cy="{py(r[y_key]):.1f}" r="4" fill="{c}" '
                        f'fill-opacity="0.75"/>')
-        out.append(f'<circle cx="{w - 140}" cy="{pad / 2 + 16 * i}" r="4" fill="{c}"/>'
-                   f'<text x="{w - 130}" y="{pad / 2 + 16 * i + 4}">{name}</text>')
+        out.append(f'<circle cx="{w + 10}" cy="{pad / 2 + 16 * i}" r="4" fill="{c}"/>'
+                   f'<text x="{w + 20}" y="{pad / 2 + 16 * i + 4}">{name}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
