@@ -166,7 +166,9 @@ struct mpi_comm_handle {
 /// at most max_elements_per_call elements). MPI makes progress on them inside MPI calls: test()
 /// calls MPI_Testall, so calling it between local steps moves the reduction forward while they
 /// run (no progress thread, so MPI_THREAD_FUNNELED suffices). For avg, the 1/M scaling runs when
-/// test() or wait() first sees the requests complete. The destructor waits (MPI_Waitall).
+/// test() or wait() first sees the requests complete. The destructor waits (MPI_Waitall). A
+/// wait() (or the destructor's) blocked past mpi_options::timeout aborts the job (the watchdog);
+/// test() never blocks, so the time between the start and wait() does not count.
 template <class T>
 class mpi_all_reduce_handle {
  public:
