@@ -97,8 +97,9 @@ struct gloo_state {
 };
 
 // The rank is claimed before anything else is written, so two processes given one rank never
-// overwrite each other's address in the store.
-inline void gloo_claim_rank(const gloo_store& s, int rank, const std::string& me) {
+// overwrite each other's address in the store. The claim is bounded by the timeout: a store that
+// accepts connections but never answers (a hung redis-server) raises instead of blocking forever.
+inline void gloo_claim_rank(const gloo_store& s, int rank, const std::string& me, std::chrono::milliseconds timeout) {
   const std::string key = s.prefix + "/claim/" + std::to_string(rank);
   const std::string where = s.file_dir.empty() ? "redis " + s.redis_host + ":" + std::to_string(s.redis_port)
                                                : "directory " + s.file_dir;
@@ -118,7 +119,9 @@ inline void gloo_claim_rank(const gloo_store& s, int rank, const std::string& me
     ::close(fd);
     return;
   }
-  redisContext* c = redisConnect(s.redis_host.c_str(), s.redis_port);
+  const timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  redisContext* c = redisConnectWithTimeout(s.redis_host.c_str(), s.redis_port, tv);
+  if (c != nullptr && !c->err) redisSetTimeout(c, tv);
   if (c == nullptr || c->err) {
     const std::string why = c ? c->errstr : "out of memory";
     if (c) redisFree(c);
@@ -128,8 +131,12 @@ inline void gloo_claim_rank(const gloo_store& s, int rank, const std::string& me
   const bool ok = reply && reply->type == REDIS_REPLY_INTEGER;
   const bool claimed = ok && reply->integer == 1;
   const std::string why = reply ? std::string() : std::string(c->errstr);
+  const bool timed_out = !reply && c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
   if (reply) freeReplyObject(reply);
   redisFree(c);
+  if (timed_out)
+    throw timeout_error("dppf::gloo_communicator: the store, " + where + ", did not answer the claim of rank " +
+                        std::to_string(rank) + " within the timeout of " + std::to_string(timeout.count()) + " ms");
   if (!ok) throw communication_error("dppf::gloo_communicator: SETNX failed on " + where + ": " + why);
   if (!claimed)
     throw_invalid("gloo_communicator: rank " + std::to_string(rank) + " is already claimed under prefix '" + s.prefix + "' in " +
@@ -185,7 +192,7 @@ class gloo_communicator {
     detail::require(store.file_dir.empty() != store.redis_host.empty(),
                     "gloo_communicator: give exactly one of gloo_store::file_dir and gloo_store::redis_host");
     detail::require(!store.prefix.empty(), "gloo_communicator: gloo_store::prefix must not be empty");
-    detail::gloo_claim_rank(store, rank, std::to_string(::getpid()));
+    detail::gloo_claim_rank(store, rank, std::to_string(::getpid()), options_.timeout);
     const auto start = std::chrono::steady_clock::now();
     try {
       ::gloo::transport::tcp::attr attr;
