@@ -79,14 +79,22 @@ def main(argv=None):
     print(f"sweep: {len(runs)} runs planned ({len(settings())} settings x {len(seeds)} seeds), "
           f"{sum(done(r[0]) for r in runs)} done, {sum(failed(r[0]) for r in runs)} failed, {len(pending)} pending",
           flush=True)
-    with open(os.path.join(a.out_dir, "sweep.json"), "w") as f:
-        json.dump({"base": BASE, "values": VALUES, "seeds": seeds, "runs": [r[0] for r in runs]}, f, indent=1)
     if a.list:
         for rid, _, _ in runs:
             print(("done    " if done(rid) else "failed  " if failed(rid) else "pending ") + rid)
         return 0
     if not os.access(a.exe, os.X_OK):
         sys.exit(f"sweep: {a.exe} is not an executable (build the target `generalization`)")
+    # The design for analyze.py; a run with other seeds adds them to those already planned.
+    design_path = os.path.join(a.out_dir, "sweep.json")
+    planned = set(seeds)
+    if os.path.exists(design_path):
+        with open(design_path) as f:
+            planned |= set(json.load(f)["seeds"])
+    with open(design_path, "w") as f:
+        all_seeds = sorted(planned)
+        json.dump({"base": BASE, "values": VALUES, "seeds": all_seeds, "runs": [r[0] for r in plan(all_seeds)]}, f,
+                  indent=1)
     t0 = time.monotonic()
     log = open(os.path.join(a.out_dir, "sweep.log.jsonl"), "a")
     for rid, s, seed in pending:
