@@ -1,0 +1,33 @@
+# --checkpoint / --resume with 3 threads: a run that saves every 8 steps; then its newest
+# checkpoint of one worker is deleted (as if that worker died while writing it), and --resume must
+# continue from the newest step every worker has and end with the same numbers as the full run.
+set(DIR ${WORK}/fmnist_resume_checkpoints)
+file(REMOVE_RECURSE ${DIR})
+set(ARGS --method local_sgd,dppf --workers 3 --epochs 2 --train-limit 3000 --test-limit 1000 --hidden 64
+  --sharpness-samples 0 --json --checkpoint ${DIR} --checkpoint-every 8)
+execute_process(COMMAND ${EXE} ${ARGS} OUTPUT_VARIABLE full RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the full run failed (${rc}): ${err}")
+endif()
+file(REMOVE ${DIR}/dppf.step24.rank1.safetensors)
+execute_process(COMMAND ${EXE} ${ARGS} --resume OUTPUT_VARIABLE resumed RESULT_VARIABLE rc ERROR_VARIABLE err)
+file(REMOVE_RECURSE ${DIR})
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the resumed run failed (${rc}): ${err}")
+endif()
+foreach(expect "local_sgd: resumed from the checkpoints of step 24" "dppf: resumed from the checkpoints of step 16")
+  string(FIND "${err}" "${expect}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "expected '${expect}' in:\n${err}")
+  endif()
+endforeach()
+# The result lines (one per method), wall time aside; the resumed run reprints only epoch 2.
+foreach(run full resumed)
+  string(REGEX REPLACE ", \"wall_s\": [0-9.e+-]+" "" ${run} "${${run}}")
+  string(REGEX MATCHALL "{\"method\": \"[a-z_]+\", \"workers\"[^\n]*" ${run}_results "${${run}}")
+endforeach()
+list(LENGTH full_results n)
+if(NOT n EQUAL 2 OR NOT full_results STREQUAL resumed_results)
+  message(FATAL_ERROR "the resumed run differs from the full run:\n--- full\n${full}\n--- resumed\n${resumed}")
+endif()
+message(STATUS "resumed runs match the full run:\n${resumed}")
