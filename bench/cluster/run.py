@@ -23,7 +23,8 @@ Each is the median of --repeats repeats (see allreduce.cpp for how a repeat is t
 tc's: tbf counts every ethernet frame (14-byte header + IP + TCP headers + payload), SI units
 (1gbit = 10^9 bit/s = 125 MB/s). With a 1500-byte MTU a full TCP segment carries 1448 payload
 bytes (timestamps on) in a 1514-byte frame, and the ACKs of the incoming stream share the
-egress, so payload busbw tops out near 0.93 of the rate.
+egress, so a long transfer tops out at 0.93 to 0.956 of the rate in payload busbw (tbf's 256 KB
+bucket, refilled between repeats, lets small N read above that).
 
 Training (examples/fashion_mnist --quick: 1 epoch on 12000 images, 784-512-512-10 MLP, batch 64
 per worker, SGD lr 0.05 momentum 0.9, tau 8, M = 4 shards of 3000): ddp, local_sgd and dppf
