@@ -173,7 +173,13 @@ class elastic_group {
           const auto g = elastic_generation::decode(0, *rec);
           if (g.has(id_)) {
             has_state_ = true;
-            adopt(g);
+            try {
+              adopt(g);
+            } catch (const communication_error& e) {
+              // a founder slow to connect (a loaded machine): the founders that are there go on
+              failed(std::string("connecting ") + g.describe() + ": " + e.what());
+              regroup(e.what());
+            }
             return;
           }
           break;  // the group formed without this process: join as new
@@ -446,8 +452,15 @@ class elastic_group {
       if (auto g = read(watch + 1)) {
         ++watch;
         if (g->has(id_)) {
-          adopt(*g);
-          return;
+          try {
+            adopt(*g);
+            return;
+          } catch (const communication_error& e) {
+            // the members regroup without this process (it has no state); ask again
+            note(std::string("could not connect to ") + g->describe() + ": " + e.what() + "; registering again");
+            broken_ = true;
+            store_.create("pending/" + std::to_string(id_), "");
+          }
         }
         continue;
       }
