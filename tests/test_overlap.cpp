@@ -666,3 +666,25 @@ TEST_CASE("average() and progress() with an overlapped sync in flight") {
     for (int r = 0; r < m; ++r) CHECK(averaged[static_cast<std::size_t>(r)][k] == doctest::Approx(want).epsilon(1e-13));
   }
 }
+
+TEST_CASE("overlapped sync: buffers and the optimizer state are still averaged at the sync step itself") {
+  const int m = 3;
+  const std::size_t n = 40;
+  dppf::thread_group group(m);
+  group.run([&](dppf::thread_communicator comm) {
+    const double r = comm.rank();
+    std::vector<double> x(n, r), g(n, 0.0), buffers(5, 10.0 * r);
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1, .momentum = 0.9}}, dppf::local_sgd{}, comm, dppf::host_executor{},
+                     {.tau = 2, .average_optimizer_state = true, .overlap_steps = 2}};
+    for (std::size_t k = 0; k < n; ++k) g[k] = r;  // momentum buffers differ across ranks
+    tr.step(x, g, 0.0, buffers);
+    for (double b : buffers) CHECK(b == 10.0 * r);  // no sync yet
+    tr.step(x, g, 0.0, buffers);                   // sync step: started, buffers averaged now
+    CHECK(tr.sync_in_flight());
+    for (double b : buffers) CHECK(b == doctest::Approx(10.0));
+    auto* ws = dppf::detail::trainer_access::workspace<double>(tr);
+    REQUIRE(ws != nullptr);
+    // Momentum after two steps is g (1 + 0.9) on rank r; its mean over ranks is 1.9.
+    for (double v : ws->optimizer_state.momentum_buffer) CHECK(v == doctest::Approx(1.9));
+  });
+}
