@@ -297,6 +297,7 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
   }
 }
 
+#if defined(FMNIST_WITH_MPI) || defined(FMNIST_WITH_GLOO)
 // What every rank of a distributed run must have been given alike (not --workers, --data or output paths).
 std::string run_text(const config& c) {
   fmnist::run_options o = c.run;
@@ -328,6 +329,8 @@ void agree_on_options(Comm& comm, const std::string& mine) {
   throw std::invalid_argument("the ranks were given different options: " +
                               (diff.empty() ? "rank(s) " + ranks + " differ from rank 0 (each says how)" : diff));
 }
+
+#endif
 
 #ifdef FMNIST_WITH_GLOO
 // One worker per process, the group met in a store (flags or environment, see the usage text).
