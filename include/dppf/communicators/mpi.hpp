@@ -147,6 +147,24 @@ inline constexpr std::chrono::seconds mpi_abort_grace{5};
   std::_Exit(mpi_watchdog_exit_code);
 }
 
+/// Arms the watchdog (if any) for one blocking MPI call. If the watchdog fired meanwhile, the job
+/// is being aborted: should the call return after all (the stalled peer came back), this thread
+/// waits for the end instead of going on with a job that is being torn down.
+class mpi_watch {
+ public:
+  mpi_watch(collective_watchdog* w, const char* operation, const char* call, std::size_t bytes) noexcept
+      : w_(w), scope_(w, operation, call, bytes) {}
+  mpi_watch(const mpi_watch&) = delete;
+  mpi_watch& operator=(const mpi_watch&) = delete;
+  ~mpi_watch() {
+    while (w_ && w_->fired()) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+
+ private:
+  collective_watchdog* w_;
+  watchdog_scope scope_;
+};
+
 // Owns the duplicated communicator and the watchdog; frees the communicator unless MPI is gone already.
 struct mpi_comm_handle {
   MPI_Comm comm = MPI_COMM_NULL;
@@ -208,7 +226,7 @@ class mpi_all_reduce_handle {
     if (!requests_.empty()) {
       int code = MPI_SUCCESS;
       {
-        detail::watchdog_scope watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
+        detail::mpi_watch watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
         code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
       }
       requests_.clear();
@@ -239,7 +257,7 @@ class mpi_all_reduce_handle {
   void wait_noexcept() noexcept {
     int finalized = 1;
     if (requests_.empty() || MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) return;
-    detail::watchdog_scope watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
+    detail::mpi_watch watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
     MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
     requests_.clear();
   }
@@ -289,7 +307,7 @@ class mpi_communicator {
                                 const detail::stalled_call& s) { detail::mpi_watchdog_abort(s, rank, size, host); });
     }
     {
-      detail::watchdog_scope watch(watchdog(), "mpi_communicator", "MPI_Comm_dup", 0);
+      detail::mpi_watch watch(watchdog(), "mpi_communicator", "MPI_Comm_dup", 0);
       detail::mpi_check(MPI_Comm_dup(comm, &handle_->comm), "mpi", "MPI_Comm_dup", rank_);
     }
     detail::mpi_check(MPI_Comm_set_errhandler(handle_->comm, MPI_ERRORS_RETURN), "mpi", "MPI_Comm_set_errhandler", rank_);
@@ -332,7 +350,7 @@ class mpi_communicator {
         detail::throw_invalid("mpi::all_reduce: invalid reduce_op " + std::to_string(static_cast<int>(op)) + " for a scalar");
     }
     double r = 0.0;
-    detail::watchdog_scope watch(watchdog(), "all_reduce", "MPI_Allreduce", sizeof v);
+    detail::mpi_watch watch(watchdog(), "all_reduce", "MPI_Allreduce", sizeof v);
     detail::mpi_check(MPI_Allreduce(&v, &r, 1, MPI_DOUBLE, mop, comm()), "all_reduce", "MPI_Allreduce", rank_);
     return op == reduce_op::avg ? r / size_ : r;
   }
@@ -340,7 +358,7 @@ class mpi_communicator {
   /// Every rank's v, in rank order.
   std::vector<double> all_gather(double v) {
     std::vector<double> all(static_cast<std::size_t>(size_));
-    detail::watchdog_scope watch(watchdog(), "all_gather", "MPI_Allgather", sizeof v);
+    detail::mpi_watch watch(watchdog(), "all_gather", "MPI_Allgather", sizeof v);
     detail::mpi_check(MPI_Allgather(&v, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, comm()), "all_gather", "MPI_Allgather", rank_);
     return all;
   }
@@ -356,13 +374,13 @@ class mpi_communicator {
     T* p = std::ranges::data(b);
     for (std::size_t offset = 0; offset < n; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n - offset));
-      detail::watchdog_scope watch(watchdog(), "broadcast", "MPI_Bcast", count * sizeof(T));
+      detail::mpi_watch watch(watchdog(), "broadcast", "MPI_Bcast", count * sizeof(T));
       detail::mpi_check(MPI_Bcast(p + offset, count, detail::mpi_datatype<T>(), root, comm()), "broadcast", "MPI_Bcast", rank_);
     }
   }
 
   void barrier() {
-    detail::watchdog_scope watch(watchdog(), "barrier", "MPI_Barrier", 0);
+    detail::mpi_watch watch(watchdog(), "barrier", "MPI_Barrier", 0);
     detail::mpi_check(MPI_Barrier(comm()), "barrier", "MPI_Barrier", rank_);
   }
 
@@ -430,7 +448,7 @@ class mpi_communicator {
     for (std::size_t offset = 0; offset < n_in; offset += options_.max_elements_per_call) {
       const int count = static_cast<int>(std::min(options_.max_elements_per_call, n_in - offset));
       const void* send = in == out ? MPI_IN_PLACE : static_cast<const void*>(in + offset);
-      detail::watchdog_scope watch(watchdog(), "all_reduce", "MPI_Allreduce", count * sizeof(T));
+      detail::mpi_watch watch(watchdog(), "all_reduce", "MPI_Allreduce", count * sizeof(T));
       detail::mpi_check(MPI_Allreduce(send, out + offset, count, detail::mpi_datatype<T>(), MPI_SUM, comm()), "all_reduce",
                         "MPI_Allreduce", rank_);
     }
@@ -454,12 +472,12 @@ class mpi_communicator {
     detail::agreement_vector max{};
     const int words = static_cast<int>(detail::agreement_words);
     {
-      detail::watchdog_scope watch(watchdog(), operation, "MPI_Allreduce (argument agreement)", sizeof mine);
+      detail::mpi_watch watch(watchdog(), operation, "MPI_Allreduce (argument agreement)", sizeof mine);
       detail::mpi_check(MPI_Allreduce(mine.data(), max.data(), words, MPI_INT64_T, MPI_MAX, comm()), operation, "MPI_Allreduce", rank_);
     }
     detail::raise_unless_agreed(who.c_str(), rank_, error, detail::verdict(max), [&] {
       std::vector<detail::agreement_vector> all(static_cast<std::size_t>(size_));
-      detail::watchdog_scope watch(watchdog(), operation, "MPI_Allgather (argument agreement)", sizeof mine);
+      detail::mpi_watch watch(watchdog(), operation, "MPI_Allgather (argument agreement)", sizeof mine);
       detail::mpi_check(MPI_Allgather(mine.data(), words, MPI_INT64_T, all.data(), words, MPI_INT64_T, comm()), operation,
                         "MPI_Allgather", rank_);
       std::vector<detail::collective_args> args_of(all.size());
