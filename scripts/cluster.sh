@@ -19,7 +19,8 @@
 #                                 (default 5) if it waits for a frozen or cut-off host
 #   cluster.sh gloo N CMD...      CMD on hosts 1..N at once, with RANK, WORLD_SIZE, DPPF_GLOO_ADDR
 #                                 (the host's address) set; the first rank that fails ends the
-#                                 others, and the exit status is the first non-zero one
+#                                 others after DPPF_GLOO_GRACE s (default 5; a stopped one at
+#                                 once), and the exit status is the first non-zero one
 #   cluster.sh redis PORT         start redis-server on host 1 (background; `down` ends it)
 #   cluster.sh down               kill every process on every host, remove namespaces and links
 #   cluster.sh list               the namespaces of cluster S
@@ -217,22 +218,27 @@ case $cmd in
       pids="$pids $!"
       k=$((k + 1))
     done
-    # Like mpirun: the first rank that fails ends the others (a stopped one would never exit).
+    # Like mpirun: the first rank that fails ends the others. They get DPPF_GLOO_GRACE seconds
+    # (default 5) to report their own errors and exit; a stopped one never would, so it is killed
+    # at once.
+    grace=${DPPF_GLOO_GRACE:-5}
     rc=0
+    deadline=""
     while [ -n "$pids" ]; do
       left=""
       for p in $pids; do
-        if [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || echo Z)" = Z ]; then
+        state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || echo Z)
+        if [ "$state" = Z ]; then
           if wait "$p"; then :; else r=$?; [ $rc -ne 0 ] || rc=$r; fi
+        elif [ -n "$deadline" ] && { [ "$state" = T ] || [ "$(date +%s)" -ge "$deadline" ]; }; then
+          kill -KILL "$p" 2>/dev/null || true
+          left="$left $p"
         else
           left="$left $p"
         fi
       done
       pids=$left
-      if [ $rc -ne 0 ] && [ -n "$pids" ]; then
-        sleep 0.5  # let the other ranks report their own errors first
-        for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
-      fi
+      [ $rc -eq 0 ] || [ -n "$deadline" ] || deadline=$(($(date +%s) + grace))
       [ -z "$pids" ] || sleep 0.1
     done
     exit $rc ;;
