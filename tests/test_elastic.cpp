@@ -327,9 +327,10 @@ TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
         trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .average_optimizer_state = true});
       },
       "average_optimizer_state");
-  static_assert(!dppf::elastic_safe_rule<dppf::elastic> && !dppf::elastic_safe_rule<dppf::diloco> &&
-                !dppf::elastic_safe_rule<dppf::leader> && !dppf::elastic_safe_rule<dppf::data_parallel>);
-  static_assert(dppf::elastic_safe_rule<dppf::pull_push> && dppf::elastic_safe_rule<dppf::local_sgd>);
+  static_assert(!dppf::elastic_safe_rule<dppf::data_parallel>);
+  static_assert(dppf::elastic_safe_rule<dppf::pull_push> && dppf::elastic_safe_rule<dppf::local_sgd> &&
+                dppf::elastic_safe_rule<dppf::elastic> && dppf::elastic_safe_rule<dppf::diloco> &&
+                dppf::elastic_safe_rule<dppf::leader> && dppf::elastic_safe_rule<dppf::grawa>);
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::elastic_group bad(dir.store(), 0, fast()); }, "founders");
   auto o = fast();
   o.min_workers = -1;
@@ -347,10 +348,12 @@ TEST_CASE("gloo_communicator: connecting raises timeout_error within the timeout
   CHECK(std::chrono::steady_clock::now() - start < 5s);  // Gloo's stores alone wait 30 s
 }
 
-TEST_CASE("elastic_trainer with DPPF and no fault gives the same bits as dppf::trainer over gloo_communicator") {
+// Without a fault the elastic trainer runs exactly the plain trainer's collectives, so it must
+// give the same bits as dppf::trainer over gloo_communicator, for every elastic-safe rule.
+template <class Rule>
+void same_bits_as_plain_trainer(const Rule& rule) {
   const int m = 3;
   const std::int64_t total = 20;
-  const dppf::pull_push_options dppf_options{.alpha = 0.3, .lambda = 0.02};
   std::vector<std::vector<float>> elastic_x(m), plain_x(m);
   std::vector<std::string> errors(2 * m);
   auto grads = [](std::int64_t worker, std::int64_t step, const std::vector<float>& x, std::vector<float>& g) {
@@ -358,6 +361,7 @@ TEST_CASE("elastic_trainer with DPPF and no fault gives the same bits as dppf::t
     const auto c = target(worker);
     for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]) + noise[i];
   };
+  auto loss = [](std::int64_t worker, std::int64_t step) { return 1.0 + 0.1 * static_cast<double>((worker * 7 + step) % 5); };
   {
     fresh_dir dir;
     std::vector<std::thread> pool;
@@ -365,14 +369,14 @@ TEST_CASE("elastic_trainer with DPPF and no fault gives the same bits as dppf::t
       pool.emplace_back([&, r] {
         try {
           auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
-          dppf::elastic_trainer<dppf::sgd, dppf::pull_push, dppf::host_executor> tr(
-              group, dppf::sgd({.lr = lr, .momentum = 0.9}), dppf::pull_push(dppf_options), dppf::host_executor{}, {.tau = tau});
+          dppf::elastic_trainer<dppf::sgd, Rule, dppf::host_executor> tr(group, dppf::sgd({.lr = lr, .momentum = 0.9}), rule,
+                                                                         dppf::host_executor{}, {.tau = tau});
           std::vector<float> x(n, 0.0f), g(n);
           tr.start(x);
           const int rank = group->rank();
           while (tr.steps() < total) {
             grads(rank, tr.steps(), x, g);
-            tr.step(x, g);
+            tr.step(x, g, loss(rank, tr.steps()));
           }
           CHECK(tr.stats().members == m);
           tr.average(x);
@@ -390,12 +394,11 @@ TEST_CASE("elastic_trainer with DPPF and no fault gives the same bits as dppf::t
       pool.emplace_back([&, r] {
         try {
           dppf::gloo_communicator comm(dir.store(), r, m, fast().gloo);
-          dppf::trainer tr(dppf::sgd({.lr = lr, .momentum = 0.9}), dppf::pull_push(dppf_options), comm, dppf::host_executor{},
-                           {.tau = tau});
+          dppf::trainer tr(dppf::sgd({.lr = lr, .momentum = 0.9}), rule, comm, dppf::host_executor{}, {.tau = tau});
           std::vector<float> x(n, 0.0f), g(n);
           while (tr.steps() < total) {
             grads(r, tr.steps(), x, g);
-            tr.step(x, g);
+            tr.step(x, g, loss(r, tr.steps()));
           }
           tr.average(x);
           plain_x[static_cast<std::size_t>(r)] = x;
@@ -411,6 +414,79 @@ TEST_CASE("elastic_trainer with DPPF and no fault gives the same bits as dppf::t
     CHECK(std::memcmp(elastic_x[static_cast<std::size_t>(r)].data(), plain_x[static_cast<std::size_t>(r)].data(), n * sizeof(float)) == 0);
   }
   CHECK(std::memcmp(plain_x[0].data(), plain_x[1].data(), n * sizeof(float)) == 0);
+}
+
+TEST_CASE("elastic_trainer with no fault gives the same bits as dppf::trainer over gloo_communicator, for every elastic-safe rule") {
+  SUBCASE("pull_push") { same_bits_as_plain_trainer(dppf::pull_push({.alpha = 0.3, .lambda = 0.02})); }
+  SUBCASE("elastic (EASGD)") { same_bits_as_plain_trainer(dppf::elastic({.alpha = 0.2})); }
+  SUBCASE("diloco") { same_bits_as_plain_trainer(dppf::diloco{}); }
+  SUBCASE("leader (LSGD)") { same_bits_as_plain_trainer(dppf::leader{}); }
+  SUBCASE("grawa") { same_bits_as_plain_trainer(dppf::grawa{}); }
+}
+
+// EASGD's center and DiLoCo's global model, momentum and count are replicated: after a worker was
+// lost and another let in, every finisher must hold the same bits of them (the newcomer's came
+// from the seed), and of the final mean.
+template <class Rule>
+void replicated_state_survives(const Rule& rule) {
+  fresh_dir dir;
+  const int m = 3;
+  const std::int64_t total = 45;
+  std::vector<std::string> errors(m + 1);
+  std::vector<std::vector<float>> final_x(m + 1), state(m + 1);
+  std::vector<std::vector<std::int64_t>> counters(m + 1);
+  std::vector<bool> finished(m + 1, false);
+  auto run = [&](int slot, bool dies) {
+    try {
+      auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
+      dppf::elastic_trainer<dppf::sgd, Rule, dppf::host_executor> tr(group, dppf::sgd({.lr = lr}), rule, dppf::host_executor{},
+                                                                     {.tau = tau});
+      std::vector<float> x(n, 0.0f), g(n);
+      tr.start(x);
+      const auto c = target(group->id());
+      while (tr.steps() < total) {
+        for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+        tr.step(x, g, 1.0);
+        if (dies && tr.steps() == 10) return;
+        std::this_thread::sleep_for(20ms);
+      }
+      tr.average(x);
+      final_x[static_cast<std::size_t>(slot)] = x;
+      auto* ws = dppf::detail::trainer_access::workspace<float>(tr.inner());
+      ws->rule_state.for_each_buffer([&](const char*, auto& b) { state[static_cast<std::size_t>(slot)].insert(state[static_cast<std::size_t>(slot)].end(), b.begin(), b.end()); });
+      if constexpr (dppf::detail::has_counters<decltype(ws->rule_state)>)
+        ws->rule_state.for_each_counter([&](const char*, std::int64_t& v) { counters[static_cast<std::size_t>(slot)].push_back(v); });
+      CHECK(tr.stats().members == m);
+      finished[static_cast<std::size_t>(slot)] = true;
+    } catch (const std::exception& e) {
+      errors[static_cast<std::size_t>(slot)] = e.what();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int r = 0; r < m; ++r) pool.emplace_back(run, r, r == m - 1);
+  std::this_thread::sleep_for(400ms);
+  pool.emplace_back(run, m, false);
+  for (auto& t : pool) t.join();
+  for (auto& e : errors) REQUIRE_MESSAGE(e.empty(), e);
+  std::vector<int> done;
+  for (int k = 0; k <= m; ++k)
+    if (finished[static_cast<std::size_t>(k)]) done.push_back(k);
+  REQUIRE(done.size() == 3);
+  CHECK(done.back() == m);  // the newcomer finished
+  const auto& s0 = state[static_cast<std::size_t>(done[0])];
+  REQUIRE_FALSE(s0.empty());
+  for (int k : done) {
+    const auto& s = state[static_cast<std::size_t>(k)];
+    REQUIRE(s.size() == s0.size());
+    CHECK(std::memcmp(s.data(), s0.data(), s.size() * sizeof(float)) == 0);
+    CHECK(counters[static_cast<std::size_t>(k)] == counters[static_cast<std::size_t>(done[0])]);
+    CHECK(std::memcmp(final_x[static_cast<std::size_t>(k)].data(), final_x[static_cast<std::size_t>(done[0])].data(), n * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("elastic_trainer: replicated rule state (EASGD, DiLoCo) stays identical across a loss and a newcomer") {
+  SUBCASE("elastic (EASGD)") { replicated_state_survives(dppf::elastic({.alpha = 0.2})); }
+  SUBCASE("diloco") { replicated_state_survives(dppf::diloco{}); }
 }
 
 TEST_CASE("elastic_trainer: a newcomer takes the seed's optimizer state and counters (from_peer) or keeps its own (fresh)") {

@@ -26,6 +26,8 @@
 //   later one, and registers again as new.
 // * Not survived: the loss of the store, and a failure before a group's first generation formed.
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -125,6 +127,7 @@ class elastic_group {
   elastic_group(const gloo_store& store, int founders, elastic_group_options options)
       : options_(std::move(options)), store_(store, checked(options_).gloo.timeout), founders_(founders) {
     detail::require_option(founders >= 1, "elastic_group", "founders", founders, "must be >= 1");
+    ignore_sigpipe();
     for (std::int64_t n = static_cast<std::int64_t>(store_.list("ids").size());; ++n)
       if (store_.create("ids/" + std::to_string(n), std::to_string(::getpid()))) {
         id_ = n;
@@ -277,6 +280,13 @@ class elastic_group {
   }
 
  private:
+  // A write to a peer that went away (e.g. after SIGCONT, to a socket the others gave up) must
+  // raise EPIPE, not kill the process with SIGPIPE: ignored unless the program installed a handler.
+  static void ignore_sigpipe() {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+  }
+
   static const elastic_group_options& checked(const elastic_group_options& o) {
     o.validate();
     return o;

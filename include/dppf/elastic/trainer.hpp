@@ -8,10 +8,10 @@
 //   that hold state: the mean of their parameters, and from the seed member (the first that is
 //   not new) the trainer's counters and, with newcomer_state::from_peer, the optimizer state and
 //   counters (newcomer_state::fresh: the newcomer's own freshly initialised optimizer state).
-// * Rules whose sync is only a mean of the parameters and that keep no state are elastic-safe:
-//   local_sgd and pull_push (DPPF). The others are refused at compile time until their state
-//   (EASGD's center, DiLoCo's outer momentum, LSGD's leader, GraWA's gradients, data parallel's
-//   per-step all-reduce) is carried across a change of members. Not elastic-safe either, and
+// * Every rule that syncs every tau steps is elastic-safe (local_sgd, pull_push, elastic, leader,
+//   grawa, diloco): its collectives are over the current members and its state is replicated,
+//   so it is saved and undone with the parameters and a newcomer gets the seed's. Refused at
+//   compile time: data_parallel (an all-reduce at every step, outside the committed sync);
 //   refused when the trainer is built: average_optimizer_state.
 // * Host buffers only (Gloo).
 
@@ -27,8 +27,6 @@
 #include <vector>
 
 #include "../algorithms.hpp"
-#include "../consensus/local_sgd.hpp"
-#include "../consensus/pull_push.hpp"
 #include "../consensus/rule.hpp"
 #include "../error.hpp"
 #include "../trainer.hpp"
@@ -37,32 +35,45 @@
 
 namespace dppf {
 
-/// Rules an elastic trainer runs: their sync is a mean over the current members and they keep no
-/// state of their own.
+/// Rules an elastic trainer runs: every rule whose sync runs every tau steps. Its collectives go
+/// to the current generation (means and all-gathers over the current members, LSGD's leader
+/// among them), and its state is replicated (EASGD's center, DiLoCo's global model, outer
+/// momentum and count), so it is saved and put back with the parameters, and sent from the seed
+/// to a newcomer. Not data_parallel: its all-reduce runs at every step, outside the committed sync.
 template <class Rule>
-inline constexpr bool elastic_safe_rule = false;
-template <>
-inline constexpr bool elastic_safe_rule<local_sgd> = true;
-template <>
-inline constexpr bool elastic_safe_rule<pull_push> = true;
+inline constexpr bool elastic_safe_rule = !Rule::averages_gradients;
+
+namespace detail {
+template <class S>
+concept has_counters = requires(S& s) { s.for_each_counter([](const char*, std::int64_t&) {}); };
+}  // namespace detail
 
 /// Rule wrapped so that each sync is committed everywhere or undone everywhere (see the top).
 template <class Rule>
 class elastic_rule {
   static_assert(elastic_safe_rule<Rule>,
-                "dppf::elastic_rule: this consensus rule is not elastic-safe; elastic training supports local_sgd and "
-                "pull_push. Refused for now: elastic (EASGD), leader (LSGD), grawa, diloco, data_parallel (their "
-                "state or per-step collectives are not yet carried across a change of members)");
+                "dppf::elastic_rule: data_parallel is not elastic-safe (its gradient all-reduce runs at every step, outside "
+                "the committed sync); elastic training supports local_sgd, pull_push, elastic, leader, grawa and diloco");
 
  public:
   static constexpr bool averages_gradients = false;
 
-  /// The parameters before the sync, to undo a discarded one (never checkpointed).
+  /// The rule's own state (what checkpoints see), and a copy of it and of the parameters taken
+  /// before each sync, to undo a discarded one (never checkpointed).
   template <class Buffer>
   struct state {
+    typename Rule::template state<Buffer> inner{};
+    typename Rule::template state<Buffer> saved_inner{};
     Buffer saved{};
     template <class F>
-    void for_each_buffer(F&&) {}
+    void for_each_buffer(F&& f) {
+      inner.for_each_buffer(f);
+    }
+    template <class F>
+      requires detail::has_counters<typename Rule::template state<Buffer>>
+    void for_each_counter(F&& f) {
+      inner.for_each_counter(f);
+    }
   };
 
   explicit elastic_rule(Rule inner = {}) : inner_(std::move(inner)) {}
@@ -71,6 +82,7 @@ class elastic_rule {
   template <class Ctx, class S>
   void init(Ctx& ctx, S& s) const {
     s.saved = ctx.ex.template allocate<typename Ctx::value_type>(std::ranges::size(ctx.params));
+    inner_.init(ctx, s.inner);
   }
 
   template <class Ctx, class S>
@@ -78,10 +90,13 @@ class elastic_rule {
     using T = typename Ctx::value_type;
     const std::span<const T> params(ctx.params.data(), ctx.params.size());
     copy(ctx.ex, params, s.saved);
+    s.saved_inner = s.inner;  // buffers keep their capacity: no allocation after the first sync
     sync_report report{};
-    no_consensus_state inner_state;
-    ctx.comm.inner().group().run_committed([&] { report = inner_.sync(ctx, inner_state); },
-                                           [&] { copy(ctx.ex, s.saved, ctx.params); });
+    ctx.comm.inner().group().run_committed([&] { report = inner_.sync(ctx, s.inner); },
+                                           [&] {
+                                             copy(ctx.ex, s.saved, ctx.params);
+                                             s.inner = s.saved_inner;
+                                           });
     return report;
   }
 
@@ -232,12 +247,10 @@ class elastic_trainer {
     const bool fresh = !group_->has_state();
     const std::size_t n = std::ranges::size(params);
     require_same_size_on_all_ranks(comm, n, "elastic_trainer: parameters (a newcomer's model differs)");
-    if (fresh) {
-      const Exec& ex = tr_.exec();
-      typename trainer_type::template workspace<T> ws{tr_.optimizer().template init<T>(ex, n), {}, ex.template allocate<T>(n)};
-      ws.rule_state.saved = ex.template allocate<T>(n);
-      detail::trainer_access::set_workspace<T>(tr_, std::move(ws));
-    }
+    // The workspace the first step would build, collectively (the rule's init may all-reduce);
+    // only a newcomer keeps it, and its rule state is then overwritten by the seed's.
+    auto built = detail::trainer_access::make_workspace<T>(tr_, params);
+    if (fresh) detail::trainer_access::set_workspace<T>(tr_, std::move(built));
     auto* ws = detail::trainer_access::workspace<T>(tr_);
     if (!ws) throw communication_error("dppf::elastic_trainer: a member has no training state to send (no step yet)");
 
@@ -247,10 +260,13 @@ class elastic_trainer {
     const int seed = group_->seed_rank();
     const bool peer = elastic_.state == newcomer_state::from_peer;
     if (peer) ws->optimizer_state.for_each_buffer([&](const char*, auto& b) { comm.broadcast(view(b), seed); });
+    ws->rule_state.for_each_buffer([&](const char*, auto& b) { comm.broadcast(view(b), seed); });  // replicated
 
     auto c = detail::trainer_access::get_counters(tr_);
     std::vector<double> counters{static_cast<double>(c.steps), static_cast<double>(c.syncs)};
     if (peer) ws->optimizer_state.for_each_counter([&](const char*, std::int64_t& v) { counters.push_back(static_cast<double>(v)); });
+    if constexpr (detail::has_counters<decltype(ws->rule_state)>)
+      ws->rule_state.for_each_counter([&](const char*, std::int64_t& v) { counters.push_back(static_cast<double>(v)); });
     comm.broadcast(std::span<double>(counters), seed);
 
     if (fresh) {
@@ -261,6 +277,8 @@ class elastic_trainer {
           tr_, {static_cast<std::int64_t>(counters[0]), static_cast<std::int64_t>(counters[1]), 0.0, 0});
       std::size_t k = 2;
       if (peer) ws->optimizer_state.for_each_counter([&](const char*, std::int64_t& v) { v = static_cast<std::int64_t>(counters[k++]); });
+      if constexpr (detail::has_counters<decltype(ws->rule_state)>)
+        ws->rule_state.for_each_counter([&](const char*, std::int64_t& v) { v = static_cast<std::int64_t>(counters[k++]); });
     }
     group_->transfer_done();
   }
