@@ -327,6 +327,9 @@ TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
         trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .average_optimizer_state = true});
       },
       "average_optimizer_state");
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] { trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .overlap_steps = 1}); },
+      "overlap_steps");
   static_assert(!dppf::elastic_safe_rule<dppf::data_parallel>);
   static_assert(dppf::elastic_safe_rule<dppf::pull_push> && dppf::elastic_safe_rule<dppf::local_sgd> &&
                 dppf::elastic_safe_rule<dppf::elastic> && dppf::elastic_safe_rule<dppf::diloco> &&

@@ -200,6 +200,8 @@ class elastic_trainer {
   static trainer_options checked(const trainer_options& o) {
     detail::require_option(!o.average_optimizer_state, "elastic_trainer", "average_optimizer_state", o.average_optimizer_state,
                            "is not elastic-safe yet and must be false");
+    detail::require_option(o.overlap_steps == 0, "elastic_trainer", "overlap_steps", o.overlap_steps,
+                           "must be 0: a sync still in flight is not carried across a change of members");
     return o;
   }
 
