@@ -6,10 +6,12 @@
 #   stop   SIGSTOP of one, SIGCONT once the others went on without it: it rejoins, four finish
 #   cut    one worker's link cut: it stops with its error, the other three finish
 #   split  two workers cut (min_workers 2): they stop, the other two finish (one side only)
+#   twice  two SIGKILLs in a row (min_workers 2), the second after the group recovered: two finish
 #   join   a fifth worker (host 6) starts mid-run: let in at a sync with the group's mean
 # Every finisher's final mean must have the same bits, equal the double-precision simulation of
 # who took part in each sync, the time from the fault to the first committed sync after it is
-# printed and bounded by the timeout + 5 s, and nothing may be left behind.
+# printed (for twice: from the second) and bounded by the timeout + 5 s, and nothing may be left
+# behind.
 # Usage: elastic_cluster.sh <source dir> <cluster id> <probe executable> <scenario>
 set -u
 src=$1
@@ -34,7 +36,7 @@ nhosts=5
 "$C" up $nhosts 1gbit >/dev/null || fail "up"
 addr=$("$C" redis 6390) || fail "redis"
 export DPPF_ELASTIC_STORE=redis:$addr DPPF_ELASTIC_PREFIX=elastic-$scenario TIMEOUT_MS=1500 STEPS=160 TAU=4 STEP_MS=40 FOUNDERS=4
-[ "$scenario" = split ] && export MIN_WORKERS=2
+case $scenario in split | twice) export MIN_WORKERS=2 ;; esac
 timeout_s=2  # TIMEOUT_MS rounded up
 
 start() {
@@ -68,6 +70,17 @@ case $scenario in
   cut) echo "cut of host $victim after $delay ms"; "$C" cut $victim; tf=$(ms) ;;
   split) echo "cut of hosts $victim and $other after $delay ms"; "$C" cut $victim; "$C" cut $other; tf=$(ms); hit="$victim $other" ;;
   join) echo "host 6 starts after $delay ms"; start 6; tf=$(ms); hit="" ;;
+  twice)
+    echo "SIGKILL of host $victim after $delay ms"
+    "$C" kill $victim
+    i=0
+    until grep -q "first committed sync after the change" "$dir"/out.* 2>/dev/null; do
+      i=$((i + 1)); [ $i -lt 200 ] || fail "the group did not recover from the first kill"; sleep 0.1
+    done
+    echo "SIGKILL of host $other once the group recovered"
+    "$C" kill $other
+    tf=$(ms)
+    hit="$victim $other" ;;
   *) fail "unknown scenario $scenario" ;;
 esac
 
@@ -100,7 +113,7 @@ for k in $finishers; do
   ids="$ids $id"
 done
 expect=3
-case $scenario in stop) expect=4 ;; split) expect=2 ;; join) expect=5 ;; esac
+case $scenario in stop) expect=4 ;; split | twice) expect=2 ;; join) expect=5 ;; esac
 set -- $ids
 [ $# -eq $expect ] || fail "$# workers finished, expected $expect"
 first=$1
@@ -128,7 +141,7 @@ if [ "$scenario" != join ]; then
   tr=""
   for k in $finishers; do
     [ "$scenario" = stop ] && [ "$k" = "$victim" ] && continue
-    t=$(grep -h "first committed sync after the change" "$dir/out.$k" | head -1 | sed -n 's/^\[\([0-9]*\)\].*/\1/p')
+    t=$(grep -h "first committed sync after the change" "$dir/out.$k" | tail -1 | sed -n 's/^\[\([0-9]*\)\].*/\1/p')
     [ -n "$t" ] || fail "host $k committed no sync after the fault"
     [ -z "$tr" ] || [ "$t" -gt "$tr" ] && tr=$t
   done
