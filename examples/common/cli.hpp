@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstddef>
+#include <cstdlib>
+#include <iostream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -32,6 +34,30 @@ V parse(const std::string& flag, const std::string& text) {
   }
   return v;
 }
+
+/// What every example's flag loop needs: a usage error (the problem, then the usage text, exit
+/// 2), --help (exit 0) and values parsed or refused with the usage.
+struct program {
+  const char* name;
+  const char* usage_text;
+
+  [[noreturn]] void usage(const std::string& problem) const {
+    std::cerr << name << ": " << problem << "\n" << usage_text;
+    std::exit(2);
+  }
+  [[noreturn]] void help() const {
+    std::cout << usage_text;
+    std::exit(0);
+  }
+  template <class V>
+  V parse(const std::string& flag, const std::string& text) const {
+    try {
+      return example_cli::parse<V>(flag, text);
+    } catch (const std::invalid_argument& e) {
+      usage(e.what());
+    }
+  }
+};
 
 /// "a,b,,c" -> {"a", "b", "c"}.
 inline std::vector<std::string> split(const std::string& s) {

@@ -22,6 +22,7 @@
 #include "common/cli.hpp"
 #include "idx.hpp"
 #include "report.hpp"
+#include "run_flags.hpp"
 #include "train.hpp"
 
 #ifdef FMNIST_WITH_MPI
@@ -98,19 +99,7 @@ const char* usage_text =
     "              threads the M workers share GPU 0 (dppf::device_group)\n"
     "  --comm nccl one worker per MPI process and GPU, parameters averaged by NCCL (implies --device cuda)\n";
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "fashion_mnist: " << problem << "\n" << usage_text;
-  std::exit(2);
-}
-
-template <class V>
-V parse(const std::string& flag, const std::string& text) {
-  try {
-    return example_cli::parse<V>(flag, text);
-  } catch (const std::invalid_argument& e) {
-    usage(e.what());
-  }
-}
+const example_cli::program cli{"fashion_mnist", usage_text};
 
 using example_cli::split;
 
@@ -119,10 +108,7 @@ config parse_args(int argc, char** argv) {
   bool epochs_given = false, hidden_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::cout << usage_text;
-      std::exit(0);
-    }
+    if (flag == "--help" || flag == "-h") cli.help();
     if (flag == "--quick") {
       c.quick = true;
       continue;
@@ -135,78 +121,65 @@ config parse_args(int argc, char** argv) {
       c.run.resume = true;
       continue;
     }
-    if (i + 1 >= argc) usage(flag + " needs a value");
+    if (i + 1 >= argc) cli.usage(flag + " needs a value");
     const std::string value = argv[++i];
     auto& r = c.run;
     if (flag == "--method") c.methods = split(value);
-    else if (flag == "--workers") r.workers = parse<int>(flag, value);
-    else if (flag == "--tau") r.tau = parse<std::int64_t>(flag, value);
-    else if (flag == "--alpha") r.alpha = parse<double>(flag, value);
-    else if (flag == "--lambda") r.lambda = parse<double>(flag, value);
-    else if (flag == "--lr") r.lr = parse<double>(flag, value);
-    else if (flag == "--momentum") r.momentum = parse<double>(flag, value);
-    else if (flag == "--weight-decay") r.weight_decay = parse<double>(flag, value);
-    else if (flag == "--outer-lr") r.outer_lr = parse<double>(flag, value);
-    else if (flag == "--outer-momentum") r.outer_momentum = parse<double>(flag, value);
-    else if (flag == "--epochs") r.epochs = parse<int>(flag, value), epochs_given = true;
-    else if (flag == "--batch") r.batch = parse<std::size_t>(flag, value);
-    else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, value);
+    else if (fmnist::parse_run_flag(cli, flag, value, r)) epochs_given = epochs_given || flag == "--epochs";
     else if (flag == "--comm") c.comm = value;
     else if (flag == "--device") c.device = value;
     else if (flag == "--svg") c.svg = value;
     else if (flag == "--data") c.data = value;
     else if (flag == "--replot") c.replot = value;
-    else if (flag == "--sharpness-samples") r.sharpness_samples = parse<std::size_t>(flag, value);
-    else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
-    else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
+    else if (flag == "--sharpness-samples") r.sharpness_samples = cli.parse<std::size_t>(flag, value);
+    else if (flag == "--train-limit") c.train_limit = cli.parse<std::size_t>(flag, value);
+    else if (flag == "--test-limit") c.test_limit = cli.parse<std::size_t>(flag, value);
     else if (flag == "--model") r.model = value;
-    else if (flag == "--push") r.push = value;
-    else if (flag == "--push-warmup") r.push_warmup = parse<std::int64_t>(flag, value);
     else if (flag == "--checkpoint") r.checkpoint_dir = value;
-    else if (flag == "--checkpoint-every") r.checkpoint_every = parse<std::int64_t>(flag, value);
+    else if (flag == "--checkpoint-every") r.checkpoint_every = cli.parse<std::int64_t>(flag, value);
     else if (flag == "--rank" || flag == "--world-size" || flag == "--store" || flag == "--prefix" ||
              flag == "--gloo-timeout" || flag == "--gloo-addr" || flag == "--gloo-iface")
       c.gloo[flag] = value;
     else if (flag == "--channels") {
       r.channels.clear();
-      for (const auto& ch : split(value)) r.channels.push_back(parse<std::size_t>(flag, ch));
+      for (const auto& ch : split(value)) r.channels.push_back(cli.parse<std::size_t>(flag, ch));
     } else if (flag == "--hidden") {
       hidden_given = true;
       r.sizes = {784};
-      for (const auto& h : split(value)) r.sizes.push_back(parse<std::size_t>(flag, h));
+      for (const auto& h : split(value)) r.sizes.push_back(cli.parse<std::size_t>(flag, h));
       r.sizes.push_back(10);
-    } else usage("unknown flag " + flag);
+    } else cli.usage("unknown flag " + flag);
   }
   if (c.run.model == "cnn" && !hidden_given) c.run.sizes = {784, 64, 10};
-  if (c.methods.empty()) usage("--method needs at least one method");
-  if (c.device != "cpu" && c.device != "cuda") usage("--device: unknown device '" + c.device + "' (cpu or cuda)");
+  if (c.methods.empty()) cli.usage("--method needs at least one method");
+  if (c.device != "cpu" && c.device != "cuda") cli.usage("--device: unknown device '" + c.device + "' (cpu or cuda)");
 #if !defined(FMNIST_WITH_NCCL) || !defined(FMNIST_WITH_MPI)
   if (c.comm == "nccl")
-    usage("--comm nccl: this build has no CUDA, NCCL or MPI (all are needed: MPI starts one rank per GPU)");
+    cli.usage("--comm nccl: this build has no CUDA, NCCL or MPI (all are needed: MPI starts one rank per GPU)");
 #endif
   if (c.comm == "nccl") c.device = "cuda";
 #ifndef FMNIST_WITH_CUDA
-  if (c.device == "cuda") usage("--device cuda: this build has no CUDA (configure with -DDPPF_ENABLE_CUDA=ON)");
+  if (c.device == "cuda") cli.usage("--device cuda: this build has no CUDA (configure with -DDPPF_ENABLE_CUDA=ON)");
 #endif
 #ifndef FMNIST_WITH_MPI
-  if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi_communicator was not found when it was configured)");
+  if (c.comm == "mpi") cli.usage("--comm mpi: this build has no MPI (dppf::mpi_communicator was not found when it was configured)");
 #endif
 #ifndef FMNIST_WITH_GLOO
-  if (c.comm == "gloo") usage("--comm gloo: this build has no Gloo (dppf::gloo was not found when it was configured)");
+  if (c.comm == "gloo") cli.usage("--comm gloo: this build has no Gloo (dppf::gloo was not found when it was configured)");
 #endif
   if (c.comm != "threads" && c.comm != "mpi" && c.comm != "gloo" && c.comm != "nccl")
-    usage("--comm: unknown engine '" + c.comm + "' (threads, mpi, gloo or nccl)");
+    cli.usage("--comm: unknown engine '" + c.comm + "' (threads, mpi, gloo or nccl)");
   if ((c.comm == "mpi" || c.comm == "gloo") && c.device == "cuda")
-    usage("--comm " + c.comm + " works on the CPU; on GPUs use --comm nccl");
-  if (!c.gloo.empty() && c.comm != "gloo") usage(c.gloo.begin()->first + " is for --comm gloo");
-  if (c.run.resume && c.run.checkpoint_dir.empty()) usage("--resume needs --checkpoint DIR");
-  if (!c.run.checkpoint_dir.empty() && c.device != "cpu") usage("--checkpoint: on the CPU only (--device cpu)");
-  if (c.run.checkpoint_every < 0) usage("--checkpoint-every: must be >= 0");
+    cli.usage("--comm " + c.comm + " works on the CPU; on GPUs use --comm nccl");
+  if (!c.gloo.empty() && c.comm != "gloo") cli.usage(c.gloo.begin()->first + " is for --comm gloo");
+  if (c.run.resume && c.run.checkpoint_dir.empty()) cli.usage("--resume needs --checkpoint DIR");
+  if (!c.run.checkpoint_dir.empty() && c.device != "cpu") cli.usage("--checkpoint: on the CPU only (--device cpu)");
+  if (c.run.checkpoint_every < 0) cli.usage("--checkpoint-every: must be >= 0");
   for (const auto& m : c.methods)
     if (c.run.checkpoint_every > 0 && m != "ddp" && m != "single" && c.run.checkpoint_every % c.run.tau != 0)
-      usage("--checkpoint-every " + std::to_string(c.run.checkpoint_every) + " is not a multiple of --tau " +
+      cli.usage("--checkpoint-every " + std::to_string(c.run.checkpoint_every) + " is not a multiple of --tau " +
             std::to_string(c.run.tau) + " (" + m + "): checkpoints come right after a sync");
-  if (c.device == "cuda" && c.run.model != "mlp") usage("--device cuda: only --model mlp runs on the GPU");
+  if (c.device == "cuda" && c.run.model != "mlp") cli.usage("--device cuda: only --model mlp runs on the GPU");
   if (c.quick) {
     if (!epochs_given) c.run.epochs = 1;
     if (c.train_limit == 0) c.train_limit = 12000;
@@ -339,10 +312,10 @@ int run_gloo(const config& c) {
   try {
     l = example_gloo::from_flags_and_environment(c.gloo);
   } catch (const std::invalid_argument& e) {
-    usage(e.what());
+    cli.usage(e.what());
   }
   for (const auto& m : c.methods)
-    if (m == "single" && l.size != 1) usage("--method single runs one worker: with --comm gloo, start 1 rank");
+    if (m == "single" && l.size != 1) cli.usage("--method single runs one worker: with --comm gloo, start 1 rank");
   try {
     dppf::gloo_communicator comm(l.store, l.rank, l.size, l.options);
     agree_on_options(comm, run_text(c));
@@ -379,7 +352,7 @@ int main(int argc, char** argv) {
   const config c = parse_args(argc, argv);
   try {
     if (!c.replot.empty()) {
-      if (c.svg.empty()) usage("--replot needs --svg PATH");
+      if (c.svg.empty()) cli.usage("--replot needs --svg PATH");
       std::ifstream in(c.replot);
       if (!in) throw std::runtime_error("--replot: cannot read " + c.replot);
       std::ofstream f(c.svg);
@@ -415,7 +388,7 @@ int main(int argc, char** argv) {
     dppf::mpi_environment env(argc, argv);
     dppf::mpi_communicator comm{MPI_COMM_WORLD};
     for (const auto& m : c.methods)
-      if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
+      if (m == "single" && comm.size() != 1) cli.usage("--method single runs one worker: with --comm mpi, start 1 rank");
     try {
       agree_on_options(comm, run_text(c));
 #if defined(FMNIST_WITH_NCCL)

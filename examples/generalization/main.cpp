@@ -67,19 +67,7 @@ const char* usage_text =
     "  --quick   a seconds-long smoke run: 1000 images, 2 epochs, width 32, cheap estimators\n"
     "  --out     write the JSON there (atomically); stdout otherwise\n";
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "generalization: " << problem << "\n" << usage_text;
-  std::exit(2);
-}
-
-template <class V>
-V parse(const std::string& flag, const std::string& text) {
-  try {
-    return example_cli::parse<V>(flag, text);
-  } catch (const std::invalid_argument& e) {
-    usage(e.what());
-  }
-}
+const example_cli::program cli{"generalization", usage_text};
 
 config parse_args(int argc, char** argv) {
   config c;
@@ -94,42 +82,39 @@ config parse_args(int argc, char** argv) {
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::cout << usage_text;
-      std::exit(0);
-    }
+    if (flag == "--help" || flag == "-h") cli.help();
     if (flag == "--quick") {
       quick = true;
       continue;
     }
-    if (i + 1 >= argc) usage(flag + " needs a value");
+    if (i + 1 >= argc) cli.usage(flag + " needs a value");
     const std::string v = argv[++i];
     auto& r = c.run;
-    if (flag == "--lr") r.lr = parse<double>(flag, v);
-    else if (flag == "--batch") r.batch = parse<std::size_t>(flag, v);
-    else if (flag == "--weight-decay") r.weight_decay = parse<double>(flag, v);
-    else if (flag == "--momentum") r.momentum = parse<double>(flag, v);
-    else if (flag == "--width") c.width = parse<std::size_t>(flag, v);
-    else if (flag == "--depth") c.depth = parse<std::size_t>(flag, v);
-    else if (flag == "--train-size") c.train_size = parse<std::size_t>(flag, v);
-    else if (flag == "--epochs") r.epochs = parse<int>(flag, v);
-    else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, v);
-    else if (flag == "--measure-samples") c.measure_samples = parse<std::size_t>(flag, v);
-    else if (flag == "--threads") c.threads = parse<int>(flag, v);
+    if (flag == "--lr") r.lr = cli.parse<double>(flag, v);
+    else if (flag == "--batch") r.batch = cli.parse<std::size_t>(flag, v);
+    else if (flag == "--weight-decay") r.weight_decay = cli.parse<double>(flag, v);
+    else if (flag == "--momentum") r.momentum = cli.parse<double>(flag, v);
+    else if (flag == "--width") c.width = cli.parse<std::size_t>(flag, v);
+    else if (flag == "--depth") c.depth = cli.parse<std::size_t>(flag, v);
+    else if (flag == "--train-size") c.train_size = cli.parse<std::size_t>(flag, v);
+    else if (flag == "--epochs") r.epochs = cli.parse<int>(flag, v);
+    else if (flag == "--seed") r.seed = cli.parse<std::uint64_t>(flag, v);
+    else if (flag == "--measure-samples") c.measure_samples = cli.parse<std::size_t>(flag, v);
+    else if (flag == "--threads") c.threads = cli.parse<int>(flag, v);
     else if (flag == "--data") c.data = v;
     else if (flag == "--out") c.out = v;
-    else usage("unknown flag " + flag);
+    else cli.usage("unknown flag " + flag);
   }
   if (quick) {
     c.train_size = 1000, c.run.epochs = 2, c.width = 32, c.measure_samples = 200, c.curve_test = 200;
     c.imv_directions = 2, c.eig_iters = 5, c.trace_samples = 2, c.avg_samples = 2;
   }
-  if (c.width == 0 || c.depth == 0) usage("--width and --depth must be > 0");
-  if (c.train_size == 0 || c.train_size > 60000) usage("--train-size must be in [1, 60000]");
+  if (c.width == 0 || c.depth == 0) cli.usage("--width and --depth must be > 0");
+  if (c.train_size == 0 || c.train_size > 60000) cli.usage("--train-size must be in [1, 60000]");
   if (c.measure_samples == 0 || c.measure_samples > c.train_size)
-    usage("--measure-samples must be in [1, --train-size] (the oracle's images must be training images)");
-  if (!(c.run.weight_decay >= 0.0)) usage("--weight-decay must be >= 0");
-  if (c.threads < 1) usage("--threads must be >= 1");
+    cli.usage("--measure-samples must be in [1, --train-size] (the oracle's images must be training images)");
+  if (!(c.run.weight_decay >= 0.0)) cli.usage("--weight-decay must be >= 0");
+  if (c.threads < 1) cli.usage("--threads must be >= 1");
   c.run.sizes = {784};
   for (std::size_t l = 0; l < c.depth; ++l) c.run.sizes.push_back(c.width);
   c.run.sizes.push_back(10);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/cli.hpp"
+#include "fashion_mnist/run_flags.hpp"
 #include "torch_train.hpp"
 
 #ifdef TORCH_EXAMPLE_WITH_MPI
@@ -66,19 +67,7 @@ const char* usage_text =
     "  --comm gloo --rank R --size M --store DIR  one worker per process over Gloo's TCP transport, the\n"
     "              processes meeting in DIR (a directory all of them see; empty, one per run)\n";
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "libtorch_fmnist: " << problem << "\n" << usage_text;
-  std::exit(2);
-}
-
-template <class V>
-V parse(const std::string& flag, const std::string& text) {
-  try {
-    return example_cli::parse<V>(flag, text);
-  } catch (const std::invalid_argument& e) {
-    usage(e.what());
-  }
-}
+const example_cli::program cli{"libtorch_fmnist", usage_text};
 
 using example_cli::split;
 
@@ -88,59 +77,43 @@ config parse_args(int argc, char** argv) {
   auto& r = c.o.run;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::cout << usage_text;
-      std::exit(0);
-    }
+    if (flag == "--help" || flag == "-h") cli.help();
     if (flag == "--quick" || flag == "--json") {
       (flag == "--quick" ? c.quick : c.json) = true;
       continue;
     }
-    if (i + 1 >= argc) usage(flag + " needs a value");
+    if (i + 1 >= argc) cli.usage(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "--method") c.methods = split(value);
     else if (flag == "--model") c.o.model.name = value;
-    else if (flag == "--width") c.o.model.width = parse<std::int64_t>(flag, value);
+    else if (flag == "--width") c.o.model.width = cli.parse<std::int64_t>(flag, value);
     else if (flag == "--optimizer") c.o.optimizer = value;
-    else if (flag == "--workers") r.workers = parse<int>(flag, value);
-    else if (flag == "--tau") r.tau = parse<std::int64_t>(flag, value);
-    else if (flag == "--alpha") r.alpha = parse<double>(flag, value);
-    else if (flag == "--lambda") r.lambda = parse<double>(flag, value);
-    else if (flag == "--lr") r.lr = parse<double>(flag, value);
-    else if (flag == "--momentum") r.momentum = parse<double>(flag, value);
-    else if (flag == "--weight-decay") r.weight_decay = parse<double>(flag, value);
-    else if (flag == "--outer-lr") r.outer_lr = parse<double>(flag, value);
-    else if (flag == "--outer-momentum") r.outer_momentum = parse<double>(flag, value);
-    else if (flag == "--push") r.push = value;
-    else if (flag == "--push-warmup") r.push_warmup = parse<std::int64_t>(flag, value);
-    else if (flag == "--epochs") r.epochs = parse<int>(flag, value), epochs_given = true;
-    else if (flag == "--batch") r.batch = parse<std::size_t>(flag, value);
-    else if (flag == "--seed") r.seed = parse<std::uint64_t>(flag, value);
+    else if (fmnist::parse_run_flag(cli, flag, value, r)) epochs_given = epochs_given || flag == "--epochs";
     else if (flag == "--comm") c.comm = value;
-    else if (flag == "--rank") c.rank = parse<int>(flag, value);
-    else if (flag == "--size") c.size = parse<int>(flag, value);
+    else if (flag == "--rank") c.rank = cli.parse<int>(flag, value);
+    else if (flag == "--size") c.size = cli.parse<int>(flag, value);
     else if (flag == "--store") c.store = value;
     else if (flag == "--data") c.data = value;
-    else if (flag == "--train-limit") c.train_limit = parse<std::size_t>(flag, value);
-    else if (flag == "--test-limit") c.test_limit = parse<std::size_t>(flag, value);
+    else if (flag == "--train-limit") c.train_limit = cli.parse<std::size_t>(flag, value);
+    else if (flag == "--test-limit") c.test_limit = cli.parse<std::size_t>(flag, value);
     else if (flag == "--hidden") {
       c.o.model.hidden.clear();
-      for (const auto& h : split(value)) c.o.model.hidden.push_back(parse<std::int64_t>(flag, h));
-    } else usage("unknown flag " + flag);
+      for (const auto& h : split(value)) c.o.model.hidden.push_back(cli.parse<std::int64_t>(flag, h));
+    } else cli.usage("unknown flag " + flag);
   }
   r.model = c.o.model.name;
   r.sharpness_samples = 0;  // the estimators need the hand-written models; the table says n/a
-  if (c.methods.empty()) usage("--method needs at least one method");
+  if (c.methods.empty()) cli.usage("--method needs at least one method");
 #ifndef TORCH_EXAMPLE_WITH_MPI
-  if (c.comm == "mpi") usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
+  if (c.comm == "mpi") cli.usage("--comm mpi: this build has no MPI (dppf::mpi was not found when it was configured)");
 #endif
 #ifndef TORCH_EXAMPLE_WITH_GLOO
-  if (c.comm == "gloo") usage("--comm gloo: this build has no Gloo (dppf::gloo was not found when it was configured)");
+  if (c.comm == "gloo") cli.usage("--comm gloo: this build has no Gloo (dppf::gloo was not found when it was configured)");
 #endif
   if (c.comm != "threads" && c.comm != "mpi" && c.comm != "gloo")
-    usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or gloo)");
+    cli.usage("--comm: unknown engine '" + c.comm + "' (threads, mpi or gloo)");
   if (c.comm == "gloo" && (c.rank < 0 || c.size < 1 || c.rank >= c.size || c.store.empty()))
-    usage("--comm gloo needs --rank R --size M (0 <= R < M) and --store DIR");
+    cli.usage("--comm gloo needs --rank R --size M (0 <= R < M) and --store DIR");
   if (c.quick) {
     if (!epochs_given) r.epochs = 1;
     if (c.train_limit == 0) c.train_limit = 4000;
@@ -250,7 +223,7 @@ int main(int argc, char** argv) {
       store.file_dir = c.store;
       dppf::gloo_communicator comm{store, c.rank, c.size};
       for (const auto& m : c.methods)
-        if (m == "single" && c.size != 1) usage("--method single runs one worker: with --comm gloo, --size 1");
+        if (m == "single" && c.size != 1) cli.usage("--method single runs one worker: with --comm gloo, --size 1");
       run_all(c, c.size, c.rank, [&](auto&& f, int) { f(comm); });
       return 0;
     }
@@ -259,7 +232,7 @@ int main(int argc, char** argv) {
     dppf::mpi_environment env(argc, argv);  // one worker per MPI process: M is the number of ranks
     dppf::mpi_communicator comm{MPI_COMM_WORLD};
     for (const auto& m : c.methods)
-      if (m == "single" && comm.size() != 1) usage("--method single runs one worker: with --comm mpi, start 1 rank");
+      if (m == "single" && comm.size() != 1) cli.usage("--method single runs one worker: with --comm mpi, start 1 rank");
     try {
       run_all(c, comm.size(), comm.rank(), [&](auto&& f, int) { f(comm); });
     } catch (const std::exception& e) {

@@ -40,47 +40,37 @@ struct config {
   std::string svg;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "valley: " << problem << "\n"
-            << "usage: valley [--method dppf|local_sgd|elastic|leader|grawa|diloco|single] [--workers M]\n"
-               "              [--alpha A] [--lambda L] [--tau T] [--seed S] [--steps K] [--lr LR]\n"
-               "              [--noise SIGMA] [--dims D] [--sweep SEEDS] [--svg PATH]\n";
-  std::exit(2);
-}
+const char* usage_text =
+    "usage: valley [--method dppf|local_sgd|elastic|leader|grawa|diloco|single] [--workers M]\n"
+    "              [--alpha A] [--lambda L] [--tau T] [--seed S] [--steps K] [--lr LR]\n"
+    "              [--noise SIGMA] [--dims D] [--sweep SEEDS] [--svg PATH]\n";
 
-template <class V>
-V parse(const std::string& flag, const std::string& text) {
-  try {
-    return example_cli::parse<V>(flag, text);
-  } catch (const std::invalid_argument& e) {
-    usage(e.what());
-  }
-}
+const example_cli::program cli{"valley", usage_text};
 
 config parse_args(int argc, char** argv) {
   config c;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") usage("help");
-    if (i + 1 >= argc) usage(flag + " needs a value");
+    if (flag == "--help" || flag == "-h") cli.help();
+    if (i + 1 >= argc) cli.usage(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "--method") c.method = value;
-    else if (flag == "--workers") c.workers = parse<int>(flag, value);
-    else if (flag == "--alpha") c.alpha = parse<double>(flag, value);
-    else if (flag == "--lambda") c.lambda = parse<double>(flag, value);
-    else if (flag == "--tau") c.tau = parse<std::int64_t>(flag, value);
-    else if (flag == "--seed") c.seed = parse<std::uint64_t>(flag, value);
-    else if (flag == "--steps") c.steps = parse<int>(flag, value);
-    else if (flag == "--lr") c.lr = parse<double>(flag, value);
-    else if (flag == "--noise") c.noise = parse<double>(flag, value);
-    else if (flag == "--dims") c.dims = parse<std::size_t>(flag, value);
-    else if (flag == "--sweep") c.sweep = parse<int>(flag, value);
+    else if (flag == "--workers") c.workers = cli.parse<int>(flag, value);
+    else if (flag == "--alpha") c.alpha = cli.parse<double>(flag, value);
+    else if (flag == "--lambda") c.lambda = cli.parse<double>(flag, value);
+    else if (flag == "--tau") c.tau = cli.parse<std::int64_t>(flag, value);
+    else if (flag == "--seed") c.seed = cli.parse<std::uint64_t>(flag, value);
+    else if (flag == "--steps") c.steps = cli.parse<int>(flag, value);
+    else if (flag == "--lr") c.lr = cli.parse<double>(flag, value);
+    else if (flag == "--noise") c.noise = cli.parse<double>(flag, value);
+    else if (flag == "--dims") c.dims = cli.parse<std::size_t>(flag, value);
+    else if (flag == "--sweep") c.sweep = cli.parse<int>(flag, value);
     else if (flag == "--svg") c.svg = value;
-    else usage("unknown flag " + flag);
+    else cli.usage("unknown flag " + flag);
   }
-  if (c.workers < 1) usage("--workers must be >= 1");
-  if (c.steps < 1) usage("--steps must be >= 1");
-  if (c.dims < 2) usage("--dims must be >= 2");
+  if (c.workers < 1) cli.usage("--workers must be >= 1");
+  if (c.steps < 1) cli.usage("--steps must be >= 1");
+  if (c.dims < 2) cli.usage("--dims must be >= 2");
   if (c.method == "single") c.workers = 1;
   return c;
 }
@@ -106,7 +96,7 @@ void with_rule(const config& c, F&& f) {
   else if (c.method == "leader") f(dppf::leader{{.pull = c.alpha}});
   else if (c.method == "grawa") f(dppf::grawa{{.alpha = c.alpha}});
   else if (c.method == "diloco") f(dppf::diloco{});
-  else usage("unknown method '" + c.method + "'");
+  else cli.usage("unknown method '" + c.method + "'");
 }
 
 outcome run(const config& c, const valley::landscape& land) {
