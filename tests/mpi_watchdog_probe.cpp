@@ -27,6 +27,10 @@
 #include <thread>
 #include <vector>
 
+// Under AddressSanitizer, as in mpi_main.cpp: the slow unwinder reaches the libmpi frames that
+// tests/sanitizers/lsan.supp names (Open MPI keeps allocations until exit by design).
+extern "C" const char* __asan_default_options() { return "fast_unwind_on_malloc=0"; }
+
 namespace {
 
 int fail(int rank, const std::string& what) {
