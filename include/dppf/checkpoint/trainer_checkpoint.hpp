@@ -374,7 +374,7 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   if (built)
     access::set_workspace<T>(tr, std::move(built));
   else if (!in_file && live)
-    access::set_workspace<T>(tr, std::nullopt);
+    access::set_workspace<T>(tr, std::optional<workspace_type>());  // not nullopt: nvcc cannot deduce through it
   if (in_flight) in_flight->warmup = in_flight_warmup != 0;
   if (workspace_type* ws = access::workspace<T>(tr)) ws->pending = std::move(in_flight);
   access::set_counters(tr, counters);
