@@ -13,11 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "consensus_reference.hpp"
 #include "support.hpp"
 
 namespace dppf_test {
-
-using matrix = std::vector<std::vector<double>>;  // [rank][element]
 
 inline std::uint64_t fresh_seed() { return (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}(); }
 
@@ -66,13 +65,6 @@ struct replay_result {
   int applied = 0, started = 0;
   bool in_flight_at_end = false;  // a sync started and not applied after the last step
 };
-
-inline std::vector<double> mean_of(const matrix& x) {
-  std::vector<double> m(x[0].size(), 0.0);
-  for (const auto& xi : x)
-    for (std::size_t k = 0; k < m.size(); ++k) m[k] += xi[k] / static_cast<double>(x.size());
-  return m;
-}
 
 // delay = false: the blocking rule (the correction applied at the sync step itself), to show the
 // delayed runs differ from it by far more than the tolerance.
@@ -166,16 +158,6 @@ inline replay_result replay(const problem& p, const rule_spec& rule, const sched
   out.in_flight_at_end = !pending.empty();
   if (!pending.empty()) apply(pending[0]);  // the trainer's finish_sync at the end
   return out;
-}
-
-inline double max_relative_error(const matrix& a, const matrix& b) {
-  double err = 0.0, scale = 1e-30;
-  for (std::size_t r = 0; r < a.size(); ++r)
-    for (std::size_t k = 0; k < a[r].size(); ++k) {
-      err = std::max(err, std::abs(a[r][k] - b[r][k]));
-      scale = std::max(scale, std::abs(b[r][k]));
-    }
-  return err / scale;
 }
 
 }  // namespace dppf_test
