@@ -17,21 +17,14 @@
 #include <thread>
 #include <vector>
 
+#include "gloo_support.hpp"
 #include "support.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 
-// A fresh store directory and prefix for each group.
-dppf::gloo_store fresh_store() {
-  static std::atomic<int> counter{0};
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("dppf-gloo-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return {.file_dir = dir.string(), .redis_host = {}, .redis_port = 6379, .prefix = "run" + std::to_string(counter.load())};
-}
+dppf::gloo_store fresh_store() { return dppf_test::fresh_gloo_store("gloo-test"); }
 
 dppf::gloo_options loopback(std::chrono::milliseconds timeout = 10s) { return {.timeout = timeout, .address = "127.0.0.1", .iface = {}, .check_arguments = true}; }
 

@@ -17,20 +17,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "gloo_support.hpp"
 #include "support.hpp"
 
 namespace {
 
 using algorithm = ::gloo::AllreduceOptions::Algorithm;
 
-dppf::gloo_store fresh_store() {
-  static std::atomic<int> counter{0};
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("dppf-gloo-algorithm-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return {.file_dir = dir.string(), .redis_host = {}, .redis_port = 6379, .prefix = "run"};
-}
+dppf::gloo_store fresh_store() { return dppf_test::fresh_gloo_store("gloo-algorithm-test"); }
 
 template <class T>
 void check_all_reduce(int m, std::size_t n, bool in_place, dppf::reduce_op op) {
