@@ -5,10 +5,8 @@
 # Usage: cluster_script.sh <source dir> <cluster id>
 set -u
 src=$1
-export DPPF_CLUSTER=$2
-C="$src/scripts/cluster.sh"
 S=$2
-if [ "$(id -u)" != 0 ]; then echo "SKIP: cluster tests need root (network namespaces)"; [ "${DPPF_REQUIRE_CLUSTER:-0}" = 1 ] && exit 1; exit 77; fi
+. "$src/tests/cluster/common.sh"
 trap '"$C" down' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 PY=/usr/bin/python3

@@ -15,12 +15,10 @@
 # Usage: elastic_cluster.sh <source dir> <cluster id> <probe executable> <scenario>
 set -u
 src=$1
-export DPPF_CLUSTER=$2
 probe=$3
 scenario=$4
-C="$src/scripts/cluster.sh"
 S=$2
-if [ "$(id -u)" != 0 ]; then echo "SKIP: cluster tests need root (network namespaces)"; [ "${DPPF_REQUIRE_CLUSTER:-0}" = 1 ] && exit 1; exit 77; fi
+. "$src/tests/cluster/common.sh"
 dir=$(mktemp -d /tmp/dppf-elastic-cluster.XXXXXX)
 trap '"$C" down >/dev/null 2>&1; rm -rf "$dir"' EXIT
 show() { for f in "$dir"/out.*; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done; }

@@ -3,11 +3,9 @@
 # directory on every exit, and starts ranks of `--comm gloo` runs one by one, so each rank's exit
 # status, time and messages can be checked.
 set -u
-export DPPF_CLUSTER=$S
-C="$src/scripts/cluster.sh"
+. "$src/tests/cluster/common.sh"
 NET=10.231.$S
 PY=/usr/bin/python3
-if [ "$(id -u)" != 0 ]; then echo "SKIP: cluster tests need root (network namespaces)"; [ "${DPPF_REQUIRE_CLUSTER:-0}" = 1 ] && exit 1; exit 77; fi
 dir=$(mktemp -d /tmp/dppf-fmnist-cluster.XXXXXX)
 pids=""
 cleanup() {

@@ -15,12 +15,10 @@
 # Usage: mpi_watchdog.sh <source dir> <cluster id> <probe executable> <fault>
 set -u
 src=$1
-export DPPF_CLUSTER=$2
 probe=$3
 fault=$4
-C="$src/scripts/cluster.sh"
 S=$2
-if [ "$(id -u)" != 0 ]; then echo "SKIP: cluster tests need root (network namespaces)"; [ "${DPPF_REQUIRE_CLUSTER:-0}" = 1 ] && exit 1; exit 77; fi
+. "$src/tests/cluster/common.sh"
 out=$(mktemp /tmp/dppf-mpi-cluster.XXXXXX)
 trap '"$C" down; rm -f "$out"' EXIT
 fail() { echo "FAIL: $*"; cat "$out"; exit 1; }
