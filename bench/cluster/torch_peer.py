@@ -26,14 +26,17 @@ Training time only: from a barrier before the first step to rank 0's last step (
 data loading and process start are outside it). Rank 0 prints one JSON line per method.
 """
 import argparse
-import gzip
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "fashion_mnist"))
+from reference import load, mlp  # noqa: E402  the same data and model as the example's PyTorch reference
 
 
 def sizes_arg(s):
@@ -66,26 +69,6 @@ def allreduce(a, rank, m):
         if rank == 0:
             print(json.dumps({"engine": "torch", "impl": "gloo", "ranks": m, "n": n, "bytes": 4 * n, "iterations": k,
                               "times_s": times}), flush=True)
-
-
-def load(dir_, split, limit):
-    with gzip.open(f"{dir_}/{split}-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
-    with gzip.open(f"{dir_}/{split}-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)
-    if limit:
-        x, y = x[:limit], y[:limit]
-    x = (x.astype(np.float32) / 255.0 - 0.2860) / 0.3530
-    return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
-
-
-def mlp(sizes):
-    layers = []
-    for i in range(1, len(sizes)):
-        layers.append(torch.nn.Linear(sizes[i - 1], sizes[i]))
-        if i + 1 < len(sizes):
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
 
 
 def train(a, rank, m):

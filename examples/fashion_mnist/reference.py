@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 
-def load(dir_, split):
+def load(dir_, split, limit=0):
     with gzip.open(f"{dir_}/{split}-images-idx3-ubyte.gz") as f:
         x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
     with gzip.open(f"{dir_}/{split}-labels-idx1-ubyte.gz") as f:
         y = np.frombuffer(f.read(), np.uint8, offset=8)
+    if limit:
+        x, y = x[:limit], y[:limit]
     x = (x.astype(np.float32) / 255.0 - 0.2860) / 0.3530
     return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
 
