@@ -11,3 +11,6 @@ dppf_header_test_requires(dppf/communicators/gloo.hpp dppf::gloo)
 dppf_umbrella_exclude(dppf/communicators/gloo.hpp "needs Gloo (dppf::gloo)")
 dppf_add_test(test_gloo test_gloo.cpp LIBS dppf::gloo LABELS gloo)
 set_tests_properties(test_gloo PROPERTIES TIMEOUT 120)
+# start_all_reduce over Gloo: the communication thread and its own context.
+dppf_add_test(test_gloo_async test_gloo_async.cpp LIBS dppf::gloo LABELS gloo)
+set_tests_properties(test_gloo_async PROPERTIES TIMEOUT 180)

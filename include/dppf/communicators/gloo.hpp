@@ -21,6 +21,18 @@
 //   element reduced on one rank and copied to the others, so every rank gets the same bits; the
 //   choice depends only on N, the element size and M, which the ranks agreed on. avg scales the
 //   sum by 1/M afterwards. Scalars (double) support sum, avg, min and max.
+// * start_all_reduce (the async_communicator concept) runs on a communication thread that owns a
+//   second Gloo context, connected at construction from the same store under the prefix
+//   "<prefix>/async": blocking collectives on the main context and asynchronous ones never share
+//   a context, so they never interleave on one. The thread runs the started all-reduces one at a
+//   time in the order they were started (every rank starts them in the same order), each one the
+//   blocking all_reduce of that context: the same argument agreement (on the thread, so a start
+//   never blocks on the network and a late rank's start stalls nobody else's), the same algorithm
+//   by size, the same bits. The reduction proceeds while the caller computes; test() / wait() only
+//   look at the result. Errors and timeouts are the thread's operation's, raised at test() / wait()
+//   as the blocking ones are (on every rank alike), and wait() is bounded by the Gloo timeouts of
+//   the operations ahead of it, as a blocking call is. A failure of one context leaves the other
+//   as it was; each raises at once after its own failure.
 // * One thread at a time per communicator, and every rank calls the collectives in the same order.
 
 #include <fcntl.h>
@@ -42,16 +54,24 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <ranges>
+#include <span>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "../async_communicator.hpp"
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
@@ -177,13 +197,27 @@ inline ::gloo::AllreduceOptions::Algorithm gloo_algorithm(std::size_t n, std::si
 
 }  // namespace detail
 
+namespace detail {
+// Which context a gloo_communicator is: the main one (with the communication thread for
+// start_all_reduce, when size > 1) or that thread's own.
+enum class gloo_context_role { main, asynchronous };
+class gloo_async_engine;  // below: the communication thread and its context
+}  // namespace detail
+
+class gloo_all_reduce_handle;  // below
+
 /// One rank of a group of processes connected by Gloo. Construction is collective: it returns
-/// once all `size` ranks met in the store and connected (or raises after options.timeout).
+/// once all `size` ranks met in the store and connected (or raises after options.timeout), both
+/// contexts (the second one for start_all_reduce) included.
 class gloo_communicator {
  public:
   using memory_space = host_space;
 
   gloo_communicator(const gloo_store& store, int rank, int size, gloo_options options = {})
+      : gloo_communicator(store, rank, size, std::move(options), detail::gloo_context_role::main) {}
+
+  /// (detail) role asynchronous: one context and no communication thread; the thread's own.
+  gloo_communicator(const gloo_store& store, int rank, int size, gloo_options options, detail::gloo_context_role role)
       : options_(std::move(options)), state_(std::make_shared<detail::gloo_state>()), rank_(rank), size_(size) {
     detail::require_option(size >= 1, "gloo_communicator", "size", size, "must be >= 1");
     detail::require_option(rank >= 0 && rank < size, "gloo_communicator", "rank", rank,
@@ -218,6 +252,7 @@ class gloo_communicator {
       // gloo's stores raise plain exceptions (e.g. an unreachable redis-server)
       fail("connect", start, e.what());
     }
+    if (role == detail::gloo_context_role::main && size_ > 1) start_async_engine(store, start);
   }
 
   int rank() const noexcept { return rank_; }
@@ -300,6 +335,15 @@ class gloo_communicator {
       ::gloo::barrier(o);
     });
   }
+
+  /// Starts out = sum (or average) over ranks of in on the communication thread and returns at
+  /// once (see the top of this header and async_communicator.hpp for the handle's contract).
+  template <host_buffer In, host_buffer Out>
+  gloo_all_reduce_handle start_all_reduce(const In& in, Out&& out, reduce_op op);
+
+  /// Starts inout = sum (or average) over ranks of inout.
+  template <host_buffer B>
+  gloo_all_reduce_handle start_all_reduce(B&& inout, reduce_op op);
 
  private:
   [[noreturn]] void fail(const char* operation, std::chrono::steady_clock::time_point start, const std::string& what) {
@@ -403,10 +447,219 @@ class gloo_communicator {
     detail::throw_invalid(msg + "; this is rank " + std::to_string(rank_) + ")");
   }
 
+  // Connects the communication thread's context (collective, like the constructor).
+  void start_async_engine(const gloo_store& store, std::chrono::steady_clock::time_point start);
+
+  template <class T>
+  gloo_all_reduce_handle start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op);
+
   gloo_options options_;
   std::shared_ptr<detail::gloo_state> state_;
+  // Shared by the copies of this communicator and by the handles of its started all-reduces;
+  // null with size 1 and in the thread's own communicator.
+  std::shared_ptr<detail::gloo_async_engine> async_;
   int rank_;
   int size_;
 };
+
+namespace detail {
+
+// Runs f; an error comes back (not thrown) with its message naming start_all_reduce and its
+// type kept, so that test() / wait() raise what the blocking all_reduce would have.
+template <class F>
+std::exception_ptr gloo_run_started(F&& f) {
+  const auto named = [](const std::exception& e) {
+    return std::string("dppf::gloo_communicator::start_all_reduce (asynchronous): ") + e.what();
+  };
+  try {
+    f();
+  } catch (const invalid_argument_error& e) {
+    return std::make_exception_ptr(invalid_argument_error(named(e)));
+  } catch (const timeout_error& e) {
+    return std::make_exception_ptr(timeout_error(named(e)));
+  } catch (const communication_error& e) {
+    return std::make_exception_ptr(communication_error(named(e)));
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
+
+// One started all-reduce: the work the thread runs and, once done, its error (null: the result
+// is in the output). done and error are guarded by the engine's mutex.
+struct gloo_async_op {
+  std::function<void(gloo_communicator&)> run;
+  bool done = false;
+  std::exception_ptr error;
+};
+
+// The communication thread and the communicator of its own context. The thread takes the
+// started all-reduces in the order they were started and runs each as that communicator's
+// blocking all_reduce, so each is bounded by the Gloo timeouts of its operations (and after a
+// failure of that context, every later one raises at once). Nothing on the thread refers to the
+// engine's owners. The engine lives as long as the communicator's copies and the handles, and a
+// handle waits for its operation before it lets go: when the engine is destroyed its queue is
+// empty and the idle thread joins at once. Its context is closed normally then, or, if it failed,
+// was leaked when it failed (closing pairs whose peer is hung can block).
+class gloo_async_engine {
+ public:
+  gloo_async_engine(const gloo_store& store, int rank, int size, const gloo_options& options)
+      : comm_(store, rank, size, options, gloo_context_role::asynchronous), thread_([this] { serve(); }) {}
+  gloo_async_engine(const gloo_async_engine&) = delete;
+  gloo_async_engine& operator=(const gloo_async_engine&) = delete;
+  ~gloo_async_engine() {
+    {
+      std::lock_guard lock(mutex);
+      stop_ = true;
+    }
+    ready_.notify_all();
+    thread_.join();
+  }
+
+  void submit(std::shared_ptr<gloo_async_op> op) {
+    {
+      std::lock_guard lock(mutex);
+      queue_.push_back(std::move(op));
+    }
+    ready_.notify_one();
+  }
+
+  std::mutex mutex;                  // guards the queue, the stop flag and every op's done / error
+  std::condition_variable finished;  // an op is done
+
+ private:
+  void serve() {
+    std::unique_lock lock(mutex);
+    for (;;) {
+      ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and nothing left to run
+      const std::shared_ptr<gloo_async_op> op = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      std::exception_ptr error;
+      try {
+        error = gloo_run_started([&] { op->run(comm_); });
+      } catch (...) {  // naming the error ran out of memory
+        error = std::current_exception();
+      }
+      lock.lock();
+      op->error = std::move(error);
+      op->done = true;
+      finished.notify_all();
+    }
+  }
+
+  gloo_communicator comm_;
+  std::condition_variable ready_;  // something was queued, or stop
+  std::deque<std::shared_ptr<gloo_async_op>> queue_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once everything above exists
+};
+
+}  // namespace detail
+
+/// The handle of gloo_communicator::start_all_reduce (see async_communicator.hpp). The
+/// communication thread makes the progress; test() and wait() only look at what it delivered.
+/// The destructor waits (errors swallowed), so no buffer is written after the handle is gone.
+class gloo_all_reduce_handle {
+ public:
+  gloo_all_reduce_handle(gloo_all_reduce_handle&& o) noexcept
+      : engine_(std::move(o.engine_)), op_(std::move(o.op_)), error_(std::exchange(o.error_, nullptr)) {}
+  gloo_all_reduce_handle& operator=(gloo_all_reduce_handle&& o) noexcept {
+    if (this != &o) {
+      wait_noexcept();
+      engine_ = std::move(o.engine_);
+      op_ = std::move(o.op_);
+      error_ = std::exchange(o.error_, nullptr);
+    }
+    return *this;
+  }
+  ~gloo_all_reduce_handle() { wait_noexcept(); }
+
+  /// True once the result is in the output; raises the all-reduce's error once it is known.
+  bool test() {
+    if (op_) {
+      std::lock_guard lock(engine_->mutex);
+      if (!op_->done) return false;
+    }
+    finish();
+    return true;
+  }
+
+  /// Returns when the result is in the output, or raises its error.
+  void wait() {
+    if (op_) {
+      std::unique_lock lock(engine_->mutex);
+      engine_->finished.wait(lock, [&] { return op_->done; });
+    }
+    finish();
+  }
+
+ private:
+  friend class gloo_communicator;
+  gloo_all_reduce_handle(std::shared_ptr<detail::gloo_async_engine> engine, std::shared_ptr<detail::gloo_async_op> op,
+                         std::exception_ptr error)
+      : engine_(std::move(engine)), op_(std::move(op)), error_(std::move(error)) {}
+
+  // Once done: nothing writes the op any more. The handle lets go of the engine first.
+  void finish() {
+    if (op_) {
+      error_ = std::move(op_->error);
+      op_.reset();
+      engine_.reset();
+    }
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+  void wait_noexcept() noexcept {
+    try {
+      wait();
+    } catch (...) {
+    }
+  }
+
+  std::shared_ptr<detail::gloo_async_engine> engine_;
+  std::shared_ptr<detail::gloo_async_op> op_;  // null once finished (or with size 1)
+  std::exception_ptr error_;
+};
+
+inline void gloo_communicator::start_async_engine(const gloo_store& store, std::chrono::steady_clock::time_point start) {
+  gloo_store own = store;
+  own.prefix += "/async";
+  try {
+    async_ = std::make_shared<detail::gloo_async_engine>(own, rank_, size_, options_);
+  } catch (const invalid_argument_error&) {
+    throw;  // e.g. the rank already claimed under the derived prefix: it names itself
+  } catch (const std::exception& e) {
+    fail("connect (the communication thread's context)", start, e.what());
+  }
+}
+
+template <host_buffer In, host_buffer Out>
+gloo_all_reduce_handle gloo_communicator::start_all_reduce(const In& in, Out&& out, reduce_op op) {
+  using T = std::remove_cv_t<buffer_element_t<Out>>;
+  static_assert(!std::is_const_v<buffer_element_t<Out>>, "dppf::gloo_communicator::start_all_reduce: the output buffer is read-only");
+  static_assert(std::is_same_v<T, std::remove_cv_t<buffer_element_t<const In&>>>, "input and output element types differ");
+  return start_reduce<T>(std::ranges::data(in), std::ranges::data(out), std::ranges::size(in), std::ranges::size(out), op);
+}
+
+template <host_buffer B>
+gloo_all_reduce_handle gloo_communicator::start_all_reduce(B&& inout, reduce_op op) {
+  using T = std::remove_cv_t<buffer_element_t<B>>;
+  static_assert(!std::is_const_v<buffer_element_t<B>>, "dppf::gloo_communicator::start_all_reduce: the buffer is read-only");
+  T* p = std::ranges::data(inout);
+  return start_reduce<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+}
+
+// The thread runs exactly the blocking all_reduce (reduce_buffer) on its own context. With size 1
+// there is no thread: the blocking one runs here (a copy, and the argument checks).
+template <class T>
+gloo_all_reduce_handle gloo_communicator::start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+  if (!async_)
+    return gloo_all_reduce_handle(nullptr, nullptr, detail::gloo_run_started([&] { reduce_buffer<T>(in, out, n_in, n_out, op); }));
+  auto started = std::make_shared<detail::gloo_async_op>();
+  started->run = [=](gloo_communicator& c) { c.reduce_buffer<T>(in, out, n_in, n_out, op); };
+  async_->submit(started);
+  return gloo_all_reduce_handle(async_, std::move(started), nullptr);
+}
 
 }  // namespace dppf
