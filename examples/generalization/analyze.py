@@ -21,6 +21,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plot  # noqa: E402
+
 MEASURES = [("imv", "IMV"), ("hessian_top", "Hessian top eigenvalue"), ("hessian_trace", "Hessian trace"),
             ("sam", "SAM sharpness"), ("average", "average-case sharpness"),
             ("train_loss", "final training loss (reference, not a sharpness measure)")]
@@ -125,6 +128,7 @@ def load_runs(directory):
             continue
         with open(path) as f:
             runs.append(json.load(f))
+        runs[-1]["id"] = name[:-len(".json")]  # the sweep's run id
     return runs
 
 
@@ -194,39 +198,11 @@ def summary(runs, base, values):
 
 def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
     """A scatter plot of one measure against one gap, one colour per varied hyperparameter."""
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#000000"]
-    w, h, pad, legend_w = 640, 440, 60, 130  # the legend sits right of the plot
-    xs = [value(r, x_key) for r in runs]
-    ys = [r[y_key] for r in runs]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    px = lambda v: pad + (v - x0) / (x1 - x0) * (w - 1.5 * pad)
-    py = lambda v: h - pad - (v - y0) / (y1 - y0) * (h - 1.5 * pad)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + legend_w}" height="{h}" font-family="sans-serif" '
-           f'font-size="12">',
-           f'<rect width="{w + legend_w}" height="{h}" fill="white"/>',
-           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad / 2}" y2="{h - pad}" stroke="black"/>',
-           f'<line x1="{pad}" y1="{h - pad}" x2="{pad}" y2="{pad / 2}" stroke="black"/>',
-           f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle">{x_key} of the final model</text>',
-           f'<text x="15" y="{h / 2}" text-anchor="middle" transform="rotate(-90 15 {h / 2})">{y_key}</text>']
-    for i in range(5):
-        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
-        out.append(f'<text x="{px(xv):.1f}" y="{h - pad + 16}" text-anchor="middle">{xv:.3g}</text>')
-        out.append(f'<text x="{pad - 5}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
     g = groups(runs, base, values)
     is_base = lambda r: all(math.isclose(r["config"][k], base[k]) for k in base)
-    legend = list(values) + ["base point"]
-    for i, name in enumerate(legend):
-        rs = [r for r in runs if is_base(r)] if name == "base point" else [r for r in g[name] if not is_base(r)]
-        c = colors[i % len(colors)]
-        for r in rs:
-            out.append(f'<circle cx="{px(value(r, x_key)):.1f}" cy="{py(r[y_key]):.1f}" r="4" fill="{c}" '
-                       f'fill-opacity="0.75"/>')
-        out.append(f'<circle cx="{w + 10}" cy="{pad / 2 + 16 * i}" r="4" fill="{c}"/>'
-                   f'<text x="{w + 20}" y="{pad / 2 + 16 * i + 4}">{name}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    series = [(name, [(value(r, x_key), r[y_key], 0) for r in g[name] if not is_base(r)]) for name in values]
+    series.append(("base point", [(value(r, x_key), r[y_key], 0) for r in runs if is_base(r)]))
+    return plot.scatter(series, f"{x_key} of the final model", y_key)
 
 
 def main(argv=None):

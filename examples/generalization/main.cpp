@@ -1,7 +1,9 @@
-// examples/generalization: one model of the generalization-measure sweep (docs/results.md, "Claim 1:
-// IMV and the generalization gap"). Trains ONE MLP on the first --train-size Fashion-MNIST
-// training images with the fashion_mnist example's model, data reader and training driver (one
-// worker, plain momentum SGD, a fixed number of epochs), then writes one JSON object with
+// examples/generalization: one model of the generalization sweeps (docs/results.md, "Claim 1: IMV
+// and the generalization gap" and "Claim 2: DPPF where over-fitting happens"). Trains one MLP on
+// the first --train-size Fashion-MNIST training images with the fashion_mnist example's model,
+// data reader and training driver (momentum SGD, a fixed number of epochs; by default one worker,
+// with --method any of the example's methods over --workers threads, the images dealt into equal
+// shards), then writes one JSON object with
 //   * accuracy and mean cross-entropy of the final model on its whole training set and on the
 //     full 10 000-image test set, and the gaps (train - test accuracy, test - train loss);
 //   * dppf's sharpness measures of the final model (IMV, Hessian top eigenvalue and trace, SAM
@@ -9,7 +11,8 @@
 //     training images (in every model's training set) as the oracle, evaluated in double
 //     precision; the Hessian measures use the MLP's exact Hessian-vector product (mlp_hvp.hpp),
 //     since finite differences of gradients are wrong across ReLU kinks;
-//   * the settings of every estimator, the per-epoch curve and the wall time of each part.
+//   * the settings of every estimator, the per-epoch curve (with the relaxed mean valley, the
+//     workers' mean distance to their mean at each epoch's last sync) and the wall time of each part.
 // The JSON is written to a temporary file and renamed, so a file at --out is always a finished run.
 
 #include <cblas.h>
@@ -61,9 +64,13 @@ struct config {
 const char* usage_text =
     "usage: generalization [--lr LR] [--batch B] [--weight-decay WD] [--momentum MU] [--width W] [--depth D]\n"
     "                      [--train-size N] [--epochs E] [--seed S] [--measure-samples N] [--threads T]\n"
-    "                      [--data DIR] [--out FILE.json] [--quick]\n"
+    "                      [--method M] [--workers K] [--tau T] [--alpha A] [--lambda L] [--push MODE]\n"
+    "                      [--push-warmup S] [--data DIR] [--out FILE.json] [--quick]\n"
     "  defaults: --lr 0.02 --batch 64 --weight-decay 0 --momentum 0.9 --width 128 --depth 2\n"
     "            --train-size 4000 --epochs 40 --seed 1 --measure-samples 1000 --threads 1\n"
+    "            --method single; the other methods (ddp, local_sgd, dppf, ...) as in fashion_mnist, with\n"
+    "            --workers 4 --tau 8 --alpha 0.1 --lambda 0.05 --push constant --push-warmup 0 and the\n"
+    "            --batch per worker\n"
     "  --quick   a seconds-long smoke run: 1000 images, 2 epochs, width 32, cheap estimators\n"
     "  --out     write the JSON there (atomically); stdout otherwise\n";
 
@@ -101,6 +108,13 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--seed") r.seed = cli.parse<std::uint64_t>(flag, v);
     else if (flag == "--measure-samples") c.measure_samples = cli.parse<std::size_t>(flag, v);
     else if (flag == "--threads") c.threads = cli.parse<int>(flag, v);
+    else if (flag == "--method") r.method = v;
+    else if (flag == "--workers") r.workers = cli.parse<int>(flag, v);
+    else if (flag == "--tau") r.tau = cli.parse<std::int64_t>(flag, v);
+    else if (flag == "--alpha") r.alpha = cli.parse<double>(flag, v);
+    else if (flag == "--lambda") r.lambda = cli.parse<double>(flag, v);
+    else if (flag == "--push") r.push = v;
+    else if (flag == "--push-warmup") r.push_warmup = cli.parse<std::int64_t>(flag, v);
     else if (flag == "--data") c.data = v;
     else if (flag == "--out") c.out = v;
     else cli.usage("unknown flag " + flag);
@@ -172,12 +186,13 @@ std::string run(const config& c) {
                                 std::to_string(train.count) + " training images");
   const fmnist::dataset curve = head(test, c.curve_test);
 
-  // Training: the example's driver, one worker ("single"), a fixed number of epochs.
+  // Training: the example's driver, a fixed number of epochs; its options are checked there.
   const auto t_train = std::chrono::steady_clock::now();
   const fixed_threads_backend backend{{train, curve}, c.threads};
+  const int workers = c.run.method == "single" ? 1 : c.run.workers;
   const fmnist::run_result result =
-      fmnist::train(c.run, train, curve, {}, 1, backend, [](auto&& f, int workers) {
-        dppf::thread_group group(workers);
+      fmnist::train(c.run, train, curve, {}, workers, backend, [](auto&& f, int m) {
+        dppf::thread_group group(m);
         group.run(f);
       });
   const double train_s = seconds_since(t_train);
@@ -245,19 +260,23 @@ std::string run(const config& c) {
   j << "{\"config\": {\"lr\": " << num(o.lr) << ", \"batch\": " << o.batch << ", \"weight_decay\": " << num(o.weight_decay)
     << ", \"momentum\": " << num(o.momentum) << ", \"width\": " << c.width << ", \"depth\": " << c.depth
     << ", \"train_size\": " << c.train_size << ", \"epochs\": " << o.epochs << ", \"seed\": " << o.seed
+    << ", \"method\": " << quoted(o.method) << ", \"workers\": " << workers << ", \"tau\": " << o.tau
+    << ", \"alpha\": " << num(o.alpha) << ", \"lambda\": " << num(o.lambda) << ", \"push\": " << quoted(o.push)
+    << ", \"push_warmup\": " << o.push_warmup
     << ", \"parameters\": " << net.size() << ", \"measure_samples\": " << s << ", \"threads\": " << c.threads << "},\n"
     << " \"command\": " << quoted(c.command) << ",\n"
     << " \"train_acc\": " << num(train_acc) << ", \"test_acc\": " << num(test_acc) << ", \"train_loss\": "
     << num(train_loss) << ", \"test_loss\": " << num(test_loss) << ",\n"
     << " \"acc_gap\": " << num(train_acc - test_acc) << ", \"loss_gap\": " << num(test_loss - train_loss)
-    << ", \"param_norm\": " << num(std::sqrt(norm2)) << ", \"steps\": " << result.steps << ",\n"
+    << ", \"param_norm\": " << num(std::sqrt(norm2)) << ", \"steps\": " << result.steps
+    << ", \"syncs\": " << result.syncs << ", \"relaxed_mv\": " << num(result.last().relaxed_mv) << ",\n"
     << " \"measures\": {" << m.str() << "},\n"
     << " \"curve\": [";
   for (std::size_t e = 0; e < result.epochs.size(); ++e) {
     const auto& r = result.epochs[e];
     j << (e ? ", " : "") << "{\"epoch\": " << r.epoch << ", \"train_loss\": " << num(r.train_loss) << ", \"train_acc\": "
       << num(r.train_acc) << ", \"test_loss_head\": " << num(r.test_loss) << ", \"test_acc_head\": " << num(r.test_acc)
-      << "}";
+      << ", \"relaxed_mv\": " << num(r.relaxed_mv) << "}";
   }
   j << "],\n \"wall_s\": {\"train\": " << num(train_s) << ", \"total\": " << num(seconds_since(t_start)) << "}}\n";
   return j.str();

@@ -61,48 +61,17 @@ def command(exe, s, seed, out):
     return cmd + ["--seed", str(seed), "--threads", "1", "--out", out]
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--exe", default="build/examples/generalization/generalization")
-    ap.add_argument("--out-dir", default="docs/figures/generalization")
-    ap.add_argument("--hours", type=float, default=2.0, help="start no run after this much wall time")
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    ap.add_argument("--retry-failed", action="store_true")
-    ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
-    a = ap.parse_args(argv)
-    seeds = [int(x) for x in a.seeds.split(",") if x]
-    os.makedirs(a.out_dir, exist_ok=True)
-    runs = plan(seeds)
-    done = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".json"))
-    failed = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".failed.json"))
-    pending = [r for r in runs if not done(r[0]) and (a.retry_failed or not failed(r[0]))]
-    print(f"sweep: {len(runs)} runs planned ({len(settings())} settings x {len(seeds)} seeds), "
-          f"{sum(done(r[0]) for r in runs)} done, {sum(failed(r[0]) for r in runs)} failed, {len(pending)} pending",
-          flush=True)
-    if a.list:
-        for rid, _, _ in runs:
-            print(("done    " if done(rid) else "failed  " if failed(rid) else "pending ") + rid)
-        return 0
-    if not os.access(a.exe, os.X_OK):
-        sys.exit(f"sweep: {a.exe} is not an executable (build the target `generalization`)")
-    # The design for analyze.py; a run with other seeds adds them to those already planned.
-    design_path = os.path.join(a.out_dir, "sweep.json")
-    planned = set(seeds)
-    if os.path.exists(design_path):
-        with open(design_path) as f:
-            planned |= set(json.load(f)["seeds"])
-    with open(design_path, "w") as f:
-        all_seeds = sorted(planned)
-        json.dump({"base": BASE, "values": VALUES, "seeds": all_seeds, "runs": [r[0] for r in plan(all_seeds)]}, f,
-                  indent=1)
+def run_pending(out_dir, pending, hours):
+    """Runs each (id, command) of `pending` in turn, the command writing <out_dir>/<id>.json; a
+    failure leaves <id>.failed.json. Starts no run after `hours` of wall time. Shared by the sweeps
+    of both claims (claim2.py)."""
     t0 = time.monotonic()
-    log = open(os.path.join(a.out_dir, "sweep.log.jsonl"), "a")
-    for rid, s, seed in pending:
-        if time.monotonic() - t0 > a.hours * 3600:
-            print(f"sweep: --hours {a.hours} used up; rerun the same command to continue", flush=True)
+    log = open(os.path.join(out_dir, "sweep.log.jsonl"), "a")
+    for rid, cmd in pending:
+        if time.monotonic() - t0 > hours * 3600:
+            print(f"sweep: --hours {hours} used up; rerun the same command to continue", flush=True)
             break
-        out = os.path.join(a.out_dir, rid + ".json")
-        cmd = command(a.exe, s, seed, out)
+        out = os.path.join(out_dir, rid + ".json")
         start = time.time()
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         log.write(json.dumps({"event": "start", "id": rid, "command": cmd, "time": start}) + "\n")
@@ -115,12 +84,57 @@ def main(argv=None):
                               "cpu_s": round(cpu, 2)}) + "\n")
         log.flush()
         if p.returncode != 0 or not os.path.exists(out):
-            with open(os.path.join(a.out_dir, rid + ".failed.json"), "w") as f:
+            with open(os.path.join(out_dir, rid + ".failed.json"), "w") as f:
                 json.dump({"id": rid, "rc": p.returncode, "command": cmd, "stderr": p.stderr[-2000:]}, f, indent=1)
             print(f"sweep: {rid} FAILED (rc {p.returncode}): {p.stderr.strip()[-300:]}", flush=True)
         else:
             print(f"sweep: {rid} done in {wall:.1f} s ({cpu:.1f} CPU s)", flush=True)
+
+
+def drive(a, runs):
+    """The resumable part both sweeps share: counts what of `runs` ((id, command) pairs) is done
+    (<id>.json) or failed (<id>.failed.json), prints the plan with --list, else runs the rest
+    (failed ones again only with --retry-failed) within --hours."""
+    done = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".json"))
+    failed = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".failed.json"))
+    pending = [r for r in runs if not done(r[0]) and (a.retry_failed or not failed(r[0]))]
+    print(f"sweep: {len(runs)} runs planned, {sum(done(r[0]) for r in runs)} done, "
+          f"{sum(failed(r[0]) for r in runs)} failed, {len(pending)} pending", flush=True)
+    if a.list:
+        for rid, _ in runs:
+            print(("done    " if done(rid) else "failed  " if failed(rid) else "pending ") + rid)
+        return 0
+    run_pending(a.out_dir, pending, a.hours)
     return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--exe", default="build/examples/generalization/generalization")
+    ap.add_argument("--out-dir", default="docs/figures/generalization")
+    ap.add_argument("--hours", type=float, default=2.0, help="start no run after this much wall time")
+    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    ap.add_argument("--retry-failed", action="store_true")
+    ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
+    a = ap.parse_args(argv)
+    seeds = [int(x) for x in a.seeds.split(",") if x]
+    os.makedirs(a.out_dir, exist_ok=True)
+    runs = plan(seeds)
+    if a.list:
+        return drive(a, [(rid, None) for rid, _, _ in runs])
+    if not os.access(a.exe, os.X_OK):
+        sys.exit(f"sweep: {a.exe} is not an executable (build the target `generalization`)")
+    # The design for analyze.py; a run with other seeds adds them to those already planned.
+    design_path = os.path.join(a.out_dir, "sweep.json")
+    planned = set(seeds)
+    if os.path.exists(design_path):
+        with open(design_path) as f:
+            planned |= set(json.load(f)["seeds"])
+    with open(design_path, "w") as f:
+        all_seeds = sorted(planned)
+        json.dump({"base": BASE, "values": VALUES, "seeds": all_seeds, "runs": [r[0] for r in plan(all_seeds)]}, f,
+                  indent=1)
+    return drive(a, [(rid, command(a.exe, s, seed, os.path.join(a.out_dir, rid + ".json"))) for rid, s, seed in runs])
 
 
 if __name__ == "__main__":
