@@ -337,6 +337,38 @@ TEST_CASE("gloo async all-reduce: bad arguments raise at wait on every rank, and
   CHECK(is_error<dppf::communication_error>(own_rejection[2], {"start_all_reduce", "rank 0 rejected its arguments"}));
 }
 
+TEST_CASE("gloo async all-reduce: a peer that never starts one makes wait raise timeout_error within the timeout") {
+  // The thread's context connects at the first start_all_reduce: here rank 2 never makes it.
+  const auto timeout = 1500ms;
+  const int m = 3;
+  std::vector<std::exception_ptr> waited(m);
+  std::vector<clock_type::duration> took(m);
+  const auto begin = clock_type::now();
+  require_no_errors(on_gloo_ranks(
+      m,
+      [&](dppf::gloo_communicator& comm) {
+        const auto r = static_cast<std::size_t>(comm.rank());
+        if (r == 2) return;  // leaves at once: its communicator never starts the thread
+        std::vector<double> x(100, 1.0);
+        const auto start = clock_type::now();
+        try {
+          comm.start_all_reduce(std::span<double>(x), reduce_op::avg).wait();
+        } catch (...) {
+          waited[r] = std::current_exception();
+        }
+        took[r] = clock_type::now() - start;
+      },
+      loopback(timeout)));
+  for (int r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    INFO(message_of(waited[static_cast<std::size_t>(r)]));
+    CHECK(is_error<dppf::timeout_error>(waited[static_cast<std::size_t>(r)], {"start_all_reduce", "connect", "timeout 1500 ms"}));
+    CHECK(took[static_cast<std::size_t>(r)] >= timeout - 100ms);
+    CHECK(took[static_cast<std::size_t>(r)] < timeout + 3s);
+  }
+  CHECK(clock_type::now() - begin < 20s);
+}
+
 TEST_CASE("gloo async all-reduce: a peer that stops starting them makes wait raise timeout_error within the timeout") {
   const auto timeout = 1500ms;
   const int m = 3;

@@ -22,9 +22,12 @@
 //   choice depends only on N, the element size and M, which the ranks agreed on. avg scales the
 //   sum by 1/M afterwards. Scalars (double) support sum, avg, min and max.
 // * start_all_reduce (the async_communicator concept) runs on a communication thread that owns a
-//   second Gloo context, connected at construction from the same store under the prefix
-//   "<prefix>/async": blocking collectives on the main context and asynchronous ones never share
-//   a context, so they never interleave on one. The thread runs the started all-reduces one at a
+//   second Gloo context, made from the same store under the prefix "<prefix>/async": blocking
+//   collectives on the main context and asynchronous ones never share a context, so they never
+//   interleave on one. The thread starts at the first start_all_reduce and connects its context
+//   first (every rank makes that first start, so it is collective like any other; bounded by the
+//   timeout; the store must still be reachable then): a communicator that never starts one costs
+//   no thread, sockets or second rendezvous. The thread runs the started all-reduces one at a
 //   time in the order they were started (every rank starts them in the same order), each one the
 //   blocking all_reduce of that context: the same argument agreement (on the thread, so a start
 //   never blocks on the network and a late rank's start stalls nobody else's), the same algorithm
@@ -32,7 +35,8 @@
 //   look at the result. Errors and timeouts are the thread's operation's, raised at test() / wait()
 //   as the blocking ones are (on every rank alike), and wait() is bounded by the Gloo timeouts of
 //   the operations ahead of it, as a blocking call is. A failure of one context leaves the other
-//   as it was; each raises at once after its own failure.
+//   usable (each raises at once after its own failure), but once either failed, both are leaked
+//   when the communicator goes away: the peer at fault may be the other context's too.
 // * One thread at a time per communicator, and every rank calls the collectives in the same order.
 
 #include <fcntl.h>
@@ -52,6 +56,7 @@
 #include <gloo/transport/tcp/device.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -63,6 +68,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <ranges>
 #include <span>
 #include <string>
@@ -114,6 +120,16 @@ struct gloo_state {
   std::shared_ptr<::gloo::Context> context;
   bool failed = false;
   std::string failure;
+  // Set when any context of the group failed (a communicator has two: the main one and its
+  // communication thread's), read when a state is destroyed: a context whose sibling failed is
+  // leaked too, since its peer may be the hung one and closing its pairs can block.
+  std::shared_ptr<std::atomic<bool>> group_failed = std::make_shared<std::atomic<bool>>(false);
+  gloo_state() = default;
+  gloo_state(const gloo_state&) = delete;
+  gloo_state& operator=(const gloo_state&) = delete;
+  ~gloo_state() {
+    if (context && group_failed->load()) new std::shared_ptr<::gloo::Context>(std::move(context));
+  }
 };
 
 // The rank is claimed before anything else is written, so two processes given one rank never
@@ -207,8 +223,7 @@ class gloo_async_engine;  // below: the communication thread and its context
 class gloo_all_reduce_handle;  // below
 
 /// One rank of a group of processes connected by Gloo. Construction is collective: it returns
-/// once all `size` ranks met in the store and connected (or raises after options.timeout), both
-/// contexts (the second one for start_all_reduce) included.
+/// once all `size` ranks met in the store and connected (or raises after options.timeout).
 class gloo_communicator {
  public:
   using memory_space = host_space;
@@ -252,7 +267,7 @@ class gloo_communicator {
       // gloo's stores raise plain exceptions (e.g. an unreachable redis-server)
       fail("connect", start, e.what());
     }
-    if (role == detail::gloo_context_role::main && size_ > 1) start_async_engine(store, start);
+    if (role == detail::gloo_context_role::main && size_ > 1) start_async_engine(store);
   }
 
   int rank() const noexcept { return rank_; }
@@ -353,6 +368,7 @@ class gloo_communicator {
                             std::to_string(options_.timeout.count()) + " ms): " + what;
     state_->failed = true;
     state_->failure = msg;
+    state_->group_failed->store(true);
     // Deliberately leaked: closing the pairs of a context whose peer is hung can block.
     if (state_->context) new std::shared_ptr<::gloo::Context>(std::move(state_->context));
     if (what.find("Timed out") != std::string::npos || what.find("imed out") != std::string::npos ||
@@ -447,8 +463,10 @@ class gloo_communicator {
     detail::throw_invalid(msg + "; this is rank " + std::to_string(rank_) + ")");
   }
 
-  // Connects the communication thread's context (collective, like the constructor).
-  void start_async_engine(const gloo_store& store, std::chrono::steady_clock::time_point start);
+  friend class detail::gloo_async_engine;  // shares group_failed with the thread's communicator
+
+  // The communication thread's engine, idle until the first start_all_reduce.
+  void start_async_engine(const gloo_store& store);
 
   template <class T>
   gloo_all_reduce_handle start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op);
@@ -493,18 +511,19 @@ struct gloo_async_op {
   std::exception_ptr error;
 };
 
-// The communication thread and the communicator of its own context. The thread takes the
-// started all-reduces in the order they were started and runs each as that communicator's
-// blocking all_reduce, so each is bounded by the Gloo timeouts of its operations (and after a
-// failure of that context, every later one raises at once). Nothing on the thread refers to the
-// engine's owners. The engine lives as long as the communicator's copies and the handles, and a
-// handle waits for its operation before it lets go: when the engine is destroyed its queue is
-// empty and the idle thread joins at once. Its context is closed normally then, or, if it failed,
-// was leaked when it failed (closing pairs whose peer is hung can block).
+// The communication thread and the communicator of its own context. The thread starts with the
+// first submitted all-reduce and connects that context first; then it takes the started
+// all-reduces in the order they were started and runs each as that communicator's blocking
+// all_reduce, so each is bounded by the Gloo timeouts of its operations (and after a failure of
+// that context, every later one raises at once; after a failed connect, with its error). Nothing
+// on the thread refers to the engine's owners. The engine lives as long as the communicator's
+// copies and the handles, and a handle waits for its operation before it lets go: when the
+// engine is destroyed its queue is empty and the idle thread joins at once. Its context is closed
+// normally then, or leaked if any context of the group failed (see gloo_state).
 class gloo_async_engine {
  public:
-  gloo_async_engine(const gloo_store& store, int rank, int size, const gloo_options& options)
-      : comm_(store, rank, size, options, gloo_context_role::asynchronous), thread_([this] { serve(); }) {}
+  gloo_async_engine(gloo_store store, int rank, int size, gloo_options options, std::shared_ptr<std::atomic<bool>> group_failed)
+      : store_(std::move(store)), options_(std::move(options)), group_failed_(std::move(group_failed)), rank_(rank), size_(size) {}
   gloo_async_engine(const gloo_async_engine&) = delete;
   gloo_async_engine& operator=(const gloo_async_engine&) = delete;
   ~gloo_async_engine() {
@@ -513,13 +532,14 @@ class gloo_async_engine {
       stop_ = true;
     }
     ready_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
   void submit(std::shared_ptr<gloo_async_op> op) {
     {
       std::lock_guard lock(mutex);
       queue_.push_back(std::move(op));
+      if (!thread_.joinable()) thread_ = std::thread([this] { serve(); });  // it waits for this lock
     }
     ready_.notify_one();
   }
@@ -529,6 +549,18 @@ class gloo_async_engine {
 
  private:
   void serve() {
+    // A failed connect fails every all-reduce with its error; it may be a hung peer, so the main
+    // context is leaked too when it goes.
+    std::exception_ptr connect_error;
+    try {
+      connect_error = gloo_run_started([&] {
+        comm_.emplace(store_, rank_, size_, options_, gloo_context_role::asynchronous);
+        comm_->state_->group_failed = group_failed_;
+      });
+    } catch (...) {
+      connect_error = std::current_exception();
+    }
+    if (connect_error) group_failed_->store(true);
     std::unique_lock lock(mutex);
     for (;;) {
       ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });
@@ -538,7 +570,7 @@ class gloo_async_engine {
       lock.unlock();
       std::exception_ptr error;
       try {
-        error = gloo_run_started([&] { op->run(comm_); });
+        error = connect_error ? connect_error : gloo_run_started([&] { op->run(*comm_); });
       } catch (...) {  // naming the error ran out of memory
         error = std::current_exception();
       }
@@ -549,11 +581,15 @@ class gloo_async_engine {
     }
   }
 
-  gloo_communicator comm_;
-  std::condition_variable ready_;  // something was queued, or stop
+  const gloo_store store_;  // prefix "<prefix>/async"
+  const gloo_options options_;
+  const std::shared_ptr<std::atomic<bool>> group_failed_;
+  const int rank_, size_;
+  std::optional<gloo_communicator> comm_;  // connected on the thread
+  std::condition_variable ready_;          // something was queued, or stop
   std::deque<std::shared_ptr<gloo_async_op>> queue_;
   bool stop_ = false;
-  std::thread thread_;  // last: starts once everything above exists
+  std::thread thread_;  // started by the first submit
 };
 
 }  // namespace detail
@@ -622,16 +658,10 @@ class gloo_all_reduce_handle {
   std::exception_ptr error_;
 };
 
-inline void gloo_communicator::start_async_engine(const gloo_store& store, std::chrono::steady_clock::time_point start) {
+inline void gloo_communicator::start_async_engine(const gloo_store& store) {
   gloo_store own = store;
   own.prefix += "/async";
-  try {
-    async_ = std::make_shared<detail::gloo_async_engine>(own, rank_, size_, options_);
-  } catch (const invalid_argument_error&) {
-    throw;  // e.g. the rank already claimed under the derived prefix: it names itself
-  } catch (const std::exception& e) {
-    fail("connect (the communication thread's context)", start, e.what());
-  }
+  async_ = std::make_shared<detail::gloo_async_engine>(std::move(own), rank_, size_, options_, state_->group_failed);
 }
 
 template <host_buffer In, host_buffer Out>
