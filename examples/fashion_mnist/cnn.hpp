@@ -73,19 +73,23 @@ class cnn {
     head_.init(head_params(params), seed + 1);
   }
 
-  /// Mean cross-entropy over the batch (x: batch x 784) and its gradient into grads.
+  /// Mean cross-entropy over the batch (x: batch x 784) and its gradient into grads; `ready`, when
+  /// set, is told each layer's segments as soon as their gradient is written (fmnist::mlp's).
   double loss_and_grad(std::span<const T> params, const T* x, const std::uint8_t* y, std::size_t batch,
-                       std::span<T> grads) {
+                       std::span<T> grads, const gradient_ready& ready = {}) {
     layout_.require_covers(params.size(), "cnn::loss_and_grad: parameters");
     layout_.require_covers(grads.size(), "cnn::loss_and_grad: gradients");
     forward(params, x, batch);
     dfeatures_.resize(features_.size());
+    const std::size_t conv_segments = 2 * stages_.size();  // the head's segments follow the stages'
+    const gradient_ready head_ready =
+        ready ? gradient_ready([&](std::size_t a, std::size_t b) { ready(a + conv_segments, b + conv_segments); }) : gradient_ready{};
     const double loss = head_.loss_and_grad(head_params(params), features_.data(), y, batch, head_params(grads),
-                                            dfeatures_.data());
+                                            dfeatures_.data(), head_ready);
     // d(pooled output of the last stage), channel-major, from the head's input gradient.
     std::vector<T>& dpooled = stage_data_.back().dpooled;
     unflatten(dfeatures_, dpooled, stages_.back(), batch);
-    for (std::size_t s = stages_.size(); s-- > 0;) backward_stage(s, params, grads, batch);
+    for (std::size_t s = stages_.size(); s-- > 0;) backward_stage(s, params, grads, batch, ready);
     return loss;
   }
 
@@ -237,7 +241,8 @@ class cnn {
 
   // From d(pooled) of stage s: the stage's weight and bias gradients and, unless it is the first
   // stage, d(pooled) of the stage before.
-  void backward_stage(std::size_t s, std::span<const T> params, std::span<T> grads, std::size_t batch) {
+  void backward_stage(std::size_t s, std::span<const T> params, std::span<T> grads, std::size_t batch,
+                      const gradient_ready& ready) {
     const stage& st = stages_[s];
     stage_buffers& d = stage_data_[s];
     const std::size_t n = batch * st.side * st.side;
@@ -253,6 +258,7 @@ class cnn {
       for (std::size_t i = 0; i < n; ++i) acc += static_cast<double>(d.dact[c * n + i]);
       db[c] = static_cast<T>(acc);
     }
+    if (ready) ready(2 * s, 2 * s + 2);
     if (s == 0) return;
     const T* w = params.data() + layout_[2 * s].offset;
     d.dcols.resize(st.rows() * n);

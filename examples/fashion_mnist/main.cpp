@@ -65,7 +65,7 @@ const char* usage_text =
     "                     [--device cpu|cuda] [--comm threads|mpi|gloo|nccl] [--quick] [--json] [--svg PATH] [--data DIR]\n"
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...] [--sharpness-samples N]\n"
     "                     [--model mlp|cnn] [--channels C1,C2,...] [--push constant|inverse_mv] [--push-warmup N]\n"
-    "                     [--checkpoint DIR [--checkpoint-every N] [--resume]]\n"
+    "                     [--checkpoint DIR [--checkpoint-every N] [--resume]] [--bucket-mb MB]\n"
     "                     [--rank R --world-size N --store redis:HOST:PORT|file:DIR [--prefix P] [--gloo-timeout MS]\n"
     "                      [--gloo-addr ADDR | --gloo-iface IFACE]]   (with --comm gloo)\n"
     "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
@@ -91,6 +91,10 @@ const char* usage_text =
     "              --gloo-addr DPPF_GLOO_ADDR (the address to listen on) or --gloo-iface DPPF_GLOO_IFACE\n"
     "              (scripts/cluster.sh gloo sets RANK, WORLD_SIZE and DPPF_GLOO_ADDR)\n"
     "              With mpi and gloo the ranks first check that they were given the same options.\n"
+    "  --bucket-mb MB  ddp: the gradient average in buckets of MB MiB (default 25, the first 1 MiB), each\n"
+    "              started during the backward pass once its gradients are final, as PyTorch's DDP does\n"
+    "              (CPU, engines with an asynchronous all-reduce); 0: one all-reduce after the backward pass.\n"
+    "              With threads both give the same numbers\n"
     "  --checkpoint DIR  every worker saves DIR/<method>.step<K>.rank<R>.safetensors (atomically; its two\n"
     "              newest are kept) every --checkpoint-every N steps (a multiple of --tau; default 0: at the\n"
     "              end of every epoch); --resume continues each method from the newest step every worker\n"
@@ -137,6 +141,7 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--model") r.model = value;
     else if (flag == "--checkpoint") r.checkpoint_dir = value;
     else if (flag == "--checkpoint-every") r.checkpoint_every = cli.parse<std::int64_t>(flag, value);
+    else if (flag == "--bucket-mb") r.bucket_mb = cli.parse<double>(flag, value);
     else if (flag == "--rank" || flag == "--world-size" || flag == "--store" || flag == "--prefix" ||
              flag == "--gloo-timeout" || flag == "--gloo-addr" || flag == "--gloo-iface")
       c.gloo[flag] = value;
@@ -278,7 +283,7 @@ std::string run_text(const config& c) {
   for (const auto& m : c.methods) o.method += (o.method.empty() ? "" : ",") + m;
   return fmnist::options_text(o) + "train-limit=" + std::to_string(c.train_limit) + "\ntest-limit=" +
          std::to_string(c.test_limit) + "\ncheckpoint=" + (c.run.checkpoint_dir.empty() ? "no" : "yes") +
-         "\nresume=" + (c.run.resume ? "yes" : "no") + "\n";
+         "\nresume=" + (c.run.resume ? "yes" : "no") + "\nbucket-mb=" + std::to_string(c.run.bucket_mb) + "\n";
 }
 
 // Collective, before anything else: every rank learns rank 0's options (one byte per double, since

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -39,6 +40,10 @@ inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, 
               static_cast<int>(ldc));
 }
 }  // namespace detail
+
+/// Told by a backward pass that the gradients of layout segments [first, last) are final (e.g.
+/// to start their all-reduce, dppf::gradient_buckets::ready), from the last layer to the first.
+using gradient_ready = std::function<void(std::size_t first, std::size_t last)>;
 
 /// Summed loss and number of correct predictions over some examples.
 struct eval_sums {
@@ -86,9 +91,10 @@ class mlp {
 
   /// Mean cross-entropy over the batch (x: batch x inputs, y: labels) and its gradient into grads;
   /// with input_grad (batch x inputs), also the gradient with respect to x (for a model that feeds
-  /// its own features into this one, like fmnist::cnn).
+  /// its own features into this one, like fmnist::cnn). `ready`, when set, is told each layer's
+  /// (weight, bias) segments as soon as their gradient is written, before the layers below.
   double loss_and_grad(std::span<const T> params, const T* x, const std::uint8_t* y, std::size_t batch,
-                       std::span<T> grads, T* input_grad = nullptr) {
+                       std::span<T> grads, T* input_grad = nullptr, const gradient_ready& ready = {}) {
     layout_.require_covers(params.size(), "mlp::loss_and_grad: parameters");
     layout_.require_covers(grads.size(), "mlp::loss_and_grad: gradients");
     forward(params, x, batch);
@@ -113,6 +119,7 @@ class mlp {
       std::fill(db, db + out, T(0));
       for (std::size_t i = 0; i < batch; ++i)
         for (std::size_t j = 0; j < out; ++j) db[j] += d[i * out + j];
+      if (ready) ready(2 * (l - 1), 2 * (l - 1) + 2);  // the layers below run while it is averaged
       // D_prev = (D W) * relu'(Z_prev); A_prev > 0 exactly where Z_prev > 0. The input has no ReLU.
       const T* w = params.data() + layout_[2 * (l - 1)].offset;
       if (l == 1) {

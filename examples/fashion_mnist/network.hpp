@@ -8,6 +8,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -34,9 +35,17 @@ class network {
   void init(std::span<T> params, std::uint64_t seed) const {
     std::visit([&](const auto& n) { n.init(params, seed); }, net_);
   }
+  /// `ready`: see fmnist::gradient_ready.
   double loss_and_grad(std::span<const T> params, const T* x, const std::uint8_t* y, std::size_t batch,
-                       std::span<T> grads) {
-    return std::visit([&](auto& n) { return n.loss_and_grad(params, x, y, batch, grads); }, net_);
+                       std::span<T> grads, const gradient_ready& ready = {}) {
+    return std::visit(
+        [&](auto& n) {
+          if constexpr (std::is_same_v<std::remove_cvref_t<decltype(n)>, mlp<T>>)
+            return n.loss_and_grad(params, x, y, batch, grads, nullptr, ready);
+          else
+            return n.loss_and_grad(params, x, y, batch, grads, ready);
+        },
+        net_);
   }
   eval_sums evaluate(std::span<const T> params, const T* x, const std::uint8_t* y, std::size_t n) {
     return std::visit([&](auto& net) { return net.evaluate(params, x, y, n); }, net_);

@@ -57,7 +57,9 @@ inline std::string result_json(const run_result& r) {
     << ", \"gen_gap\": " << number(e.train_acc - e.test_acc) << ", \"train_loss\": " << number(e.train_loss)
     << ", \"test_loss\": " << number(e.test_loss) << ", \"relaxed_mv\": " << number(e.relaxed_mv)
     << ", \"imv\": " << number(r.imv) << ", \"hessian_top\": " << number(r.hessian_top)
-    << ", \"comm_bytes\": " << r.comm_bytes << ", \"wall_s\": " << number(r.wall_s) << "}";
+    << ", \"comm_bytes\": " << r.comm_bytes;
+  if (!std::isnan(r.train_s)) s << ", \"train_s\": " << number(r.train_s);  // training only (run_result)
+  s << ", \"wall_s\": " << number(r.wall_s) << "}";
   return s.str();
 }
 

@@ -21,9 +21,9 @@ foreach(expect "local_sgd: resumed from the checkpoints of step 24" "dppf: resum
     message(FATAL_ERROR "expected '${expect}' in:\n${err}")
   endif()
 endforeach()
-# The result lines (one per method), wall time aside; the resumed run reprints only epoch 2.
+# The result lines (one per method), times aside; the resumed run reprints only epoch 2.
 foreach(run full resumed)
-  string(REGEX REPLACE ", \"wall_s\": [0-9.e+-]+" "" ${run} "${${run}}")
+  string(REGEX REPLACE ", \"(train|wall)_s\": [0-9.e+-]+" "" ${run} "${${run}}")
   string(REGEX MATCHALL "{\"method\": \"[a-z_]+\", \"workers\"[^\n]*" ${run}_results "${${run}}")
 endforeach()
 list(LENGTH full_results n)

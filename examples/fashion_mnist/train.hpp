@@ -64,6 +64,11 @@ struct run_options {
   std::string checkpoint_dir;            ///< every worker saves its checkpoints here (empty: none)
   std::int64_t checkpoint_every = 0;     ///< steps between checkpoints (0: at the end of every epoch)
   bool resume = false;                   ///< start from the newest checkpoint every worker has
+  /// ddp: the gradient average in buckets of this many MiB (the first 1 MiB or less), each started
+  /// during the backward pass as soon as its gradients are final (dppf::gradient_buckets), where
+  /// the communicator is asynchronous; 0: one all-reduce after the backward pass. The numbers do
+  /// not change where the engine's sum of an element does not depend on the buffer (threads).
+  double bucket_mb = 25.0;
 };
 
 /// The options that shape a run's numbers, one "key=value" line each (not the number of workers:
@@ -141,6 +146,9 @@ struct run_result {
   std::int64_t steps = 0, syncs = 0;
   std::uint64_t comm_bytes = 0;
   double wall_s = 0.0;    ///< training and per-epoch evaluation (sharpness estimates not included)
+  /// Rank 0's step loops only, each from a barrier before its first step (evaluation excluded;
+  /// after a resume, this launch's); NaN where not measured.
+  double train_s = std::numeric_limits<double>::quiet_NaN();
   std::vector<float> x_bar;  ///< the final model (rank 0)
   const epoch_record& last() const { return epochs.back(); }
 };
@@ -177,6 +185,7 @@ inline void validate(const run_options& o, std::size_t train_count) {
   if (o.epochs < 1) throw std::invalid_argument("--epochs: must be >= 1, got " + std::to_string(o.epochs));
   if (o.batch < 1) throw std::invalid_argument("--batch: must be >= 1");
   if (!(o.lr > 0.0)) throw std::invalid_argument("--lr: must be > 0");
+  if (!(o.bucket_mb >= 0.0 && o.bucket_mb * 1048576.0 < 1e15)) throw std::invalid_argument("--bucket-mb: must be >= 0 (0: no buckets)");
   const std::size_t m = o.method == "single" ? 1 : static_cast<std::size_t>(o.workers);
   if (train_count / m < o.batch)
     throw std::invalid_argument("--batch: " + std::to_string(o.batch) + " is larger than a worker's shard of " +
@@ -199,14 +208,17 @@ class host_replica {
   std::vector<float>& grads() { return grads_; }
   std::vector<float>& xbar() { return xbar_; }
 
-  /// Loss of the training examples `indices` at params(), and its gradient into grads().
-  double loss_and_grad(std::span<const std::size_t> indices) {
+  /// Loss of the training examples `indices` at params(), and its gradient into grads(); `ready`
+  /// is told each layer's segments as soon as their gradient is final (fmnist::gradient_ready).
+  double loss_and_grad(std::span<const std::size_t> indices, const gradient_ready& ready = {}) {
     for (std::size_t i = 0; i < indices.size(); ++i) {
       std::copy_n(train_.x.data() + indices[i] * train_.dim, train_.dim, xb_.data() + i * train_.dim);
       yb_[i] = train_.y[indices[i]];
     }
-    return model_.loss_and_grad(params_, xb_.data(), yb_.data(), indices.size(), grads_);
+    return model_.loss_and_grad(params_, xb_.data(), yb_.data(), indices.size(), grads_, ready);
   }
+
+  const dppf::parameter_layout& layout() const noexcept { return model_.layout(); }
 
   /// Sums of the loss and correct predictions of xbar() on n examples of one set from `begin`.
   eval_sums evaluate_xbar(bool test_set, std::size_t begin, std::size_t n) {
@@ -416,6 +428,28 @@ class checkpoints {
   std::string text_;
 };
 
+// ddp with --bucket-mb > 0: the gradient average overlapped with the backward pass, where the
+// communicator can start an all-reduce and the replica reports its gradients (the CPU one).
+template <class Rule, class Comm, class Replica>
+inline constexpr bool bucketed_ddp =
+    std::is_same_v<Rule, dppf::data_parallel> && dppf::async_communicator<Comm> && std::is_same_v<Replica, host_replica>;
+
+// The buckets of a worker (nothing where bucketed_ddp is false).
+template <class Counted, bool = true>
+struct ddp_buckets {
+  using type = std::optional<dppf::gradient_buckets<Counted>>;
+};
+template <class Counted>
+struct ddp_buckets<Counted, false> {
+  struct type {};
+};
+
+// --bucket-mb in MiB, as PyTorch's bucket_cap_mb; the first bucket 1 MiB at most, as PyTorch's.
+inline dppf::gradient_bucket_options bucket_options(double mb) {
+  const auto cap = std::max(static_cast<std::size_t>(mb * 1048576.0), sizeof(float));
+  return {.bucket_bytes = cap, .first_bucket_bytes = std::min(cap, std::size_t{1} << 20)};
+}
+
 // Runs the training of one method with rule `rule` on m workers; launch(f, m) calls f(comm)
 // for every worker of this process (all M as threads, or this process's rank under MPI); each
 // worker's model and buffers come from backend.make_replica.
@@ -438,6 +472,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
   const auto t0 = std::chrono::steady_clock::now();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   double earlier_s = 0.0;  // rank 0's seconds in the run a resume continues
+  double train_s = 0.0;    // rank 0's step loops
 
   launch([&](auto comm) {
     const int r = comm.rank();
@@ -446,9 +481,15 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
                                    perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r + 1)));
     std::mt19937_64 rng(o.seed * 1000003ull + static_cast<std::uint64_t>(r));
     const auto ex = rep.executor();
-    dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
+    constexpr bool buckets_possible = bucketed_ddp<Rule, decltype(comm), decltype(rep)>;
+    Rule worker_rule = rule;
+    if constexpr (buckets_possible) worker_rule.gradients_averaged = o.bucket_mb > 0.0;
+    dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, worker_rule,
                      std::move(comm), ex, {.tau = tau, .warmup_steps = o.push_warmup}};
     auto& eval_comm = tr.comm().inner();  // uncounted: evaluation traffic is not training traffic
+    typename ddp_buckets<std::remove_reference_t<decltype(tr.comm())>, buckets_possible>::type buckets;
+    if constexpr (buckets_possible)
+      if (o.bucket_mb > 0.0) buckets.emplace(tr.comm(), rep.layout(), bucket_options(o.bucket_mb));
 
     // Checkpoints (host parameters only): a resume restores the trainer, then replays the data
     // order up to the checkpoint's step.
@@ -498,9 +539,22 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       std::shuffle(shard.begin(), shard.end(), rng);
       const bool resumed_epoch = e == first_epoch && first_step > 0;
       double loss_sum = resumed_epoch ? before.loss_sum : 0.0;
+      eval_comm.barrier();  // the step loop's time (train_s) starts together on every rank
       const auto epoch_start = std::chrono::steady_clock::now();
       for (std::int64_t s = resumed_epoch ? first_step % steps_per_epoch : 0; s < steps_per_epoch; ++s) {
-        const double loss = rep.loss_and_grad(std::span(shard).subspan(static_cast<std::size_t>(s) * o.batch, o.batch));
+        const auto batch = std::span(shard).subspan(static_cast<std::size_t>(s) * o.batch, o.batch);
+        double loss = 0.0;
+        if constexpr (buckets_possible) {
+          if (buckets) {
+            buckets->begin(rep.grads());
+            loss = rep.loss_and_grad(batch, [&](std::size_t a, std::size_t b) { buckets->ready(a, b); });
+            buckets->finish();
+          } else {
+            loss = rep.loss_and_grad(batch);
+          }
+        } else {
+          loss = rep.loss_and_grad(batch);
+        }
         tr.step(rep.params(), rep.grads(), loss);
         loss_sum += loss;
         if (s + 1 < steps_per_epoch && ckpt.due_in_epoch(tr.steps())) save(progress_now(loss_sum));
@@ -511,6 +565,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
                                     loss_sum / static_cast<double>(s + 1), dt > 0.0 ? seen / dt : 0.0});
         }
       }
+      if (r == 0) train_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
       const double mb_loss = eval_comm.all_reduce(loss_sum / static_cast<double>(steps_per_epoch), dppf::reduce_op::avg);
       dppf::copy(ex, rep.params(), rep.xbar());
       eval_comm.all_reduce(rep.xbar(), dppf::reduce_op::avg);
@@ -536,6 +591,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     }
   }, m);
   result.wall_s = earlier_s + seconds();
+  result.train_s = train_s;
   if (!result.x_bar.empty() && o.sharpness_samples > 0) sharpness(result, train);
   return result;
 }

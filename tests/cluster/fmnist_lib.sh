@@ -54,8 +54,8 @@ wait_for() {
   done
 }
 
-# The JSON lines of a run without the wall time (which alone may differ between identical runs).
-numbers() { grep '^{' "$1" | sed 's/, "wall_s": [0-9.e+-]*//'; }
+# The JSON lines of a run without the times (which alone may differ between identical runs).
+numbers() { grep '^{' "$1" | sed 's/, "\(train\|wall\)_s": [0-9.e+-]*//g'; }
 
 # Nothing of this cluster is left: no namespace, no process we started.
 nothing_left() {
