@@ -1,9 +1,10 @@
 // One rank of a Gloo group across emulated hosts running only asynchronous all-reduces
 // (start_all_reduce, 2^18 floats, each rank r contributing r + 1 + i % 7, checked exactly), each
 // overlapped with 20 ms of local computation, for up to 60 s, so a fault hits one in flight.
-// When wait() raises it prints "rank R: <type> at wait after T ms: <message>", lets the
-// communicator and the handle go (the teardown must not hang on the failed or the healthy
-// context), prints "rank R: torn down in T ms" and exits 3. Settings as gloo_probe.cpp.
+// When wait() raises it prints "rank R: <message>" (as gloo_probe does, for gloo_cluster.sh) and
+// "rank R: <type> at wait after T ms", lets the communicator and the handle go (the teardown must
+// not hang on the failed or the healthy context), prints "rank R: torn down in T ms" and exits 3.
+// Settings as gloo_probe.cpp.
 #include <dppf/communicators/gloo.hpp>
 
 #include "common/gloo_env.hpp"
@@ -22,17 +23,13 @@ long ms_since(clock_type::time_point t) {
 }  // namespace
 
 int main() {
-  example_gloo::launch l;
-  try {
-    l = example_gloo::from_flags_and_environment({});
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "gloo_async_probe: %s\n", e.what());
-    return 2;
-  }
-  const int rank = l.rank, size = l.size;
+  int rank = -1;
   std::string failure;
   clock_type::time_point teardown;
   try {
+    const example_gloo::launch l = example_gloo::from_flags_and_environment({});
+    rank = l.rank;
+    const int size = l.size;
     dppf::gloo_communicator comm(l.store, rank, size, l.options);
     const std::size_t n = std::size_t{1} << 18;
     std::vector<float> x(n);
@@ -49,12 +46,12 @@ int main() {
       try {
         h.wait();
       } catch (const dppf::timeout_error& e) {
-        failure = "timeout_error at wait after " + std::to_string(ms_since(waited)) + " ms: " + e.what();
+        failure = e.what() + ("\nrank " + std::to_string(rank) + ": timeout_error");
       } catch (const dppf::communication_error& e) {
-        failure = "communication_error at wait after " + std::to_string(ms_since(waited)) + " ms: " + e.what();
+        failure = e.what() + ("\nrank " + std::to_string(rank) + ": communication_error");
       }
       if (!failure.empty()) {
-        std::fprintf(stderr, "rank %d: %s\n", rank, failure.c_str());
+        std::fprintf(stderr, "rank %d: %s at wait after %ld ms\n", rank, failure.c_str(), ms_since(waited));
         teardown = clock_type::now();
         break;  // the handle and the communicator go here
       }
@@ -68,8 +65,8 @@ int main() {
       ++iterations;
     }
     if (failure.empty()) std::printf("rank %d: ok (%ld asynchronous all-reduces)\n", rank, iterations);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "rank %d: outside wait: %s\n", rank, e.what());
+  } catch (const std::exception& e) {  // bad settings, or a failure outside wait()
+    std::fprintf(stderr, "gloo_async_probe rank %d: %s\n", rank, e.what());
     return 4;
   }
   if (failure.empty()) return 0;
