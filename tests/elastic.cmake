@@ -1,13 +1,13 @@
 # The elastic group and trainer (label gloo): threads in one process as workers, meeting in a
 # FileStore directory over loopback; workers die, stall and join mid-run. Needs Gloo.
 if(NOT TARGET dppf::gloo)
-  foreach(_h store group communicator trainer)
+  foreach(_h store group communicator trainer checkpoint)
     dppf_header_test_skip(dppf/elastic/${_h}.hpp "Gloo not found")
     dppf_umbrella_exclude(dppf/elastic/${_h}.hpp "needs Gloo")
   endforeach()
   return()
 endif()
-foreach(_h store group communicator trainer)
+foreach(_h store group communicator trainer checkpoint)
   dppf_header_test_requires(dppf/elastic/${_h}.hpp dppf::gloo)
   dppf_umbrella_exclude(dppf/elastic/${_h}.hpp "needs Gloo (dppf::gloo)")
 endforeach()

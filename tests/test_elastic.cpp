@@ -3,6 +3,7 @@
 // destroying its group (its sockets close), or "stalls" by sleeping past the timeout. Training is
 // LocalSGD (or DPPF) with plain SGD on f_i(x) = |x - c_i|^2 / 2, so a double-precision
 // simulation of who took part in which sync is the reference.
+#include <dppf/elastic/checkpoint.hpp>
 #include <dppf/elastic/trainer.hpp>
 #include <dppf/dppf.hpp>
 
@@ -545,4 +546,116 @@ TEST_CASE("elastic_trainer: a newcomer takes the seed's optimizer state and coun
     }
     for (auto& x : final_x) CHECK(std::memcmp(x.data(), final_x[0].data(), n * sizeof(float)) == 0);
   }
+}
+
+// An elastic checkpoint is one file for the group: the members' mean parameters and rank 0's
+// optimizer state, rule state and counters, with the generation and member count. Saved by the
+// two survivors of three (generation 1), resumed by three workers: every one of them must hold
+// exactly those tensors and counters, then train on to the same bits.
+TEST_CASE("elastic checkpoint: records generation and members; another member count resumes from the mean and rank 0's state") {
+  using easgd_t = dppf::elastic_trainer<dppf::sgd, dppf::elastic, dppf::host_executor>;
+  const auto state_of = [](easgd_t& tr) {
+    auto* ws = dppf::detail::trainer_access::workspace<float>(tr.inner());
+    REQUIRE(ws != nullptr);
+    std::vector<float> center;
+    ws->rule_state.for_each_buffer([&](const char*, auto& b) { center.insert(center.end(), b.begin(), b.end()); });
+    return std::pair{ws->optimizer_state.momentum_buffer, center};
+  };
+  const auto make = [](const dppf::gloo_store& store, int founders) {
+    auto group = std::make_shared<dppf::elastic_group>(store, founders, fast());
+    return std::pair{group, std::make_unique<easgd_t>(group, dppf::sgd({.lr = lr, .momentum = 0.9}), dppf::elastic({.alpha = 0.2}),
+                                                      dppf::host_executor{}, dppf::trainer_options{.tau = tau})};
+  };
+  fresh_dir dir;
+  const auto path = std::filesystem::path(dir.path) / "group.safetensors";
+  const std::int64_t saved_at = 9;
+
+  // 1. Three workers; one is lost after step 2, the other two save at step 9 (right after a sync).
+  std::vector<std::vector<float>> x_saved(2), momentum_saved(2), center_saved(2);
+  std::vector<std::string> errors(3);
+  std::vector<dppf::elastic_checkpoint_info> infos(2);
+  {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 3; ++t)
+      pool.emplace_back([&, t] {
+        try {
+          auto [group, tr] = make(dir.store(), 3);
+          std::vector<float> x(n, 0.0f), g(n);
+          tr->start(x);
+          const auto c = target(group->id());
+          while (tr->steps() < saved_at) {
+            for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+            tr->step(x, g, 1.0);
+            if (t == 2 && tr->steps() == 2) return;  // lost
+          }
+          const int r = group->rank();
+          x_saved[static_cast<std::size_t>(r)] = x;
+          std::tie(momentum_saved[static_cast<std::size_t>(r)], center_saved[static_cast<std::size_t>(r)]) = state_of(*tr);
+          infos[static_cast<std::size_t>(r)] = dppf::save_elastic(path, *tr, x);
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(t)] = e.what();
+        }
+      });
+    for (auto& t : pool) t.join();
+  }
+  for (auto& e : errors) REQUIRE_MESSAGE(e.empty(), e);
+  for (const auto& info : infos) {
+    CHECK(info.generation == 1);
+    CHECK(info.members == 2);
+  }
+  const dppf::safetensors file = dppf::safetensors::load(path);
+  const auto info = dppf::elastic_checkpoint_of(file);
+  CHECK(info.generation == 1);
+  CHECK(info.members == 2);
+  std::vector<float> file_x(n);
+  file.read("params", std::span<float>(file_x));
+  std::vector<double> mean(n);
+  for (std::size_t i = 0; i < n; ++i) mean[i] = (double(x_saved[0][i]) + double(x_saved[1][i])) / 2.0;
+  require_close(file_x, mean, 1e-6);
+  CHECK(std::memcmp(x_saved[0].data(), x_saved[1].data(), n * sizeof(float)) != 0);  // the mean is not a copy of one
+  CHECK(std::memcmp(center_saved[0].data(), center_saved[1].data(), center_saved[0].size() * sizeof(float)) == 0);
+
+  // 2. Three workers resume from it on a fresh store.
+  fresh_dir again;
+  std::vector<std::vector<float>> final_x(3);
+  std::vector<std::string> resume_errors(3);
+  {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 3; ++t)
+      pool.emplace_back([&, t] {
+        try {
+          auto [group, tr] = make(again.store(), 3);
+          std::vector<float> x(n, 0.0f), g(n);
+          tr->start(x);
+          const auto got = dppf::load_elastic(dppf::safetensors::load(path), *tr, x);
+          CHECK(got.generation == 1);
+          CHECK(got.members == 2);
+          CHECK(std::memcmp(x.data(), file_x.data(), n * sizeof(float)) == 0);
+          const auto [momentum, center] = state_of(*tr);
+          REQUIRE(momentum.size() == n);
+          CHECK(std::memcmp(momentum.data(), momentum_saved[0].data(), n * sizeof(float)) == 0);  // rank 0's
+          CHECK(std::memcmp(center.data(), center_saved[0].data(), center.size() * sizeof(float)) == 0);
+          CHECK(tr->steps() == saved_at);
+          CHECK(tr->syncs() == saved_at / tau);
+          const auto c = target(group->id());
+          while (tr->steps() < saved_at + 2 * tau) {
+            for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+            tr->step(x, g, 1.0);
+          }
+          tr->average(x);
+          final_x[static_cast<std::size_t>(t)] = x;
+        } catch (const std::exception& e) {
+          resume_errors[static_cast<std::size_t>(t)] = e.what();
+        }
+      });
+    for (auto& t : pool) t.join();
+  }
+  for (auto& e : resume_errors) REQUIRE_MESSAGE(e.empty(), e);
+  CHECK(std::memcmp(momentum_saved[0].data(), momentum_saved[1].data(), n * sizeof(float)) != 0);  // rank 0's, not any
+  for (auto& x : final_x) CHECK(std::memcmp(x.data(), final_x[0].data(), n * sizeof(float)) == 0);
+
+  // 3. A plain trainer's checkpoint is refused by name.
+  dppf::safetensors plain = file;
+  plain.set_metadata("dppf.checkpoint", "trainer 1");
+  dppf_test::check_throws_with<dppf::checkpoint_error>([&] { (void)dppf::elastic_checkpoint_of(plain); }, "not an elastic checkpoint");
 }
