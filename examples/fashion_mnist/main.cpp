@@ -30,6 +30,7 @@
 #endif
 #ifdef FMNIST_WITH_GLOO
 #include "common/gloo_env.hpp"
+#include "elastic_run.hpp"
 #endif
 #ifdef FMNIST_WITH_CUDA
 #include <dppf/communicators/device_group.cuh>
@@ -55,6 +56,9 @@ struct config {
   std::string svg, replot;
   std::size_t train_limit = 0, test_limit = 0;
   bool quick = false, json = false;
+  bool elastic = false, sync_log = false;  ///< --elastic (examples/fashion_mnist/elastic_run.hpp), --sync-log
+  int min_workers = 0;
+  std::string lost_shard = "drop";
   std::map<std::string, std::string> gloo;  ///< --rank, --store, ... as given (examples/common/gloo_env.hpp)
 };
 
@@ -68,6 +72,7 @@ const char* usage_text =
     "                     [--checkpoint DIR [--checkpoint-every N] [--resume]] [--bucket-mb MB]\n"
     "                     [--rank R --world-size N --store redis:HOST:PORT|file:DIR [--prefix P] [--gloo-timeout MS]\n"
     "                      [--gloo-addr ADDR | --gloo-iface IFACE]]   (with --comm gloo)\n"
+    "                     [--elastic [--min-workers K] [--lost-shard drop|redeal] [--sync-log]]   (with --comm gloo)\n"
     "       fashion_mnist --replot RUN.jsonl --svg PATH   (draws the SVG of an earlier --json run)\n"
     "  --method    comma-separated list of dppf, local_sgd, elastic, leader, grawa, diloco, ddp, single\n"
     "              (default dppf,local_sgd,ddp); each runs from the same seed\n"
@@ -101,7 +106,15 @@ const char* usage_text =
     "              has (a method without checkpoints starts afresh). On the CPU only.\n"
     "  --device cuda  the MLP on the GPU (cuBLAS), data and parameters resident there; with --comm\n"
     "              threads the M workers share GPU 0 (dppf::device_group)\n"
-    "  --comm nccl one worker per MPI process and GPU, parameters averaged by NCCL (implies --device cuda)\n";
+    "  --comm nccl one worker per MPI process and GPU, parameters averaged by NCCL (implies --device cuda)\n"
+    "  --elastic   with --comm gloo: the workers form an elastic group (dppf::elastic_trainer): a lost worker\n"
+    "              does not end the run, a new process is let in at a sync. --world-size workers found it\n"
+    "              (RANK is not needed: ids come from the store); every membership change is printed with\n"
+    "              the step, the generation and its members; the table says how many workers finished.\n"
+    "              --min-workers K: the smallest group that may go on (default: a strict majority);\n"
+    "              --lost-shard drop (default: a lost worker's shard is no longer trained on) or redeal\n"
+    "              (each step's images are split over the workers there); --sync-log: one line per sync.\n"
+    "              Methods that sync every tau steps only (not ddp, single); no --checkpoint.\n";
 
 const example_cli::program cli{"fashion_mnist", usage_text};
 
@@ -125,6 +138,10 @@ config parse_args(int argc, char** argv) {
       c.run.resume = true;
       continue;
     }
+    if (flag == "--elastic" || flag == "--sync-log") {
+      (flag == "--elastic" ? c.elastic : c.sync_log) = true;
+      continue;
+    }
     if (i + 1 >= argc) cli.usage(flag + " needs a value");
     const std::string value = argv[++i];
     auto& r = c.run;
@@ -139,6 +156,8 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--train-limit") c.train_limit = cli.parse<std::size_t>(flag, value);
     else if (flag == "--test-limit") c.test_limit = cli.parse<std::size_t>(flag, value);
     else if (flag == "--model") r.model = value;
+    else if (flag == "--min-workers") c.min_workers = cli.parse<int>(flag, value);
+    else if (flag == "--lost-shard") c.lost_shard = value;
     else if (flag == "--checkpoint") r.checkpoint_dir = value;
     else if (flag == "--checkpoint-every") r.checkpoint_every = cli.parse<std::int64_t>(flag, value);
     else if (flag == "--bucket-mb") r.bucket_mb = cli.parse<double>(flag, value);
@@ -177,6 +196,10 @@ config parse_args(int argc, char** argv) {
   if ((c.comm == "mpi" || c.comm == "gloo") && c.device == "cuda")
     cli.usage("--comm " + c.comm + " works on the CPU; on GPUs use --comm nccl");
   if (!c.gloo.empty() && c.comm != "gloo") cli.usage(c.gloo.begin()->first + " is for --comm gloo");
+  if (c.elastic && c.comm != "gloo") cli.usage("--elastic needs --comm gloo");
+  if (!c.elastic && (c.min_workers != 0 || c.lost_shard != "drop" || c.sync_log))
+    cli.usage("--min-workers, --lost-shard and --sync-log are for --elastic");
+  if (c.elastic && !c.run.checkpoint_dir.empty()) cli.usage("--checkpoint: not with --elastic (see docs/elastic.md)");
   if (c.run.resume && c.run.checkpoint_dir.empty()) cli.usage("--resume needs --checkpoint DIR");
   if (!c.run.checkpoint_dir.empty() && c.device != "cpu") cli.usage("--checkpoint: on the CPU only (--device cpu)");
   if (c.run.checkpoint_every < 0) cli.usage("--checkpoint-every: must be >= 0");
@@ -223,29 +246,31 @@ struct progress_display {
   }
 };
 
-// Runs every method of the list. launch/workers as for fmnist::train, the backend made by
-// make_backend(train, test); rank 0 prints.
-template <class MakeBackend, class Launch>
-void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend, Launch&& launch) {
+// The training and test sets, once every method's flags were checked (before the data is read).
+std::pair<fmnist::dataset, fmnist::dataset> load_data(const config& c, int workers, bool announce) {
   for (const auto& m : c.methods) {
     fmnist::run_options o = c.run;
     o.method = m;
     fmnist::validate(o, 60000);  // flag errors before the data is read; sizes checked again below
   }
-  const fmnist::dataset train = fmnist::load_split(c.data, "train", c.train_limit);
-  const fmnist::dataset test = fmnist::load_split(c.data, "t10k", c.test_limit);
-  if (rank == 0)
-    std::fprintf(stderr, "fashion_mnist: %zu training and %zu test images from %s, %s, %d workers (%s)\n",
-                 train.count, test.count, c.data.c_str(), c.run.model.c_str(), workers, c.comm.c_str());
+  std::pair<fmnist::dataset, fmnist::dataset> data{fmnist::load_split(c.data, "train", c.train_limit),
+                                                   fmnist::load_split(c.data, "t10k", c.test_limit)};
+  if (announce)
+    std::fprintf(stderr, "fashion_mnist: %zu training and %zu test images from %s, %s, %d workers (%s%s)\n",
+                 data.first.count, data.second.count, c.data.c_str(), c.run.model.c_str(), workers, c.comm.c_str(),
+                 c.elastic ? ", elastic" : "");
+  return data;
+}
 
-  progress_display bar;
+// Progress on stderr (bar), epochs on stderr or as JSON lines on stdout, checkpoint notes.
+fmnist::callbacks make_callbacks(const config& c, progress_display& bar) {
   fmnist::callbacks cb;
-  cb.checkpoint = [&](const fmnist::run_options& o, std::int64_t step, bool resumed) {
+  cb.checkpoint = [](const fmnist::run_options& o, std::int64_t step, bool resumed) {
     std::fprintf(stderr, "fashion_mnist: %s: %s the checkpoints of step %lld in %s\n", o.method.c_str(),
                  resumed ? "resumed from" : "saved", static_cast<long long>(step), o.checkpoint_dir.c_str());
   };
-  cb.progress = [&](const fmnist::progress_info& p) { bar(p); };
-  cb.epoch = [&](const fmnist::run_options& o, const fmnist::epoch_record& e) {
+  cb.progress = [&bar](const fmnist::progress_info& p) { bar(p); };
+  cb.epoch = [&c](const fmnist::run_options& o, const fmnist::epoch_record& e) {
     if (c.json) {
       std::cout << fmnist::epoch_json(o, e) << std::endl;
     } else {
@@ -253,6 +278,32 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
                    o.method.c_str(), e.epoch, e.train_acc, e.train_loss, e.test_acc, e.test_loss, e.relaxed_mv, e.wall_s);
     }
   };
+  return cb;
+}
+
+// The closing table (unless --json) and the SVG; with `elastic`, the elastic table below.
+void print_results(const config& c, const std::vector<fmnist::run_result>& results,
+                   const std::vector<fmnist::elastic_summary>& elastic = {}) {
+  if (!c.json) {
+    std::cout << "\n" << fmnist::markdown_table(results);
+    if (!elastic.empty()) std::cout << fmnist::elastic_table(results, elastic);
+    if (!results.front().imv)
+      std::cout << "\nIMV and Hessian top eigenvalue: n/a (--sharpness-samples 0).\n";
+  }
+  if (!c.svg.empty()) {
+    std::ofstream f(c.svg);
+    f << fmnist::draw_svg(results);
+    if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
+  }
+}
+
+// Runs every method of the list. launch/workers as for fmnist::train, the backend made by
+// make_backend(train, test); rank 0 prints.
+template <class MakeBackend, class Launch>
+void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend, Launch&& launch) {
+  const auto [train, test] = load_data(c, workers, rank == 0);
+  progress_display bar;
+  const fmnist::callbacks cb = make_callbacks(c, bar);
   const auto backend = make_backend(train, test);
   std::vector<fmnist::run_result> results;
   for (const auto& m : c.methods) {
@@ -262,17 +313,7 @@ void run_all(const config& c, int workers, int rank, MakeBackend&& make_backend,
     results.push_back(fmnist::train(o, train, test, cb, m == "single" ? 1 : workers, backend, launch));
     if (c.json && rank == 0) std::cout << fmnist::result_json(results.back()) << std::endl;
   }
-  if (rank != 0) return;
-  if (!c.json) {
-    std::cout << "\n" << fmnist::markdown_table(results);
-    if (!results.front().imv)
-      std::cout << "\nIMV and Hessian top eigenvalue: n/a (--sharpness-samples 0).\n";
-  }
-  if (!c.svg.empty()) {
-    std::ofstream f(c.svg);
-    f << fmnist::draw_svg(results);
-    if (!f) throw std::runtime_error("--svg: cannot write " + c.svg);
-  }
+  if (rank == 0) print_results(c, results);
 }
 
 #if defined(FMNIST_WITH_MPI) || defined(FMNIST_WITH_GLOO)
@@ -311,14 +352,48 @@ void agree_on_options(Comm& comm, const std::string& mine) {
 #endif
 
 #ifdef FMNIST_WITH_GLOO
+// --elastic: each method trained by this process as a worker of an elastic group of its own
+// (prefix <prefix>/<method>); whoever is rank 0 at the end of the last method prints.
+int run_elastic(const config& c, const example_gloo::launch& l) {
+  try {
+    const auto [train, test] = load_data(c, l.size, true);
+    progress_display bar;
+    const fmnist::callbacks cb = make_callbacks(c, bar);
+    std::vector<fmnist::run_result> results;
+    std::vector<fmnist::elastic_summary> summaries;
+    bool printer = false;
+    for (const auto& m : c.methods) {
+      fmnist::run_options o = c.run;
+      o.method = m;
+      fmnist::elastic_settings s{.founders = l.size, .min_workers = c.min_workers, .lost_shard = c.lost_shard,
+                                 .sync_log = c.sync_log, .store = l.store, .gloo = l.options,
+                                 .agree = [&](dppf::gloo_communicator& comm) { agree_on_options(comm, run_text(c)); }};
+      s.store.prefix += "/" + m;
+      fmnist::elastic_outcome out;
+      results.push_back(fmnist::train_elastic(o, train, test, cb, s, out));
+      summaries.push_back(out.summary);
+      printer = out.printer;
+      if (c.json && printer) std::cout << fmnist::result_json(results.back(), out.summary) << std::endl;
+    }
+    if (printer) print_results(c, results, summaries);
+  } catch (const std::exception& e) {
+    std::cerr << "fashion_mnist: elastic worker stopped: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
 // One worker per process, the group met in a store (flags or environment, see the usage text).
 int run_gloo(const config& c) {
   example_gloo::launch l;
   try {
-    l = example_gloo::from_flags_and_environment(c.gloo);
+    std::map<std::string, std::string> flags = c.gloo;
+    if (c.elastic && !flags.count("--rank") && !std::getenv("RANK")) flags["--rank"] = "0";  // elastic ids come from the store
+    l = example_gloo::from_flags_and_environment(flags);
   } catch (const std::invalid_argument& e) {
     cli.usage(e.what());
   }
+  if (c.elastic) return run_elastic(c, l);
   for (const auto& m : c.methods)
     if (m == "single" && l.size != 1) cli.usage("--method single runs one worker: with --comm gloo, start 1 rank");
   try {

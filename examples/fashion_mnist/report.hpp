@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <istream>
 #include <stdexcept>
@@ -60,6 +61,34 @@ inline std::string result_json(const run_result& r) {
     << ", \"comm_bytes\": " << r.comm_bytes;
   if (!std::isnan(r.train_s)) s << ", \"train_s\": " << number(r.train_s);  // training only (run_result)
   s << ", \"wall_s\": " << number(r.wall_s) << "}";
+  return s.str();
+}
+
+/// What an elastic run (--elastic) adds to a method's result: the workers at the start and at the
+/// end, and the final generation of the group.
+struct elastic_summary {
+  int founders = 0, finished = 0;
+  std::int64_t generation = 0;
+};
+
+/// result_json with the elastic fields before the closing brace.
+inline std::string result_json(const run_result& r, const elastic_summary& e) {
+  std::string s = result_json(r);
+  s.pop_back();
+  return s + ", \"elastic\": true, \"workers_finished\": " + std::to_string(e.finished) +
+         ", \"generation\": " + std::to_string(e.generation) + "}";
+}
+
+/// Below the table of an elastic run: how many of the workers finished, in which generation.
+inline std::string elastic_table(const std::vector<run_result>& results, const std::vector<elastic_summary>& elastic) {
+  std::ostringstream s;
+  s << "\n| method | workers at start | workers finished | final generation | test acc |\n|---|---|---|---|---|\n";
+  for (std::size_t k = 0; k < results.size() && k < elastic.size(); ++k) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "| %s | %d | %d | %lld | %.4f |\n", results[k].options.method.c_str(), elastic[k].founders,
+                  elastic[k].finished, static_cast<long long>(elastic[k].generation), results[k].last().test_acc);
+    s << buf;
+  }
   return s.str();
 }
 

@@ -450,6 +450,21 @@ inline dppf::gradient_bucket_options bucket_options(double mb) {
   return {.bucket_bytes = cap, .first_bucket_bytes = std::min(cap, std::size_t{1} << 20)};
 }
 
+// One global permutation of the training set deals the shards (worker r's is its r-th slice), so
+// every shard sees every class.
+inline std::vector<std::size_t> dealing_permutation(const run_options& o, std::size_t count) {
+  std::vector<std::size_t> perm(count);
+  std::iota(perm.begin(), perm.end(), std::size_t{0});
+  std::mt19937_64 deal(o.seed ^ 0x9e3779b97f4a7c15ull);
+  std::shuffle(perm.begin(), perm.end(), deal);
+  return perm;
+}
+
+// The random engine that reshuffles worker r's shard at the start of every epoch.
+inline std::mt19937_64 shard_engine(const run_options& o, std::size_t r) {
+  return std::mt19937_64(o.seed * 1000003ull + static_cast<std::uint64_t>(r));
+}
+
 // Runs the training of one method with rule `rule` on m workers; launch(f, m) calls f(comm)
 // for every worker of this process (all M as threads, or this process's rank under MPI); each
 // worker's model and buffers come from backend.make_replica.
@@ -459,11 +474,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
   const std::size_t shard_size = train.count / static_cast<std::size_t>(m);
   const std::int64_t steps_per_epoch = static_cast<std::int64_t>(shard_size / o.batch);
 
-  // One global permutation deals the shards, so every shard sees every class.
-  std::vector<std::size_t> perm(train.count);
-  std::iota(perm.begin(), perm.end(), std::size_t{0});
-  std::mt19937_64 deal(o.seed ^ 0x9e3779b97f4a7c15ull);
-  std::shuffle(perm.begin(), perm.end(), deal);
+  const std::vector<std::size_t> perm = dealing_permutation(o, train.count);
 
   backend.prepare(m);
   run_result result;
@@ -479,7 +490,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     auto rep = backend.make_replica(o);
     std::vector<std::size_t> shard(perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r)),
                                    perm.begin() + static_cast<std::ptrdiff_t>(shard_size * static_cast<std::size_t>(r + 1)));
-    std::mt19937_64 rng(o.seed * 1000003ull + static_cast<std::uint64_t>(r));
+    std::mt19937_64 rng = shard_engine(o, static_cast<std::size_t>(r));
     const auto ex = rep.executor();
     constexpr bool buckets_possible = bucketed_ddp<Rule, decltype(comm), decltype(rep)>;
     Rule worker_rule = rule;
@@ -598,19 +609,10 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
 
 }  // namespace detail
 
-/// Trains one method on `train` with m workers started by launch (see detail::train_with) and
-/// evaluates x_bar on `train` and `test` after every epoch; the result is complete on rank 0.
-template <class Backend, class Launch>
-run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb, int m,
-                 const Backend& backend, Launch&& launch) {
-  validate(o, train.count);
-  if (train.dim != o.sizes.front() || test.dim != o.sizes.front())
-    throw std::invalid_argument("fashion_mnist: the model expects " + std::to_string(o.sizes.front()) +
-                                " inputs but the data has " + std::to_string(train.dim));
+/// Calls go(rule, tau) with the consensus rule and sync period of o.method (o validated).
+template <class Go>
+run_result with_rule(const run_options& o, Go&& go) {
   const std::string& k = o.method;
-  auto go = [&](auto rule, std::int64_t tau) {
-    return detail::train_with(rule, tau, o, train, test, cb, m, backend, launch);
-  };
   if (k == "dppf") {
     const auto mode = o.push == "inverse_mv" ? dppf::push_mode::inverse_mv : dppf::push_mode::constant;
     return go(dppf::pull_push{{.alpha = o.alpha, .lambda = o.lambda, .push = mode}}, o.tau);
@@ -623,6 +625,20 @@ run_result train(const run_options& o, const dataset& train, const dataset& test
   if (k == "ddp") return go(dppf::data_parallel{}, 1);
   // single: one worker on all the data, never synchronizing.
   return go(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max());
+}
+
+/// Trains one method on `train` with m workers started by launch (see detail::train_with) and
+/// evaluates x_bar on `train` and `test` after every epoch; the result is complete on rank 0.
+template <class Backend, class Launch>
+run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb, int m,
+                 const Backend& backend, Launch&& launch) {
+  validate(o, train.count);
+  if (train.dim != o.sizes.front() || test.dim != o.sizes.front())
+    throw std::invalid_argument("fashion_mnist: the model expects " + std::to_string(o.sizes.front()) +
+                                " inputs but the data has " + std::to_string(train.dim));
+  return with_rule(o, [&](auto rule, std::int64_t tau) {
+    return detail::train_with(rule, tau, o, train, test, cb, m, backend, launch);
+  });
 }
 
 /// As above with the workers as threads of this process (a dppf::thread_group group).
