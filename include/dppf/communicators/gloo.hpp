@@ -116,6 +116,17 @@ inline constexpr gloo_reduce_fn gloo_min = &::gloo::min<T>;
 template <class T>
 inline constexpr gloo_reduce_fn gloo_max = &::gloo::max<T>;
 
+// A Gloo context given up deliberately (closing the pairs of a context whose peer is hung can
+// block): kept, never closed, until the process exits; reachable from here, so leak checkers do
+// not report it.
+inline void gloo_keep_until_exit(std::shared_ptr<::gloo::Context> context) {
+  if (!context) return;
+  static auto* const guard = new std::mutex;
+  static auto* const kept = new std::vector<std::shared_ptr<::gloo::Context>>;
+  std::lock_guard lock(*guard);
+  kept->push_back(std::move(context));
+}
+
 struct gloo_state {
   std::shared_ptr<::gloo::Context> context;
   bool failed = false;
@@ -128,7 +139,7 @@ struct gloo_state {
   gloo_state(const gloo_state&) = delete;
   gloo_state& operator=(const gloo_state&) = delete;
   ~gloo_state() {
-    if (context && group_failed->load()) new std::shared_ptr<::gloo::Context>(std::move(context));
+    if (group_failed->load()) gloo_keep_until_exit(std::move(context));
   }
 };
 
@@ -370,7 +381,7 @@ class gloo_communicator {
     state_->failure = msg;
     state_->group_failed->store(true);
     // Deliberately leaked: closing the pairs of a context whose peer is hung can block.
-    if (state_->context) new std::shared_ptr<::gloo::Context>(std::move(state_->context));
+    detail::gloo_keep_until_exit(std::move(state_->context));
     if (what.find("Timed out") != std::string::npos || what.find("imed out") != std::string::npos ||
         ms >= options_.timeout.count())
       throw timeout_error(msg);
