@@ -4,7 +4,8 @@
 // (and the blocking all_reduce's bits), fresh random inputs, sizes on both sides of the
 // bcube / ring rule; progress while the caller computes; bad arguments and a silent peer raising
 // at wait on every rank in bounded time; teardown; counting; the overlapped trainer over Gloo
-// against thread_group and an independent double replay of the delayed update.
+// against thread_group and an independent double replay of the delayed update, and its syncs'
+// means arriving during the local steps.
 #include <dppf/communicators/counting.hpp>
 #include <dppf/communicators/gloo.hpp>
 #include <dppf/communicators/thread_group.hpp>
@@ -525,5 +526,33 @@ TEST_CASE_TEMPLATE("gloo async all-reduce: the overlapped trainer over gloo give
     const dppf_test::schedule_spec sch{.tau = 4, .d = d, .warmup_steps = 0, .warmup_tau = 0};
     check_overlapped_trainer_over_gloo<T>("local_sgd", dppf::local_sgd{}, sch);
     check_overlapped_trainer_over_gloo<T>("pull_push", dppf::pull_push{{.alpha = 0.3, .lambda = 0.4}}, sch);
+  }
+}
+
+TEST_CASE("gloo async all-reduce: in the trainer, the overlapped syncs' all-reduces complete during the local steps") {
+  // Each local step "computes" for 25 ms (a sleep); an all-reduce of 203 floats on loopback takes
+  // far less, so by the step a correction comes due its mean is there (trainer_stats::
+  // overlapped_syncs counts those). A reduction that only ran inside wait() would count none.
+  const int m = 3;
+  const dppf_test::problem p(m, fresh_seed());
+  std::vector<dppf::trainer_stats> stats(m);
+  require_no_errors(on_gloo_ranks(m, [&](dppf::gloo_communicator& comm) {
+    const auto r = static_cast<std::size_t>(comm.rank());
+    std::vector<float> x(p.x0[r].begin(), p.x0[r].end()), g(p.n);
+    dppf::trainer tr{dppf::sgd{{.lr = p.lr}}, dppf::local_sgd{}, comm, dppf::host_executor{}, {.tau = 4, .overlap_steps = 3}};
+    for (int t = 0; t < 24; ++t) {
+      p.gradient(t, comm.rank(), x, g);
+      std::this_thread::sleep_for(25ms);
+      tr.step(x, g);
+    }
+    tr.finish_sync(x);
+    stats[r] = tr.stats();
+  }));
+  for (int r = 0; r < m; ++r) {
+    CAPTURE(r);
+    const auto& s = stats[static_cast<std::size_t>(r)];
+    CHECK(s.syncs == 6);
+    // the last one may be finished right after the last step
+    CHECK(s.overlapped_syncs >= s.syncs - 1);
   }
 }
