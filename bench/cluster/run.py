@@ -186,12 +186,19 @@ def measure_training(a, cluster, rate, example, has_gloo, results):
     methods = ",".join(["ddp,local_sgd,dppf"] * a.train_repeats)
     flags = ["--method", methods, "--quick", "--json", "--sharpness-samples", "0", "--test-limit", "1000",
              "--tau", str(a.tau), "--batch", str(a.batch)]
-    engines = [("dppf mpi", "mpirun", [example, "--comm", "mpi", *flags])]
-    if has_gloo:
-        engines.append(("dppf gloo", "gloo", [example, "--comm", "gloo", *flags]))
-    engines.append(("pytorch", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master", None,
-                                        "--method", methods, "--tau", str(a.tau), "--batch", str(a.batch),
-                                        "--train-limit", "12000"]))
+    wanted = a.train_engines.split(",")
+    engines = []
+    # --bucket-mb: dppf once per value (its ddp's gradient buckets), labelled with it; none: the default.
+    for mb in (a.bucket_mb.split(",") if a.bucket_mb else [None]):
+        extra, suffix = ([], "") if mb is None else (["--bucket-mb", mb], f" bucket {mb}")
+        if "mpi" in wanted:
+            engines.append((f"dppf mpi{suffix}", "mpirun", [example, "--comm", "mpi", *flags, *extra]))
+        if has_gloo and "gloo" in wanted:
+            engines.append((f"dppf gloo{suffix}", "gloo", [example, "--comm", "gloo", *flags, *extra]))
+    if "pytorch" in wanted:
+        engines.append(("pytorch", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master",
+                                            None, "--method", methods, "--tau", str(a.tau), "--batch", str(a.batch),
+                                            "--train-limit", "12000"]))
     if rate != a.rates[0]:
         engines.reverse()
     for label, launcher, cmd in engines:
@@ -292,6 +299,10 @@ def main():
     p.add_argument("--tau", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--skip", default="", help="comma list of allreduce, train")
+    p.add_argument("--bucket-mb", default="",
+                   help="comma list of fashion_mnist --bucket-mb values (ddp's gradient buckets, 0: none) to train "
+                        "dppf with, one run each; empty: the example's default")
+    p.add_argument("--train-engines", default="mpi,gloo,pytorch", help="comma list of the training runs: mpi, gloo, pytorch")
     p.add_argument("--timeout", type=float, default=300, help="seconds per launched job")
     a = p.parse_args()
     if a.quick:
@@ -307,8 +318,8 @@ def main():
         raise SystemExit("run.py: needs root (scripts/cluster.sh makes network namespaces)")
     bench = os.path.join(os.path.abspath(a.build), "bench", "dppf_bench_cluster_allreduce")
     example = os.path.join(os.path.abspath(a.build), "examples", "fashion_mnist", "fashion_mnist")
-    for path, target in ((bench, "dppf_bench_cluster_allreduce"), (example, "fashion_mnist")):
-        if not os.access(path, os.X_OK):
+    for path, target, part in ((bench, "dppf_bench_cluster_allreduce", "allreduce"), (example, "fashion_mnist", "train")):
+        if part not in skip and not os.access(path, os.X_OK):
             raise SystemExit(f"run.py: {path} not found: cmake --build {a.build} --target {target}")
     has_gloo = example_has_gloo(example)
     if "train" not in skip and not has_gloo:

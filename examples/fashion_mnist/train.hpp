@@ -500,7 +500,13 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     auto& eval_comm = tr.comm().inner();  // uncounted: evaluation traffic is not training traffic
     typename ddp_buckets<std::remove_reference_t<decltype(tr.comm())>, buckets_possible>::type buckets;
     if constexpr (buckets_possible)
-      if (o.bucket_mb > 0.0) buckets.emplace(tr.comm(), rep.layout(), bucket_options(o.bucket_mb));
+      if (o.bucket_mb > 0.0) {
+        buckets.emplace(tr.comm(), rep.layout(), bucket_options(o.bucket_mb));
+        // Outside the timed steps: an engine may connect its asynchronous side at the first start
+        // (Gloo's second context).
+        float one = 0.0f;
+        eval_comm.start_all_reduce(std::span<float>(&one, 1), dppf::reduce_op::sum).wait();
+      }
 
     // Checkpoints (host parameters only): a resume restores the trainer, then replays the data
     // order up to the checkpoint's step.
