@@ -17,14 +17,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <dppf/elastic/checkpoint.hpp>
 #include <dppf/elastic/trainer.hpp>
 
 #include "report.hpp"
@@ -132,6 +135,67 @@ inline void elastic_line(const std::string& line) {
   std::fflush(stderr);
 }
 
+// --checkpoint DIR under --elastic: DIR/<method>.step<K>.elastic.safetensors, one file for the
+// group (dppf::save_elastic: the mean parameters, rank 0's optimizer and rule state and
+// counters, the generation and member count), written by rank 0, its two newest kept. A resume,
+// with any number of workers, loads the newest one on every member (rank 0 chooses it).
+class elastic_checkpoints {
+ public:
+  explicit elastic_checkpoints(const run_options& o) : o_(o), dir_(o.checkpoint_dir) {}
+  bool enabled() const { return !dir_.empty(); }
+  bool due(std::int64_t steps, bool epoch_end) const {
+    return enabled() && (o_.checkpoint_every > 0 ? steps % o_.checkpoint_every == 0 : epoch_end);
+  }
+
+  template <class Trainer>
+  void save(Trainer& tr, const std::vector<float>& params) {
+    dppf::safetensors out = dppf::save_elastic(tr, params);
+    if (tr.group().rank() != 0) return;
+    out.set_metadata("fmnist.options", options_text(o_));
+    std::filesystem::create_directories(dir_);
+    out.save(file(tr.steps()));  // atomic
+    const auto all = steps();
+    std::error_code ignored;
+    for (std::size_t i = 2; i < all.size(); ++i) std::filesystem::remove(file(all[i]), ignored);
+  }
+
+  // The newest checkpoint rank 0 sees, loaded on every member; nullopt when there is none.
+  template <class Trainer>
+  std::optional<dppf::elastic_checkpoint_info> resume(Trainer& tr, std::vector<float>& params) {
+    const auto mine = steps();
+    const double newest = tr.group().comm().all_gather(mine.empty() ? -1.0 : static_cast<double>(mine[0]))[0];
+    if (newest < 0.0) return std::nullopt;
+    const auto path = file(static_cast<std::int64_t>(newest));
+    const dppf::safetensors in = dppf::safetensors::load(path);
+    const std::string diff = first_difference(options_text(o_), in.metadata("fmnist.options"), "in this run", "in the checkpoint");
+    if (!diff.empty()) throw dppf::checkpoint_error("--resume: " + path.string() + " is of another run: " + diff);
+    return dppf::load_elastic(in, tr, params);
+  }
+
+ private:
+  std::filesystem::path file(std::int64_t step) const {
+    return dir_ / (o_.method + ".step" + std::to_string(step) + ".elastic.safetensors");
+  }
+  std::vector<std::int64_t> steps() const {  // newest first
+    std::vector<std::int64_t> out;
+    std::error_code ec;
+    const std::string head = o_.method + ".step", tail = ".elastic.safetensors";
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.size() <= head.size() + tail.size() || name.rfind(head, 0) != 0 ||
+          name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
+        continue;
+      const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+      if (digits.find_first_not_of("0123456789") == std::string::npos) out.push_back(std::stoll(digits));
+    }
+    std::sort(out.rbegin(), out.rend());
+    return out;
+  }
+
+  const run_options& o_;
+  std::filesystem::path dir_;
+};
+
 inline std::string membership(const dppf::elastic_group& g) {
   return "generation " + std::to_string(g.generation().number) + ", " + std::to_string(g.size()) + " workers (ids " +
          dppf::elastic_generation::join(g.generation().members) + "), this one rank " + std::to_string(g.rank());
@@ -205,8 +269,19 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
     if (group->rank() == 0 && cb.epoch) cb.epoch(o, rec);
     loss_sum = 0.0;
   };
-  if (s.agree && tr.steps() == 0) s.agree(group->comm());  // the founders (newcomers come after a sync)
-  end_of_epoch();
+  elastic_checkpoints ckpt(o);
+  if (tr.steps() == 0) {  // the founders (newcomers come after a sync)
+    if (s.agree) s.agree(group->comm());
+    if (ckpt.enabled() && o.resume)
+      if (const auto info = ckpt.resume(tr, rep.params())) {
+        elastic_line(me + ": resumed at step " + std::to_string(tr.steps()) + " from the checkpoint of generation " +
+                     std::to_string(info->generation) + " with " + std::to_string(info->members) + " workers, now " +
+                     std::to_string(group->size()) + " (each from their mean and rank 0's optimizer state)");
+        if (group->rank() == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), true);
+      }
+  } else {
+    end_of_epoch();
+  }
   std::int64_t generation = group->generation().number;
   while (tr.steps() < total) {
     const std::int64_t step = tr.steps(), syncs = tr.syncs();
@@ -226,6 +301,10 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
                                 loss_sum / static_cast<double>(within), 0.0});
     }
     end_of_epoch();
+    if (ckpt.due(tr.steps(), tr.steps() % spe == 0)) {
+      ckpt.save(tr, rep.params());
+      if (group->rank() == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), false);
+    }
   }
   const dppf::elastic_stats st = tr.stats();
   tr.average(rep.params());

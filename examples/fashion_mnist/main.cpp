@@ -114,7 +114,10 @@ const char* usage_text =
     "              --min-workers K: the smallest group that may go on (default: a strict majority);\n"
     "              --lost-shard drop (default: a lost worker's shard is no longer trained on) or redeal\n"
     "              (each step's images are split over the workers there); --sync-log: one line per sync.\n"
-    "              Methods that sync every tau steps only (not ddp, single); no --checkpoint.\n";
+    "              Methods that sync every tau steps only (not ddp, single; default dppf,local_sgd).\n"
+    "              --checkpoint DIR: one file per step for the group, DIR/<method>.step<K>.elastic.safetensors\n"
+    "              (the mean parameters, rank 0's optimizer state, the generation and member count); --resume\n"
+    "              loads it on every worker, however many there are now.\n";
 
 const example_cli::program cli{"fashion_mnist", usage_text};
 
@@ -122,7 +125,7 @@ using example_cli::split;
 
 config parse_args(int argc, char** argv) {
   config c;
-  bool epochs_given = false, hidden_given = false;
+  bool epochs_given = false, hidden_given = false, methods_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") cli.help();
@@ -145,8 +148,10 @@ config parse_args(int argc, char** argv) {
     if (i + 1 >= argc) cli.usage(flag + " needs a value");
     const std::string value = argv[++i];
     auto& r = c.run;
-    if (flag == "--method") c.methods = split(value);
-    else if (fmnist::parse_run_flag(cli, flag, value, r)) epochs_given = epochs_given || flag == "--epochs";
+    if (flag == "--method") {
+      c.methods = split(value);
+      methods_given = true;
+    } else if (fmnist::parse_run_flag(cli, flag, value, r)) epochs_given = epochs_given || flag == "--epochs";
     else if (flag == "--comm") c.comm = value;
     else if (flag == "--device") c.device = value;
     else if (flag == "--svg") c.svg = value;
@@ -199,7 +204,23 @@ config parse_args(int argc, char** argv) {
   if (c.elastic && c.comm != "gloo") cli.usage("--elastic needs --comm gloo");
   if (!c.elastic && (c.min_workers != 0 || c.lost_shard != "drop" || c.sync_log))
     cli.usage("--min-workers, --lost-shard and --sync-log are for --elastic");
-  if (c.elastic && !c.run.checkpoint_dir.empty()) cli.usage("--checkpoint: not with --elastic (see docs/elastic.md)");
+  if (c.elastic && !methods_given) c.methods = {"dppf", "local_sgd"};  // the default list less ddp
+#ifdef FMNIST_WITH_GLOO
+  if (c.elastic)
+    for (const auto& m : c.methods) {
+      fmnist::run_options o = c.run;
+      o.method = m;
+      fmnist::elastic_settings s;
+      s.founders = 1 << 30;  // known at the start (--world-size); checked again there
+      s.min_workers = c.min_workers;
+      s.lost_shard = c.lost_shard;
+      try {
+        fmnist::validate_elastic(s, o);
+      } catch (const std::invalid_argument& e) {
+        cli.usage(e.what());
+      }
+    }
+#endif
   if (c.run.resume && c.run.checkpoint_dir.empty()) cli.usage("--resume needs --checkpoint DIR");
   if (!c.run.checkpoint_dir.empty() && c.device != "cpu") cli.usage("--checkpoint: on the CPU only (--device cpu)");
   if (c.run.checkpoint_every < 0) cli.usage("--checkpoint-every: must be >= 0");

@@ -9,6 +9,10 @@
 #            (DPPF_ELASTIC_SEED=<n> replays it): the other three finish with exit 0, each prints
 #            the membership change (step, generation 1, 3 workers), the result says 3 workers
 #            finished, and its test accuracy is within 0.01 of the no-fault run's
+#   resume   the kill run saved group checkpoints every 16 steps (--checkpoint); three workers
+#            (--world-size 3) resume from the newest, step 32: each prints the generation and
+#            member count that the file's metadata records (read here from the safetensors
+#            header), and the run finishes with 3
 # The time from the fault to the next committed sync is printed and bounded by the timeout + 5 s;
 # nothing may be left behind.
 # Usage: fmnist_elastic.sh <source dir> <cluster id> <fashion_mnist> drop|redeal
@@ -76,7 +80,8 @@ fi
 # The fault: the victim is SIGKILLed as soon as it printed sync k (1..4 of the 5 syncs).
 victim=$((2 + $(draw 1 4)))
 k=$((1 + $(draw 2 4)))
-run kill $args $elastic
+ck="--checkpoint $dir/ckpt --checkpoint-every 16"
+run kill $args $elastic $ck
 wait_for "$dir/kill$victim.err" "sync $k committed" 60
 "$C" kill $victim
 tf=$(ms)
@@ -107,6 +112,26 @@ for h in 2 3 4 5; do
 done
 echo "fault to the next committed sync: $((tr - tf)) ms (bound: timeout + 5 s)"
 [ $((tr - tf)) -le $(((timeout_s + 5) * 1000)) ] || fail "recovery took $((tr - tf)) ms"
+
+# Resume the kill run's newest checkpoint with three workers.
+newest=$(ls "$dir/ckpt" | sed -n 's/^dppf\.step\([0-9]*\)\.elastic\.safetensors$/\1/p' | sort -n | tail -n 1)
+[ "$newest" = 32 ] || fail "the newest checkpoint is of step '$newest', expected 32: $(ls "$dir/ckpt")"
+meta=$($PY -c 'import json, struct, sys
+f = open(sys.argv[1], "rb"); m = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))["__metadata__"]
+print(m["dppf.elastic.generation"], m["dppf.elastic.members"])' "$dir/ckpt/dppf.step32.elastic.safetensors") || fail "cannot read the checkpoint"
+set -- $meta
+case "$1 $2" in "0 4" | "1 3") ;; *) fail "the checkpoint records generation $1 with $2 workers" ;; esac
+for host in 2 3 4; do rank "resume$host" $host $((host - 2)) 3 --prefix resume $args $elastic $ck --resume; done
+for host in 2 3 4; do
+  finish "resume$host"
+  eval "rc=\$rc_resume$host"
+  [ "$rc" = 0 ] || fail "resume: host $host exited $rc: $(tail -n 3 "$dir/resume$host.err")"
+  grep -q "resumed at step 32 from the checkpoint of generation $1 with $2 workers, now 3" "$dir/resume$host.err" ||
+    fail "resume: host $host did not resume from step 32 of generation $1 with $2 workers: $(grep resumed "$dir/resume$host.err")"
+done
+res=$(cat "$dir"/resume?.out | grep '"workers": ')
+[ "$(field "$res" workers_finished)" = 3 ] || fail "resume: $(field "$res" workers_finished) workers finished: $res"
+echo "resumed by 3 workers from step 32 (saved by generation $1 with $2 workers): test accuracy $(field "$res" test_acc)"
 
 nothing_left
 echo "PASS: fashion_mnist --elastic ($mode, seed $seed): 3 of 4 finished after host $victim was killed, test accuracy $b vs $a ($(elapsed "$t0" "$(now)") s)"
