@@ -11,7 +11,12 @@ if(FMNIST_DEPS_FOUND)
     # ddp's gradient buckets (--bucket-mb): the same model as one all-reduce, the backward's reports.
     dppf_add_test(test_fashion_mnist_buckets ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist_buckets.cpp LIBS fmnist_deps LABELS fashion_mnist)
     target_compile_definitions(test_fashion_mnist_buckets PRIVATE FMNIST_DATA_DIR="${FMNIST_DATA_DIR}")
-  else()
+  endif()
+  if(TARGET dppf::gloo)
+    # --elastic's data dealing (--lost-shard drop | redeal) against the rules it states.
+    dppf_add_test(test_fashion_mnist_elastic ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist_elastic.cpp LIBS fmnist_deps dppf::gloo LABELS fashion_mnist)
+  endif()
+  if(NOT FMNIST_DATA_FOUND)
     message(STATUS "dppf: test_fashion_mnist_train skipped: no Fashion-MNIST files in ${FMNIST_DATA_DIR}")
   endif()
 else()
