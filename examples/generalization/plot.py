@@ -5,7 +5,8 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#00
 
 def scatter(series, x_label, y_label, guides=()):
     """series: [(name, [(x, y, y_err or 0), ...])], one colour each, named in a legend on the right;
-    guides: [(name, [(x, y), ...])], dashed polylines (e.g. a predicted curve)."""
+    guides: [(name, [(x, y), ...])], dashed polylines (e.g. a predicted curve, a baseline's level),
+    coloured after the series."""
     w, h, pad, legend_w = 640, 440, 60, 150
     pts = [p for _, ps in series for p in ps]
     xs = [p[0] for p in pts] + [x for _, g in guides for x, _ in g]
@@ -33,13 +34,14 @@ def scatter(series, x_label, y_label, guides=()):
                 out.append(f'<line x1="{px(x):.1f}" y1="{py(y - e):.1f}" x2="{px(x):.1f}" y2="{py(y + e):.1f}" '
                            f'stroke="{c}"/>')
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4" fill="{c}" fill-opacity="0.75"/>')
-    for name, g in guides:
+    for i, (name, g) in enumerate(guides):
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in g)
-        out.append(f'<polyline points="{path}" fill="none" stroke="gray" stroke-dasharray="5,4"/>')
+        c = COLORS[(len(series) + i) % len(COLORS)]
+        out.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-dasharray="5,4"/>')
     for i, (name, kind) in enumerate(legend):
-        y = pad / 2 + 16 * i
-        mark = (f'<circle cx="{w + 10}" cy="{y}" r="4" fill="{COLORS[i % len(COLORS)]}"/>' if kind == "dot" else
-                f'<line x1="{w + 4}" y1="{y}" x2="{w + 16}" y2="{y}" stroke="gray" stroke-dasharray="3,2"/>')
+        y, c = pad / 2 + 16 * i, COLORS[i % len(COLORS)]
+        mark = (f'<circle cx="{w + 10}" cy="{y}" r="4" fill="{c}"/>' if kind == "dot" else
+                f'<line x1="{w + 4}" y1="{y}" x2="{w + 16}" y2="{y}" stroke="{c}" stroke-dasharray="3,2"/>')
         out.append(mark + f'<text x="{w + 20}" y="{y + 4}">{name}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -61,7 +61,7 @@ def main():
     for shift, verdict in ((0.02, "beyond"), (0.0005, "within")):
         noise = {s: rng.uniform(-0.004, 0.004) for s in seeds}
         mk = lambda name, acc, s, lam: {"id": f"{name}_s{s}", "test_acc": acc, "config": {
-            "method": "dppf", "lambda": lam, "alpha": 0.1, "workers": 4, "push": "constant", "push_warmup": 0, "seed": s}}
+            "method": "local_sgd" if name == "local_sgd" else "dppf", "lambda": lam, "alpha": 0.1, "workers": 4, "push": "constant", "push_warmup": 0, "seed": s}}
         order = seeds[:]
         rng.shuffle(order)
         by = {"local_sgd": [mk("local_sgd", base_acc[s], s, 0.0) for s in seeds],
@@ -71,8 +71,12 @@ def main():
         m, se = statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
         row = [line for line in analyze_claim2.paired_table(by).splitlines() if line.startswith("| push1 |")]
         check(len(row) == 1, "paired table has no push1 row")
-        check(f"{m:+.4f} ± {se:.4f} (n=6; {verdict}" in row[0], f"shift {shift}: {row[0]} (want {m:+.4f} ± {se:.4f}, {verdict})")
-        check("| n/a |" in row[0], "one pull seed must give n/a, not a difference")
+        cells = [c.strip() for c in row[0].split("|")[2:-1]]  # against local_sgd, ddp, pull
+        check(cells[0].startswith(f"{m:+.4f} ± {se:.4f} (n=6; {verdict}"),
+              f"shift {shift}: {cells[0]} (want {m:+.4f} ± {se:.4f}, {verdict})")
+        check(cells[1:] == ["n/a", "n/a"], "no ddp runs and one pull seed must each give n/a, not a difference: " + row[0])
+        check(not any(line.startswith("| local_sgd |") for line in analyze_claim2.paired_table(by).splitlines()),
+              "a baseline that is not DPPF has a row")
     print("claim2: all checks passed")
 
 
