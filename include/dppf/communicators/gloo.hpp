@@ -9,9 +9,10 @@
 //   stores silently overwriting the first one's address.
 // * Every operation has a timeout (gloo_options::timeout): a dead, hung or unreachable peer makes
 //   it raise dppf::timeout_error (or communication_error when the connection failed outright)
-//   naming the operation, the elapsed time and this rank. After a failure the group is unusable:
-//   every later operation raises at once. The broken Gloo context is leaked deliberately, since
-//   closing pairs whose peer is hung can block.
+//   naming the operation, the elapsed time and this rank. After a failure the context is
+//   unusable: every later operation on it raises at once (start_all_reduce has a context of its
+//   own, below). The broken Gloo context is leaked deliberately, since closing pairs whose peer is
+//   hung can block.
 // * Before every buffer collective, one all-reduce of 7 integers makes all ranks agree that
 //   sizes, element types and roots match and that no rank rejected its arguments, so bad input
 //   raises invalid_argument_error on every rank (as dppf::mpi_communicator does).
