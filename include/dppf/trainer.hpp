@@ -10,6 +10,11 @@
 // moves an MPI reduction forward), and at the d-th the rule's update is computed on the snapshot
 // and applied with the local progress kept: x_i <- F(s_i) + (x_i - s_i). One extra buffer of N
 // parameters (the snapshot); the mean arrives in the scratch buffer.
+//
+// Compressed sync (trainer_options::sync_precision = bf16 or fp16): the rule's mean is computed
+// by compression/compressed_mean.hpp (16-bit differences from a shared reference, with error
+// feedback) into the scratch buffer before the rule's sync runs; the parameters stay in their
+// own type. Costs the reference and the residual (2 N parameters) and about 2 N words of scratch.
 
 #include <cmath>
 #include <concepts>
@@ -23,12 +28,16 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 #include "async_communicator.hpp"
 #include "buffer.hpp"
 #include "communicator.hpp"
 #include "consensus/rule.hpp"
 #include "communicators/counting.hpp"
+#include "compression/compressed_mean.hpp"
+#include "compression/precision.hpp"
+#include "exchange_communicator.hpp"
 #include "error.hpp"
 #include "executor.hpp"
 #include "optimizers/local_optimizer.hpp"
@@ -46,6 +55,13 @@ struct trainer_options {
   /// taken at the sync step, is applied d steps later (0: the blocking sync). 0 <= d <= tau;
   /// needs an async_communicator and an overlappable rule.
   std::int64_t overlap_steps = 0;
+  /// The format the sync's mean travels in: full (the parameters' own type, today's all-reduce
+  /// bit for bit), bf16 or fp16 (compressed_mean.hpp). Compressed needs an exchange_communicator,
+  /// host memory, a rule whose sync reads the others only through the mean (the overlappable
+  /// ones) and overlap_steps = 0.
+  dppf::sync_precision sync_precision = dppf::sync_precision::full;
+  /// Error feedback of a compressed sync; off only to measure the drift it prevents.
+  bool sync_error_feedback = true;
 
   /// Throws invalid_argument_error naming the first bad field and its value.
   void validate() const {
@@ -65,6 +81,7 @@ struct trainer_stats : sync_report {
   std::uint64_t bytes = 0;      ///< payload bytes this rank sent through collectives, in total
   std::uint64_t sync_bytes = 0; ///< of which in the last sync (for data parallel: the last step)
   std::uint64_t collectives = 0;
+  std::uint64_t wire_bytes = 0; ///< bytes this rank sent on the wire, in total (communication_counts::wire_bytes)
   /// Overlapped syncs whose all-reduce had completed when their correction came due (the wait
   /// did not block): the reduction progressed during the local steps.
   std::int64_t overlapped_syncs = 0;
@@ -185,6 +202,7 @@ class trainer {
     s.bytes = comm_.counts().bytes;
     s.sync_bytes = sync_bytes_;
     s.collectives = comm_.counts().collectives();
+    s.wire_bytes = comm_.counts().wire_bytes;
     s.overlapped_syncs = overlapped_syncs_;
     return s;
   }
@@ -219,6 +237,9 @@ class trainer {
   /// Per-element-type workspace: optimizer state, the rule's state and the scratch buffer, and
   /// for an overlapped sync the snapshot and the sync in flight.
   template <class T>
+  using compressed_mean_type = std::conditional_t<std::same_as<typename Exec::memory_space, host_space>, compressed_mean<T>, std::monostate>;
+
+  template <class T>
   struct workspace {
     using buffer_type = buffer_t<Exec, T>;
     /// A sync started and not yet applied: the snapshots' all-reduce into scratch, and the
@@ -239,6 +260,8 @@ class trainer {
     buffer_type scratch;
     buffer_type snapshot{};  ///< s_i: N elements when overlap_steps > 0, none otherwise
     std::optional<in_flight_sync> pending{};
+    /// A compressed sync's reference and residuals (sync_precision bf16 or fp16), else empty.
+    std::optional<compressed_mean_type<T>> compressed{};
   };
 
  private:
@@ -311,6 +334,7 @@ class trainer {
         ws.pending->bytes = comm_.counts().bytes - before;
         (void)poll(workspace_slot<T>());  // MPI: the first test() starts the reduction moving
       } else {
+        compressed_average(ctx, ws);
         last_ = rule_.sync(ctx, ws.rule_state);
         average_with_sync(buffers, ws);
         sync_bytes_ = comm_.counts().bytes - before;
@@ -318,6 +342,19 @@ class trainer {
       }
       loss_sum_ = 0.0;
       loss_count_ = 0;
+    }
+  }
+
+  // A compressed sync's mean into scratch, marked so that the rule's average_into_scratch keeps it.
+  template <class T>
+  void compressed_average(ctx_type<T>& ctx, workspace<T>& ws) {
+    if constexpr (compression_possible) {
+      if (!ws.compressed) return;
+      (*ws.compressed)(comm_, typename ctx_type<T>::const_view_type(ctx.params), ctx.scratch);
+      ctx.mean_in_scratch = true;
+    } else {
+      (void)ctx;
+      (void)ws;
     }
   }
 
@@ -445,10 +482,39 @@ class trainer {
                             "this communicator has only blocking collectives (use overlap_steps = 0)");
   }
 
+  static constexpr bool compression_possible = !Consensus::averages_gradients && overlappable_v<Consensus> &&
+                                               exchange_communicator<Comm> &&
+                                               std::same_as<typename Exec::memory_space, host_space>;
+
+  // A compressed sync needs what compressed_mean needs and a rule that reads the others only
+  // through the mean; refused when the trainer is built, naming what is missing. Not inlined: the
+  // messages' string concatenations, inlined into a caller, set off GCC 12's false -Wrestrict.
+  [[gnu::noinline]] void check_compression() const {
+    if (options_.sync_precision == sync_precision::full) return;
+    if (options_.sync_precision != sync_precision::bf16 && options_.sync_precision != sync_precision::fp16)
+      detail::require_option(false, "trainer", "sync_precision", static_cast<int>(options_.sync_precision), "must be full, bf16 or fp16");
+    const std::string p = std::string("trainer: sync_precision = ") + to_string(options_.sync_precision);
+    if constexpr (Consensus::averages_gradients)
+      detail::throw_invalid(p + ": this rule (data_parallel) averages gradients, not parameters; a compressed sync sends "
+                                "differences of the parameters from their last mean (use sync_precision = full)");
+    else if constexpr (!overlappable_v<Consensus>)
+      detail::throw_invalid(p + ": this consensus rule reads the other workers beyond their mean (pull_push, local_sgd, "
+                                "elastic and diloco can compress; leader and grawa cannot)");
+    else if constexpr (!exchange_communicator<Comm>)
+      detail::throw_invalid(p + " needs a communicator with all_to_all and all_gather of 16-bit words "
+                                "(dppf::exchange_communicator: thread_group, mpi, gloo, single); this one has none");
+    else if constexpr (!std::same_as<typename Exec::memory_space, host_space>)
+      detail::throw_invalid(p + " needs host memory (the exchange collectives are host collectives)");
+    if (options_.overlap_steps > 0)
+      detail::throw_invalid(p + " with overlap_steps = " + std::to_string(options_.overlap_steps) +
+                            ": a compressed sync cannot overlap yet (use one of them)");
+  }
+
   // The options and the schedule are validated once, here, before the schedule's first call.
   double validated_initial_lr() const {
     options_.validate();
     check_overlap();
+    check_compression();
     if constexpr (std::is_same_v<Schedule, fixed_lr>) {
       return optimizer_.lr();
     } else {
@@ -492,6 +558,10 @@ class trainer {
     require_same_size_on_all_ranks(comm_, n, "trainer: parameters");
     workspace<T> ws{optimizer_.template init<T>(ex_, n), {}, ex_.template allocate<T>(n)};
     if (options_.overlap_steps > 0) ws.snapshot = ex_.template allocate<T>(n);
+    if constexpr (compression_possible)
+      if (options_.sync_precision != sync_precision::full)
+        ws.compressed.emplace(comm_, std::span<const T>(std::ranges::data(params), n),
+                              compressed_mean_options{options_.sync_precision, options_.sync_error_feedback});
     const std::span<const T> no_grads{};
     ctx_type<T> ctx{ex_, comm_, view(params), view(ws.scratch), typename ctx_type<T>::const_view_type(no_grads.data(), 0)};
     rule_.init(ctx, ws.rule_state);

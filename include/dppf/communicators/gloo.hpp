@@ -46,6 +46,7 @@
 #include <hiredis/hiredis.h>
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
+#include <gloo/alltoall.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/common/error.h>
@@ -82,6 +83,7 @@
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
+#include "../exchange_communicator.hpp"
 
 namespace dppf {
 
@@ -363,6 +365,29 @@ class gloo_communicator {
     });
   }
 
+  /// Block j of out <- block rank() of rank j's in (gloo::alltoall, bounded by the timeout;
+  /// exchange_communicator.hpp).
+  void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    exchange("all_to_all", true, in, out, [&] {
+      ::gloo::AlltoallOptions o(state_->context);
+      o.setInput(const_cast<std::uint16_t*>(in.data()), in.size());  // Gloo reads inputs only
+      o.setOutput(out.data(), out.size());
+      o.setTimeout(options_.timeout);
+      ::gloo::alltoall(o);
+    });
+  }
+
+  /// Block j of out <- rank j's in (gloo::allgather, bounded by the timeout).
+  void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    exchange("all_gather", false, in, out, [&] {
+      ::gloo::AllgatherOptions o(state_->context);
+      o.setInput(const_cast<std::uint16_t*>(in.data()), in.size());
+      o.setOutput(out.data(), out.size());
+      o.setTimeout(options_.timeout);
+      ::gloo::allgather(o);
+    });
+  }
+
   /// Starts out = sum (or average) over ranks of in on the communication thread and returns at
   /// once (see the top of this header and async_communicator.hpp for the handle's contract).
   template <host_buffer In, host_buffer Out>
@@ -387,6 +412,21 @@ class gloo_communicator {
         ms >= options_.timeout.count())
       throw timeout_error(msg);
     throw communication_error(msg);
+  }
+
+  // The exchange collectives' common part: this rank's own check, the argument agreement, then
+  // the collective (a copy in a group of one).
+  template <class F>
+  void exchange(const char* operation, bool all_to_all, std::span<const std::uint16_t> in, std::span<std::uint16_t> out, F&& f) {
+    const std::string who = std::string("gloo_communicator::") + operation;
+    agree_on_arguments(operation, in.size(), sizeof(std::uint16_t), 0,
+                       detail::exchange_problem(who.c_str(), all_to_all, in.size(), out.size(), size_, in.data(), out.data()));
+    if (in.empty()) return;
+    if (size_ == 1) {
+      std::copy(in.begin(), in.end(), out.begin());
+      return;
+    }
+    run(operation, f);
   }
 
   template <class F>

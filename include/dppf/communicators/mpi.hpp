@@ -34,6 +34,7 @@
 #include <exception>
 #include <memory>
 #include <ranges>
+#include <span>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -44,6 +45,7 @@
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
+#include "../exchange_communicator.hpp"
 #include "detail/agreement.hpp"
 #include "detail/watchdog.hpp"
 
@@ -384,6 +386,28 @@ class mpi_communicator {
     detail::mpi_check(MPI_Barrier(comm()), "barrier", "MPI_Barrier", rank_);
   }
 
+  /// Block j of out <- block rank() of rank j's in (MPI_Alltoall; exchange_communicator.hpp).
+  /// Each rank's buffer must fit one MPI call (at most INT_MAX words).
+  void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    const std::string error = exchange_error("mpi::all_to_all", true, in, out);
+    agree_on_arguments("all_to_all", {.kind = detail::collective::all_to_all, .n = in.size(), .element_size = 2}, error);
+    const int block = static_cast<int>(in.size() / static_cast<std::size_t>(size_));
+    detail::mpi_watch watch(watchdog(), "all_to_all", "MPI_Alltoall", in.size() * 2);
+    detail::mpi_check(MPI_Alltoall(in.data(), block, MPI_UINT16_T, out.data(), block, MPI_UINT16_T, comm()), "all_to_all",
+                      "MPI_Alltoall", rank_);
+  }
+
+  /// Block j of out <- rank j's in (MPI_Allgather; exchange_communicator.hpp). The output must
+  /// fit one MPI call (at most INT_MAX words).
+  void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    const std::string error = exchange_error("mpi::all_gather", false, in, out);
+    agree_on_arguments("all_gather", {.kind = detail::collective::buffer_all_gather, .n = in.size(), .element_size = 2}, error);
+    const int count = static_cast<int>(in.size());
+    detail::mpi_watch watch(watchdog(), "all_gather", "MPI_Allgather", in.size() * 2);
+    detail::mpi_check(MPI_Allgather(in.data(), count, MPI_UINT16_T, out.data(), count, MPI_UINT16_T, comm()), "all_gather",
+                      "MPI_Allgather", rank_);
+  }
+
   /// Starts out = sum (or average) over ranks of in with MPI_Iallreduce and returns. The
   /// argument agreement (options.check_arguments) is still one small blocking all-reduce at the
   /// start, so a mismatch is known on every rank before any payload moves; it is raised, like
@@ -417,6 +441,13 @@ class mpi_communicator {
       const std::uintptr_t bytes = n_in * sizeof(T);
       if (a < b + bytes && b < a + bytes) error = std::string(who) + ": the input and output buffers overlap";
     }
+    return error;
+  }
+
+  std::string exchange_error(const char* who, bool all_to_all, std::span<const std::uint16_t> in, std::span<std::uint16_t> out) const {
+    std::string error = detail::exchange_problem(who, all_to_all, in.size(), out.size(), size_, in.data(), out.data());
+    if (error.empty() && std::max(in.size(), out.size()) > static_cast<std::size_t>(INT_MAX))
+      error = std::string(who) + ": " + std::to_string(std::max(in.size(), out.size())) + " words exceed one MPI call (INT_MAX)";
     return error;
   }
 

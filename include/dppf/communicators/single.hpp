@@ -2,11 +2,15 @@
 // The communicator of a group of one: every collective is the identity.
 
 #include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "../buffer.hpp"
 #include "../async_communicator.hpp"
 #include "../communicator.hpp"
+#include "../exchange_communicator.hpp"
 
 namespace dppf {
 
@@ -35,6 +39,10 @@ struct single_communicator {
   }
   void barrier() {}
 
+  /// A group of one: both exchanges copy in to out (sizes checked as in every group).
+  void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) { exchange(true, in, out, "single::all_to_all"); }
+  void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) { exchange(false, in, out, "single::all_gather"); }
+
   /// The all-reduce runs at once; its error, if any, is raised by the handle's test() / wait().
   template <host_buffer In, host_buffer Out>
   completed_handle start_all_reduce(const In& in, Out&& out, reduce_op op) {
@@ -54,6 +62,11 @@ struct single_communicator {
     } catch (...) {
       return completed_handle(std::current_exception());
     }
+  }
+  static void exchange(bool all_to_all, std::span<const std::uint16_t> in, std::span<std::uint16_t> out, const char* who) {
+    const std::string problem = detail::exchange_problem(who, all_to_all, in.size(), out.size(), 1, in.data(), out.data());
+    if (!problem.empty()) detail::throw_invalid(problem);
+    std::ranges::copy(in, out.begin());
   }
   static void require_buffer_op(reduce_op op) {
     detail::require(op == reduce_op::sum || op == reduce_op::avg, "all_reduce of a buffer supports sum and avg only");

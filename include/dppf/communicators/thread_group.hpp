@@ -23,6 +23,7 @@
 #include "../buffer.hpp"
 #include "../communicator.hpp"
 #include "../error.hpp"
+#include "../exchange_communicator.hpp"
 #include "detail/agreement.hpp"
 
 namespace dppf {
@@ -276,7 +277,7 @@ class thread_all_reduce_handle {
   std::string problem_;  // this rank's own complaint about its arguments
 };
 
-/// One worker's view of a `thread_group`; models `communicator` and `async_communicator`. Every collective first agrees
+/// One worker's view of a `thread_group`; models `communicator`, `async_communicator` and `exchange_communicator`. Every collective first agrees
 /// on its arguments (which collective, sizes, reduce_op, root) at the rendezvous it needs
 /// anyway, so a mismatch or a rank's bad argument raises on every rank, at no extra cost.
 class thread_communicator {
@@ -341,6 +342,30 @@ class thread_communicator {
   }
 
   void barrier() { post({.kind = detail::collective::barrier}, {}, "thread_group::barrier", {}); }
+
+  /// Block j of out <- block rank() of rank j's in (exchange_communicator.hpp).
+  void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    const std::string problem =
+        detail::exchange_problem("thread_group::all_to_all", true, in.size(), out.size(), size(), in.data(), out.data());
+    post({.kind = detail::collective::all_to_all, .n = in.size(), .element_size = sizeof(std::uint16_t)},
+         {.in = in.data(), .out = out.data()}, "thread_group::all_to_all", problem);
+    const std::size_t block = in.size() / static_cast<std::size_t>(size());
+    for (std::size_t j = 0; j < static_cast<std::size_t>(size()); ++j)
+      std::copy_n(static_cast<const std::uint16_t*>(state_->slots[j].in) + static_cast<std::size_t>(rank_) * block, block,
+                  out.data() + j * block);
+    state_->barrier(false);  // no rank's input changes before every rank has copied from it
+  }
+
+  /// Block j of out <- rank j's in (exchange_communicator.hpp).
+  void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    const std::string problem =
+        detail::exchange_problem("thread_group::all_gather", false, in.size(), out.size(), size(), in.data(), out.data());
+    post({.kind = detail::collective::buffer_all_gather, .n = in.size(), .element_size = sizeof(std::uint16_t)},
+         {.in = in.data(), .out = out.data()}, "thread_group::all_gather", problem);
+    for (std::size_t j = 0; j < static_cast<std::size_t>(size()); ++j)
+      std::copy_n(static_cast<const std::uint16_t*>(state_->slots[j].in), in.size(), out.data() + j * in.size());
+    state_->barrier(false);
+  }
 
   /// Starts out = sum (or average) over ranks of in and returns at once, except on the last
   /// rank to start it, which reduces every rank's buffer before returning (the same arithmetic

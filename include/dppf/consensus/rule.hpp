@@ -72,6 +72,9 @@ struct sync_context {
   /// steps since the snapshot left it. The rule measures and updates as usual (on the snapshot)
   /// and update_params writes x_i <- F(s_i) + (x_i - s_i) into `live`.
   view_type live{};
+  /// True when `scratch` already holds the mean of the parameters when the sync starts (a
+  /// compressed sync computed it: trainer_options::sync_precision); average_into_scratch keeps it.
+  bool mean_in_scratch = false;
 };
 
 /// A rule whose sync sees the other workers only through average_into_scratch (the mean of the
@@ -217,10 +220,11 @@ bool apply_non_finite_policy(Ctx& ctx, const std::vector<double>& finite, sync_r
 }  // namespace detail
 
 /// The mean of every worker's parameters into ctx.scratch (one out-of-place all-reduce). In a
-/// delayed sync the snapshots' mean is already there (the trainer's asynchronous all-reduce).
+/// delayed sync the snapshots' mean is already there (the trainer's asynchronous all-reduce), in
+/// a compressed sync the compressed mean (ctx.mean_in_scratch).
 template <class Ctx>
 void average_into_scratch(Ctx& ctx) {
-  if (!ctx.live.empty()) return;
+  if (!ctx.live.empty() || ctx.mean_in_scratch) return;
   ctx.comm.all_reduce(typename Ctx::const_view_type(ctx.params), ctx.scratch, reduce_op::avg);
 }
 

@@ -24,7 +24,7 @@
 
 namespace dppf::detail {
 
-enum class collective : std::uint8_t { buffer_all_reduce, broadcast, scalar_all_reduce, all_gather, barrier };
+enum class collective : std::uint8_t { buffer_all_reduce, broadcast, scalar_all_reduce, all_gather, barrier, all_to_all, buffer_all_gather };
 
 inline const char* to_string(collective c) noexcept {
   switch (c) {
@@ -33,6 +33,8 @@ inline const char* to_string(collective c) noexcept {
     case collective::scalar_all_reduce: return "all_reduce of a scalar";
     case collective::all_gather: return "all_gather";
     case collective::barrier: return "barrier";
+    case collective::all_to_all: return "all_to_all";
+    case collective::buffer_all_gather: return "all_gather of a buffer";
   }
   return "?";
 }

@@ -1,0 +1,498 @@
+// Compressed sync (dppf/compression/, trainer_options::sync_precision): the bf16 and fp16 codecs
+// against an independent table of every value (bit patterns, ties, subnormals, overflow); the
+// compressed mean against an independent replay of quantize -> reduce -> dequantize with error
+// feedback, every element, M = 2, 3, 4 over thread_group; the exchange collectives and their
+// counts; a named convex problem over 1000 syncs (bounded drift with error feedback, not
+// without); wire bytes against the fp32 ring; full = today's bits; errors.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <dppf/dppf.hpp>
+
+#include "compression_reference.hpp"
+#include "support.hpp"
+
+using dppf_test::check_throws_with;
+
+namespace {
+
+std::uint32_t bits_of(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+}
+float float_of(std::uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+template <class Format>
+void check_codec(const dppf_test::reference_format& ref) {
+  // Every word decodes to the table's value, and every non-NaN word encodes back to itself.
+  for (std::uint32_t w = 0; w <= 0xFFFF; ++w) {
+    const auto word = static_cast<std::uint16_t>(w);
+    const double want = ref.decode(word);
+    const float got = Format::decode(word);
+    CAPTURE(w);
+    if (std::isnan(want)) {
+      REQUIRE(std::isnan(got));
+      CHECK(Format::encode(got) == ((word & 0x8000) | ref.quiet_nan()));
+      continue;
+    }
+    REQUIRE(static_cast<double>(got) == want);
+    REQUIRE(std::signbit(got) == std::signbit(want));
+    REQUIRE(Format::encode(got) == word);
+  }
+  // Every midpoint between neighbours (exact in fp32): a tie, to the even word.
+  for (std::size_t w = 0; w + 1 < ref.values.size(); ++w) {
+    const double mid = 0.5 * (ref.values[w] + ref.values[w + 1]);
+    const float f = static_cast<float>(mid);
+    if (static_cast<double>(f) != mid) continue;
+    CAPTURE(w);
+    const std::uint16_t even = static_cast<std::uint16_t>(w % 2 == 0 ? w : w + 1);
+    REQUIRE(Format::encode(f) == even);
+    REQUIRE(Format::encode(-f) == (even | 0x8000));
+    REQUIRE(ref.encode(f) == even);
+    // Just off the tie, the nearer neighbour.
+    REQUIRE(Format::encode(std::nextafter(f, 0.0f)) == w);
+    REQUIRE(Format::encode(std::nextafter(f, std::numeric_limits<float>::infinity())) == w + 1);
+  }
+  // Fresh random fp32 bit patterns (all exponents: subnormals, overflow, infinities, NaNs).
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  std::mt19937_64 gen(seed);
+  for (int k = 0; k < 300000; ++k) {
+    const float x = float_of(static_cast<std::uint32_t>(gen()));
+    CAPTURE(bits_of(x));
+    REQUIRE(Format::encode(x) == ref.encode(x));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("compressed sync: bf16 rounds to nearest even, saturates, keeps infinities and NaNs") {
+  check_codec<dppf::bf16_format>(dppf_test::reference_bf16());
+  using F = dppf::bf16_format;
+  CHECK(F::encode(1.0f) == 0x3F80);
+  CHECK(F::encode(1.0f + 0x1p-8f) == 0x3F80);         // tie, even below
+  CHECK(F::encode(1.0f + 3 * 0x1p-8f) == 0x3F82);     // tie, even above
+  CHECK(F::encode(std::numeric_limits<float>::max()) == 0x7F7F);   // would round to inf: saturates
+  CHECK(F::encode(-std::numeric_limits<float>::max()) == 0xFF7F);
+  CHECK(F::encode(std::numeric_limits<float>::infinity()) == 0x7F80);
+  CHECK(F::encode(-std::numeric_limits<float>::infinity()) == 0xFF80);
+  CHECK(F::encode(std::numeric_limits<float>::quiet_NaN()) == 0x7FC0);
+  CHECK(F::encode(std::numeric_limits<float>::denorm_min()) == 0x0000);  // below half a bf16 subnormal
+  CHECK(F::encode(0x1p-133f) == 0x0001);  // the smallest bf16 subnormal
+  CHECK(F::encode(-0.0f) == 0x8000);
+}
+
+TEST_CASE("compressed sync: fp16 rounds to nearest even, subnormals, saturates at 65504") {
+  check_codec<dppf::fp16_format>(dppf_test::reference_fp16());
+  using F = dppf::fp16_format;
+  CHECK(F::encode(65504.0f) == 0x7BFF);
+  CHECK(F::encode(65519.0f) == 0x7BFF);
+  CHECK(F::encode(65520.0f) == 0x7BFF);  // the tie IEEE rounds to inf: saturates
+  CHECK(F::encode(1e10f) == 0x7BFF);
+  CHECK(F::encode(-1e10f) == 0xFBFF);
+  CHECK(F::encode(std::numeric_limits<float>::infinity()) == 0x7C00);
+  CHECK(F::encode(std::numeric_limits<float>::quiet_NaN()) == 0x7E00);
+  CHECK(F::encode(0x1p-24f) == 0x0001);          // smallest subnormal
+  CHECK(F::encode(0x1p-25f) == 0x0000);          // tie between 0 and it: 0
+  CHECK(F::encode(0x1.8p-25f) == 0x0001);
+  CHECK(F::encode(3 * 0x1p-25f) == 0x0002);      // tie between 1 and 2 units: 2
+  CHECK(F::encode(0x1p-14f) == 0x0400);          // smallest normal
+  CHECK(F::encode(0x1p-14f - 0x1p-25f) == 0x0400);  // tie 0x3FF / 0x400: even
+  CHECK(F::decode(0x0001) == 0x1p-24f);
+  CHECK(F::decode(0x3C00) == 1.0f);
+}
+
+namespace {
+
+template <class T>
+void check_compressed_mean(dppf::sync_precision precision, const dppf_test::reference_format& format, int m, std::size_t n) {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  CAPTURE(m);
+  CAPTURE(n);
+  INFO("seed = " << seed);
+  constexpr int syncs = 6;
+  // x[s][i]: rank i's parameters at sync s: a common walk plus each rank's own spread, so the
+  // differences from the reference are small against the parameters (what compression exploits).
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  std::vector<std::vector<std::vector<T>>> x(syncs + 1, std::vector<std::vector<T>>(static_cast<std::size_t>(m), std::vector<T>(n)));
+  std::vector<double> base(n);
+  for (auto& b : base) b = 10.0 * normal(gen);
+  for (int s = 0; s <= syncs; ++s)
+    for (int i = 0; i < m; ++i)
+      for (std::size_t k = 0; k < n; ++k) {
+        const double spread = k % 17 == 3 ? 1e5 : 1e-2;  // some past fp16's range: saturation + feedback
+        x[static_cast<std::size_t>(s)][static_cast<std::size_t>(i)][k] = static_cast<T>(base[k] + 0.1 * s + spread * normal(gen));
+      }
+  // r0: the thread_group's exact mean (sum in double in rank order, times 1/M, rounded to T).
+  std::vector<T> r0(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    double sum = 0.0;
+    for (int i = 0; i < m; ++i) sum += static_cast<double>(x[0][static_cast<std::size_t>(i)][k]);
+    r0[k] = static_cast<T>(sum * (1.0 / m));
+  }
+  dppf_test::compressed_sync_reference<T> ref(format, static_cast<std::size_t>(m), r0);
+  std::vector<std::vector<T>> want(syncs);
+  for (int s = 0; s < syncs; ++s) want[static_cast<std::size_t>(s)] = ref.sync(x[static_cast<std::size_t>(s) + 1]);
+
+  std::vector<std::vector<std::vector<T>>> got(syncs, std::vector<std::vector<T>>(static_cast<std::size_t>(m)));
+  std::vector<std::vector<T>> residual(static_cast<std::size_t>(m)), owner(static_cast<std::size_t>(m)), reference(static_cast<std::size_t>(m));
+  dppf::thread_group group(m, {.timeout = std::chrono::seconds(60)});
+  group.run([&](dppf::thread_communicator comm) {
+    const auto i = static_cast<std::size_t>(comm.rank());
+    dppf::counting_communicator<dppf::thread_communicator> counted(comm);
+    dppf::compressed_mean<T> cm(counted, std::span<const T>(x[0][i]), {.precision = precision});
+    for (int s = 0; s < syncs; ++s) {
+      std::vector<T> mean(n, T(-1));
+      CHECK(cm(counted, std::span<const T>(x[static_cast<std::size_t>(s) + 1][i]), std::span<T>(mean)));
+      got[static_cast<std::size_t>(s)][i] = mean;
+    }
+    residual[i].assign(cm.residual().begin(), cm.residual().end());
+    owner[i].assign(cm.owner_residual().begin(), cm.owner_residual().end());
+    reference[i].assign(cm.reference().begin(), cm.reference().end());
+    // One all-reduce for r0, then an all-to-all and an all-gather per sync.
+    CHECK(counted.counts().buffer_all_reduces == 1);
+    CHECK(counted.counts().all_to_alls == syncs);
+    CHECK(counted.counts().buffer_all_gathers == syncs);
+  });
+  const std::size_t chunk = (n + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
+  for (int s = 0; s < syncs; ++s)
+    for (std::size_t i = 0; i < static_cast<std::size_t>(m); ++i)
+      for (std::size_t k = 0; k < n; ++k) {
+        CAPTURE(s);
+        CAPTURE(i);
+        CAPTURE(k);
+        REQUIRE(got[static_cast<std::size_t>(s)][i][k] == want[static_cast<std::size_t>(s)][k]);
+      }
+  for (std::size_t i = 0; i < static_cast<std::size_t>(m); ++i) {
+    CHECK(reference[i] == ref.reference);
+    CHECK(residual[i] == ref.residual[i]);
+    REQUIRE(owner[i].size() == chunk);
+    for (std::size_t t = 0; t < chunk; ++t) CHECK(owner[i][t] == ref.owner_residual[i][t]);
+  }
+  // The compressed mean is the true mean up to about one rounding of the differences.
+  const auto& last = x[syncs];
+  double worst = 0.0;
+  for (std::size_t k = 0; k < n; ++k) {
+    if (k % 17 == 3) continue;  // saturated elements carry their excess over several syncs
+    double sum = 0.0;
+    for (int i = 0; i < m; ++i) sum += static_cast<double>(last[static_cast<std::size_t>(i)][k]);
+    worst = std::max(worst, std::fabs(static_cast<double>(want[syncs - 1][k]) - sum / m));
+  }
+  CHECK(worst < 0.05);
+}
+
+}  // namespace
+
+TEST_CASE("compressed sync: the mean equals an independent replay with error feedback, every element") {
+  for (int m : {2, 3, 4})
+    for (std::size_t n : {std::size_t{1}, std::size_t{5}, std::size_t{1001}}) {
+      check_compressed_mean<float>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n);
+      check_compressed_mean<float>(dppf::sync_precision::fp16, dppf_test::reference_fp16(), m, n);
+      check_compressed_mean<double>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n);
+    }
+}
+
+TEST_CASE("compressed sync: a non-finite worker gives a non-finite mean on every rank and keeps the reference") {
+  dppf::thread_group group(3, {.timeout = std::chrono::seconds(60)});
+  group.run([&](dppf::thread_communicator comm) {
+    std::vector<float> x = dppf_test::random_vector<float>(10, 7);
+    dppf::compressed_mean<float> cm(comm, std::span<const float>(x), {.precision = dppf::sync_precision::bf16});
+    const std::vector<float> r0(cm.reference().begin(), cm.reference().end());
+    std::vector<float> y = x, mean(10);
+    for (auto& v : y) v += 0.01f;
+    if (comm.rank() == 1) y[4] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_FALSE(cm(comm, std::span<const float>(y), std::span<float>(mean)));
+    CHECK(std::isnan(mean[4]));
+    CHECK(std::vector<float>(cm.reference().begin(), cm.reference().end()) == r0);
+    for (float e : cm.residual()) CHECK(e == 0.0f);
+    for (float e : cm.owner_residual()) CHECK(e == 0.0f);
+  });
+}
+
+TEST_CASE("compressed sync: all_to_all and all_gather of words on thread_group, single and counting") {
+  for (int m : {1, 2, 3, 4}) {
+    CAPTURE(m);
+    const std::size_t block = 5;
+    dppf::thread_group group(m, {.timeout = std::chrono::seconds(60)});
+    group.run([&](dppf::thread_communicator comm) {
+      const auto r = static_cast<std::uint16_t>(comm.rank());
+      dppf::counting_communicator<dppf::thread_communicator> c(comm);
+      std::vector<std::uint16_t> in(block * static_cast<std::size_t>(m)), out(in.size());
+      for (std::size_t k = 0; k < in.size(); ++k) in[k] = static_cast<std::uint16_t>(1000 * r + k);
+      c.all_to_all(in, out);
+      for (std::size_t j = 0; j < static_cast<std::size_t>(m); ++j)
+        for (std::size_t t = 0; t < block; ++t) CHECK(out[j * block + t] == 1000 * j + r * block + t);
+      std::vector<std::uint16_t> mine(block), all(block * static_cast<std::size_t>(m));
+      for (std::size_t t = 0; t < block; ++t) mine[t] = static_cast<std::uint16_t>(100 * r + t);
+      c.all_gather(mine, all);
+      for (std::size_t j = 0; j < static_cast<std::size_t>(m); ++j)
+        for (std::size_t t = 0; t < block; ++t) CHECK(all[j * block + t] == 100 * j + t);
+      const auto mm = static_cast<std::uint64_t>(m);
+      CHECK(c.counts().all_to_alls == 1);
+      CHECK(c.counts().buffer_all_gathers == 1);
+      CHECK(c.counts().exchanged_words == block * mm + block);
+      CHECK(c.counts().wire_bytes == 2 * (block * (mm - 1)) + 2 * block * (mm - 1));
+    });
+  }
+  dppf::single_communicator one;
+  std::vector<std::uint16_t> in{1, 2, 3}, out(3);
+  one.all_to_all(in, out);
+  CHECK(out == in);
+  volatile std::size_t two = 2;  // opaque to the optimizer, which would warn about the copy the check prevents
+  std::vector<std::uint16_t> wrong(two);
+  check_throws_with<dppf::invalid_argument_error>([&] { one.all_gather(in, wrong); }, "expected 3");
+  static_assert(dppf::exchange_communicator<dppf::thread_communicator>);
+  static_assert(dppf::exchange_communicator<dppf::single_communicator>);
+  static_assert(dppf::exchange_communicator<dppf::counting_communicator<dppf::thread_communicator>>);
+}
+
+TEST_CASE("compressed sync: bad exchange arguments raise on every rank, no hang") {
+  dppf::thread_group group(3, {.timeout = std::chrono::seconds(60)});
+  std::vector<int> raised(3, 0);
+  group.run([&](dppf::thread_communicator comm) {
+    const auto r = static_cast<std::size_t>(comm.rank());
+    // Rank 1 passes 7 words (not a multiple of 3): it raises invalid_argument, the others learn of it.
+    std::vector<std::uint16_t> in(r == 1 ? 7 : 6), out(in.size());
+    try {
+      comm.all_to_all(in, out);
+    } catch (const dppf::invalid_argument_error& e) {
+      raised[r] = 1;
+      CHECK(std::string(e.what()).find("not a multiple of the group size 3") != std::string::npos);
+    } catch (const dppf::communication_error& e) {
+      raised[r] = 2;
+      CHECK(std::string(e.what()).find("rank 1 rejected its arguments") != std::string::npos);
+    }
+    // Sizes that differ across ranks (each valid alone): every rank names the mismatch.
+    std::vector<std::uint16_t> mine(r == 2 ? 4 : 3), all(mine.size() * 3);
+    check_throws_with<dppf::invalid_argument_error>([&] { comm.all_gather(mine, all); }, "buffer sizes differ across ranks");
+    // The group still works afterwards.
+    std::vector<std::uint16_t> ok_in(3, static_cast<std::uint16_t>(r)), ok_out(3);
+    comm.all_to_all(ok_in, ok_out);
+    CHECK(ok_out == std::vector<std::uint16_t>{0, 1, 2});
+  });
+  CHECK(raised == std::vector<int>{2, 1, 2});
+}
+
+namespace {
+
+// The named convex problem, a random quadratic with its own minimiser per worker: worker i
+// minimizes f_i(x) = sum_k (1/2 h_k x_k^2 + g_ik x_k), curvatures h_k log-spaced in [1e-4, 1]
+// (flat directions, where a bias of the mean accumulates), g_ik ~ N(0, 1) with zero mean over the
+// workers (minimiser -g_i / h for worker i, 0 for their mean). LocalSGD (tau = 4, lr = 0.5) from
+// x = 0: near its fixed point each worker still sends about -lr tau g_i per sync. Returns rank
+// 0's parameters after every sync (after LocalSGD's sync every worker holds the mean).
+struct quadratic_run {
+  std::vector<std::vector<float>> means;  // after every sync
+  std::vector<dppf::trainer_stats> stats;
+  std::vector<dppf::communication_counts> counts;
+};
+
+// g_ik: N(0, 1) less their mean over the workers.
+std::vector<std::vector<double>> linear_terms(int m, std::size_t n, std::uint64_t seed) {
+  std::vector<std::vector<double>> b(static_cast<std::size_t>(m));
+  for (int i = 0; i < m; ++i) b[static_cast<std::size_t>(i)] = dppf_test::random_vector<double>(n, seed + static_cast<std::uint64_t>(i));
+  for (std::size_t k = 0; k < n; ++k) {
+    double mean = 0.0;
+    for (int i = 0; i < m; ++i) mean += b[static_cast<std::size_t>(i)][k] / m;
+    for (int i = 0; i < m; ++i) b[static_cast<std::size_t>(i)][k] -= mean;
+  }
+  return b;
+}
+
+quadratic_run run_quadratic(int m, std::size_t n, int syncs, dppf::trainer_options options, std::uint64_t seed) {
+  std::vector<double> h(n);
+  for (std::size_t k = 0; k < n; ++k) h[k] = std::pow(10.0, -4.0 * static_cast<double>(k) / static_cast<double>(n - 1));
+  const std::vector<std::vector<double>> b = linear_terms(m, n, seed);
+  quadratic_run out;
+  out.means.resize(static_cast<std::size_t>(syncs));
+  out.stats.resize(static_cast<std::size_t>(m));
+  out.counts.resize(static_cast<std::size_t>(m));
+  options.tau = 4;
+  dppf::thread_group group(m, {.timeout = std::chrono::seconds(120)});
+  group.run([&](dppf::thread_communicator comm) {
+    const auto r = static_cast<std::size_t>(comm.rank());
+    std::vector<float> x(n, 0.0f), g(n);
+    dppf::trainer tr{dppf::sgd{{.lr = 0.5}}, dppf::local_sgd{}, comm, dppf::host_executor{}, options};
+    for (int s = 0; s < syncs; ++s) {
+      for (int t = 0; t < 4; ++t) {
+        for (std::size_t k = 0; k < n; ++k) g[k] = static_cast<float>(h[k] * static_cast<double>(x[k]) + b[r][k]);
+        tr.step(x, g);
+      }
+      if (r == 0) out.means[static_cast<std::size_t>(s)] = x;
+    }
+    out.stats[r] = tr.stats();
+    out.counts[r] = tr.comm().counts();
+  });
+  return out;
+}
+
+double max_deviation(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0.0;
+  for (std::size_t k = 0; k < a.size(); ++k) d = std::max(d, std::fabs(static_cast<double>(a[k]) - b[k]));
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("compressed sync: on a quadratic, 1000 syncs stay within a fixed bound of the full run; without error feedback they do not") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  constexpr int m = 4, syncs = 1000;
+  constexpr std::size_t n = 64;
+  const auto full = run_quadratic(m, n, syncs, {}, seed);
+  const auto ef = run_quadratic(m, n, syncs, {.sync_precision = dppf::sync_precision::bf16}, seed);
+  const auto no_ef = run_quadratic(m, n, syncs, {.sync_precision = dppf::sync_precision::bf16, .sync_error_feedback = false}, seed);
+  // The differences a worker sends: near the fixed point x = 0, its local progress in one sync,
+  // lr tau g_i, at its largest.
+  double step = 0.0;
+  for (const auto& g : linear_terms(m, n, seed))
+    for (double v : g) step = std::max(step, 0.5 * 4 * std::fabs(v));
+  double first_half = 0.0, second_half = 0.0, control = 0.0;
+  for (int s = 0; s < syncs; ++s) {
+    const double d = max_deviation(ef.means[static_cast<std::size_t>(s)], full.means[static_cast<std::size_t>(s)]);
+    (s < syncs / 2 ? first_half : second_half) = std::max(s < syncs / 2 ? first_half : second_half, d);
+    control = std::max(control, max_deviation(no_ef.means[static_cast<std::size_t>(s)], full.means[static_cast<std::size_t>(s)]));
+  }
+  MESSAGE("largest difference sent " << step << ", deviation with error feedback " << first_half << " / " << second_half
+                                   << " (syncs 1-500 / 501-1000), without " << control);
+  const double bound = 4.0 * 0x1p-8 * step;  // a few bf16 roundings of the largest difference sent
+  CHECK(first_half <= bound);
+  CHECK(second_half <= bound);
+  CHECK(control > bound);
+  // The control's drift grows with the number of syncs.
+  double control_first = 0.0;
+  for (int s = 0; s < syncs / 2; ++s)
+    control_first = std::max(control_first, max_deviation(no_ef.means[static_cast<std::size_t>(s)], full.means[static_cast<std::size_t>(s)]));
+  CHECK(control > 1.5 * control_first);
+}
+
+TEST_CASE("compressed sync: wire bytes per rank are at most 0.55 of the fp32 ring's") {
+  for (int m : {2, 3, 4}) {
+    CAPTURE(m);
+    constexpr std::size_t n = 10000;
+    constexpr int syncs = 3;
+    const auto full = run_quadratic(m, n, syncs, {}, 11);
+    const auto bf16 = run_quadratic(m, n, syncs, {.sync_precision = dppf::sync_precision::bf16}, 11);
+    const double ring = 2.0 * (m - 1) / m * n * sizeof(float);  // the fp32 ring all-reduce per sync
+    for (int r = 0; r < m; ++r) {
+      const auto& c = bf16.counts[static_cast<std::size_t>(r)];
+      CHECK(c.all_to_alls == syncs);
+      CHECK(c.buffer_all_gathers == syncs);
+      // The one full-precision all-reduce that sets the reference, then only the exchanges and
+      // the distance pass's scalar gathers.
+      CHECK(c.buffer_all_reduces == 1);
+      const double per_sync = (static_cast<double>(c.wire_bytes) - ring) / syncs;
+      CHECK(per_sync <= 0.55 * ring);
+      const std::size_t chunk = (n + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
+      const double exchange = 2.0 * 2.0 * static_cast<double>(m - 1) * static_cast<double>(chunk);
+      CHECK(per_sync == doctest::Approx(exchange + 8.0 * (static_cast<double>(c.scalar_all_reduces + c.all_gathers) / syncs)));
+      CHECK(static_cast<double>(full.counts[static_cast<std::size_t>(r)].wire_bytes) / syncs >= ring);
+      CHECK(bf16.stats[static_cast<std::size_t>(r)].wire_bytes == c.wire_bytes);
+    }
+  }
+}
+
+TEST_CASE("compressed sync: sync_precision = full is today's trainer, bit for bit") {
+  for (auto rule : {0, 1}) {
+    const std::uint64_t seed = dppf_test::compression_seed();
+    INFO("seed = " << seed);
+    std::vector<std::vector<float>> a(3), b(3);
+    for (int variant = 0; variant < 2; ++variant) {
+      dppf::thread_group group(3, {.timeout = std::chrono::seconds(60)});
+      group.run([&](dppf::thread_communicator comm) {
+        const auto r = static_cast<std::size_t>(comm.rank());
+        std::vector<float> x = dppf_test::random_vector<float>(33, seed + r), g(33);
+        dppf::trainer_options o{.tau = 3};
+        if (variant == 1) o.sync_precision = dppf::sync_precision::full;
+        auto body = [&](auto consensus) {
+          dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, consensus, comm, dppf::host_executor{}, o};
+          for (int t = 0; t < 12; ++t) {
+            for (std::size_t k = 0; k < 33; ++k) g[k] = x[k] - static_cast<float>(r);
+            tr.step(x, g);
+          }
+          CHECK(tr.comm().counts().all_to_alls == 0);
+          CHECK(tr.comm().counts().buffer_all_reduces == 4);
+        };
+        if (rule == 0)
+          body(dppf::local_sgd{});
+        else
+          body(dppf::pull_push{{.alpha = 0.3, .lambda = 0.05}});
+        (variant == 0 ? a : b)[r] = x;
+      });
+    }
+    CHECK(a == b);
+  }
+}
+
+TEST_CASE("compressed sync: DPPF with bf16 stays close to its full-precision run") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  std::vector<std::vector<float>> runs[2];
+  for (int variant = 0; variant < 2; ++variant) {
+    runs[variant].resize(4);
+    dppf::thread_group group(4, {.timeout = std::chrono::seconds(60)});
+    group.run([&](dppf::thread_communicator comm) {
+      const auto r = static_cast<std::size_t>(comm.rank());
+      std::vector<float> x(50, 1.0f), g(50);
+      const auto target = dppf_test::random_vector<float>(50, seed + r);
+      dppf::trainer_options o{.tau = 4};
+      if (variant == 1) o.sync_precision = dppf::sync_precision::fp16;
+      dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::pull_push{{.alpha = 0.3, .lambda = 0.01}}, comm, dppf::host_executor{}, o};
+      for (int t = 0; t < 400; ++t) {
+        for (std::size_t k = 0; k < 50; ++k) g[k] = x[k] - target[k];
+        tr.step(x, g);
+      }
+      runs[variant][r] = x;
+      if (variant == 1) CHECK(tr.comm().counts().all_to_alls == 100);
+    });
+  }
+  double worst = 0.0;
+  for (std::size_t r = 0; r < 4; ++r) worst = std::max(worst, max_deviation(runs[0][r], runs[1][r]));
+  CHECK(worst < 1e-2);
+  CHECK(worst > 0.0);  // it did compress
+}
+
+TEST_CASE("compressed sync: bad options and rules that cannot compress are refused by name") {
+  dppf::single_communicator one;
+  check_throws_with<dppf::invalid_argument_error>(
+      [&] {
+        dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, one, dppf::host_executor{},
+                         {.sync_precision = static_cast<dppf::sync_precision>(7)}};
+      },
+      "sync_precision");
+  check_throws_with<dppf::invalid_argument_error>(
+      [&] {
+        dppf::trainer tr{dppf::sgd{}, dppf::grawa{}, one, dppf::host_executor{}, {.sync_precision = dppf::sync_precision::bf16}};
+      },
+      "leader and grawa cannot");
+  check_throws_with<dppf::invalid_argument_error>(
+      [&] {
+        dppf::trainer tr{dppf::sgd{}, dppf::data_parallel{}, one, dppf::host_executor{}, {.sync_precision = dppf::sync_precision::fp16}};
+      },
+      "averages gradients");
+  check_throws_with<dppf::invalid_argument_error>(
+      [&] {
+        dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, one, dppf::host_executor{},
+                         {.tau = 4, .overlap_steps = 2, .sync_precision = dppf::sync_precision::bf16}};
+      },
+      "cannot overlap yet");
+  std::vector<float> x(4, 1.0f);
+  check_throws_with<dppf::invalid_argument_error>(
+      [&] { dppf::compressed_mean<float> cm(one, std::span<const float>(x), {.precision = dppf::sync_precision::full}); },
+      "not a compressed format");
+}

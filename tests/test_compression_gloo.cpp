@@ -1,0 +1,123 @@
+// Compressed sync over gloo_communicator (gloo::alltoall / gloo::allgather of 16-bit words):
+// groups of threads, one rank each, over loopback TCP. The exchange collectives against
+// closed-form blocks, bad arguments raise on every rank, the compressed mean against the
+// independent replay of compression_reference.hpp, every element, M = 2, 3, 4.
+#include <doctest/doctest.h>
+
+#include <dppf/communicators/gloo.hpp>
+#include <dppf/compression.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "compression_reference.hpp"
+#include "gloo_support.hpp"
+#include "support.hpp"
+
+namespace {
+
+static_assert(dppf::exchange_communicator<dppf::gloo_communicator>);
+
+// Runs f(comm) on m threads, one rank each; fails the test with the first rank's exception.
+void run_gloo_group(int m, const std::function<void(dppf::gloo_communicator&)>& f) {
+  const dppf::gloo_store store = dppf_test::fresh_gloo_store("compression");
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(m));
+  std::vector<std::thread> pool;
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      try {
+        dppf::gloo_communicator comm(store, r, m, {.timeout = std::chrono::seconds(30), .address = "127.0.0.1", .iface = {}, .check_arguments = true});
+        f(comm);
+      } catch (...) {
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+      }
+    });
+  for (auto& t : pool) t.join();
+  std::filesystem::remove_all(store.file_dir);
+  for (std::size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r]) continue;
+    try {
+      std::rethrow_exception(errors[r]);
+    } catch (const std::exception& e) {
+      FAIL("rank " << r << " threw: " << e.what());
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("compressed sync over Gloo: all_to_all, all_gather and their errors on every rank") {
+  for (int m : {1, 2, 3}) {
+    CAPTURE(m);
+    run_gloo_group(m, [&](dppf::gloo_communicator& comm) {
+      const auto r = static_cast<std::size_t>(comm.rank()), mm = static_cast<std::size_t>(m);
+      const std::size_t block = 6;
+      std::vector<std::uint16_t> in(block * mm), out(in.size());
+      for (std::size_t k = 0; k < in.size(); ++k) in[k] = static_cast<std::uint16_t>(1000 * r + k);
+      comm.all_to_all(in, out);
+      for (std::size_t j = 0; j < mm; ++j)
+        for (std::size_t t = 0; t < block; ++t) CHECK(out[j * block + t] == 1000 * j + r * block + t);
+      std::vector<std::uint16_t> mine(block, static_cast<std::uint16_t>(r)), all(block * mm);
+      comm.all_gather(mine, all);
+      for (std::size_t k = 0; k < all.size(); ++k) CHECK(all[k] == k / block);
+      if (m == 1) return;
+      // Rank 0's output is too short: it raises invalid_argument, the others communication_error.
+      std::vector<std::uint16_t> short_out(r == 0 ? all.size() - 1 : all.size());
+      if (r == 0)
+        dppf_test::check_throws_with<dppf::invalid_argument_error>([&] { comm.all_gather(mine, short_out); }, "expected");
+      else
+        dppf_test::check_throws_with<dppf::communication_error>([&] { comm.all_gather(mine, short_out); }, "rank 0 rejected");
+      // Sizes that differ across ranks: every rank names the mismatch.
+      std::vector<std::uint16_t> a(mm * (r == 1 ? 2 : 1)), b(a.size());
+      dppf_test::check_throws_with<dppf::invalid_argument_error>([&] { comm.all_to_all(a, b); }, "buffer sizes differ");
+    });
+  }
+}
+
+TEST_CASE("compressed sync over Gloo: the mean equals the independent replay, every element") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  for (int m : {2, 3, 4}) {
+    CAPTURE(m);
+    constexpr int syncs = 4;
+    const std::size_t n = 257;
+    std::vector<std::vector<std::vector<float>>> x(syncs + 1);
+    for (int s = 0; s <= syncs; ++s)
+      for (int i = 0; i < m; ++i) {
+        auto v = dppf_test::random_vector<float>(n, seed + 100u * static_cast<std::uint64_t>(s) + static_cast<std::uint64_t>(i), 0.03);
+        for (std::size_t k = 0; k < n; ++k) v[k] += static_cast<float>(k % 7) - 3.0f;
+        x[static_cast<std::size_t>(s)].push_back(v);
+      }
+    std::vector<std::vector<float>> r0(static_cast<std::size_t>(m)), means(static_cast<std::size_t>(m) * syncs);
+    std::vector<std::vector<float>> residual(static_cast<std::size_t>(m));
+    run_gloo_group(m, [&](dppf::gloo_communicator& comm) {
+      const auto i = static_cast<std::size_t>(comm.rank());
+      dppf::compressed_mean<float> cm(comm, std::span<const float>(x[0][i]), {.precision = dppf::sync_precision::fp16});
+      r0[i].assign(cm.reference().begin(), cm.reference().end());
+      for (int s = 1; s <= syncs; ++s) {
+        std::vector<float> mean(n);
+        CHECK(cm(comm, std::span<const float>(x[static_cast<std::size_t>(s)][i]), std::span<float>(mean)));
+        means[i * syncs + static_cast<std::size_t>(s) - 1] = mean;
+      }
+      residual[i].assign(cm.residual().begin(), cm.residual().end());
+    });
+    for (int i = 1; i < m; ++i) REQUIRE(r0[static_cast<std::size_t>(i)] == r0[0]);  // Gloo's ring: the same bits everywhere
+    dppf_test::compressed_sync_reference<float> ref(dppf_test::reference_fp16(), static_cast<std::size_t>(m), r0[0]);
+    for (int s = 1; s <= syncs; ++s) {
+      const std::vector<float> want = ref.sync(x[static_cast<std::size_t>(s)]);
+      for (std::size_t i = 0; i < static_cast<std::size_t>(m); ++i) {
+        CAPTURE(s);
+        CAPTURE(i);
+        CHECK(means[i * syncs + static_cast<std::size_t>(s) - 1] == want);
+      }
+    }
+    for (std::size_t i = 0; i < static_cast<std::size_t>(m); ++i) CHECK(residual[i] == ref.residual[i]);
+  }
+}
