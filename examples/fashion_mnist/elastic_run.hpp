@@ -283,10 +283,16 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
     end_of_epoch();
   }
   std::int64_t generation = group->generation().number;
+  auto epoch_start = std::chrono::steady_clock::now();  // for the progress display's samples/s
+  double epoch_images = 0.0;
   while (tr.steps() < total) {
     const std::int64_t step = tr.steps(), syncs = tr.syncs();
-    const double loss = rep.loss_and_grad(deal.batch(step, group->id(), group->rank(), group->size()));
+    const auto step_start = std::chrono::steady_clock::now();
+    const auto batch = deal.batch(step, group->id(), group->rank(), group->size());
+    const double group_images = static_cast<double>(batch.size()) * group->size();  // every member's part is as large
+    const double loss = rep.loss_and_grad(batch);
     tr.step(rep.params(), rep.grads(), loss);
+    const auto step_time = std::chrono::steady_clock::now() - step_start;
     loss_sum += loss;
     if (group->generation().number != generation) {
       generation = group->generation().number;
@@ -295,10 +301,16 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
     if (s.sync_log && tr.syncs() > syncs)
       elastic_line(me + ": sync " + std::to_string(tr.syncs()) + " committed at step " + std::to_string(tr.steps()) + " (" +
                    membership(*group) + ")");
+    const std::int64_t within = (tr.steps() - 1) % spe + 1;
+    if (within == 1) {
+      epoch_start = std::chrono::steady_clock::now() - step_time;
+      epoch_images = 0.0;
+    }
+    epoch_images += group_images;
     if (group->rank() == 0 && cb.progress) {
-      const std::int64_t within = (tr.steps() - 1) % spe + 1;
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
       cb.progress(progress_info{o.method, static_cast<int>((tr.steps() - 1) / spe) + 1, o.epochs, within, spe,
-                                loss_sum / static_cast<double>(within), 0.0});
+                                loss_sum / static_cast<double>(within), dt > 0.0 ? epoch_images / dt : 0.0});
     }
     end_of_epoch();
     if (ckpt.due(tr.steps(), tr.steps() % spe == 0)) {
