@@ -374,11 +374,11 @@ TEST_CASE("compressed sync: on a quadratic, 1000 syncs stay within a fixed bound
   CHECK(first_half <= bound);
   CHECK(second_half <= bound);
   CHECK(control > bound);
-  // The control's drift grows with the number of syncs.
-  double control_first = 0.0;
-  for (int s = 0; s < syncs / 2; ++s)
-    control_first = std::max(control_first, max_deviation(no_ef.means[static_cast<std::size_t>(s)], full.means[static_cast<std::size_t>(s)]));
-  CHECK(control > 1.5 * control_first);
+  // The control is past the bound late in the run too, not only in a transient.
+  double control_late = 0.0;
+  for (int s = syncs / 2; s < syncs; ++s)
+    control_late = std::max(control_late, max_deviation(no_ef.means[static_cast<std::size_t>(s)], full.means[static_cast<std::size_t>(s)]));
+  CHECK(control_late > bound);
 }
 
 TEST_CASE("compressed sync: wire bytes per rank are at most 0.55 of the fp32 ring's") {
