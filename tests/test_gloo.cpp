@@ -26,38 +26,15 @@ using namespace std::chrono_literals;
 
 dppf::gloo_store fresh_store() { return dppf_test::fresh_gloo_store("gloo-test"); }
 
-dppf::gloo_options loopback(std::chrono::milliseconds timeout = 10s) { return {.timeout = timeout, .address = "127.0.0.1", .iface = {}, .check_arguments = true}; }
+dppf::gloo_options loopback(std::chrono::milliseconds timeout = 10s) { return dppf_test::gloo_loopback(timeout); }
 
 // Runs f(comm) on m threads, one rank each; returns each rank's exception (or null).
 std::vector<std::exception_ptr> run_group(int m, const std::function<void(dppf::gloo_communicator&)>& f,
                                           dppf::gloo_options options = loopback()) {
-  const dppf::gloo_store store = fresh_store();
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(m));
-  std::vector<std::thread> pool;
-  for (int r = 0; r < m; ++r)
-    pool.emplace_back([&, r] {
-      try {
-        dppf::gloo_communicator comm(store, r, m, options);
-        f(comm);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : pool) t.join();
-  std::filesystem::remove_all(store.file_dir);
-  return errors;
+  return dppf_test::run_gloo_ranks("gloo-test", m, f, options);
 }
 
-void require_no_errors(const std::vector<std::exception_ptr>& errors) {
-  for (std::size_t r = 0; r < errors.size(); ++r) {
-    if (!errors[r]) continue;
-    try {
-      std::rethrow_exception(errors[r]);
-    } catch (const std::exception& e) {
-      FAIL("rank " << r << " threw: " << e.what());
-    }
-  }
-}
+using dppf_test::require_no_errors;
 
 // What rank r's exception is: "" when none, else "<kind>: <what>".
 template <class E>

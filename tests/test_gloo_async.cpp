@@ -41,44 +41,16 @@ static_assert(dppf::async_communicator<dppf::gloo_communicator>);
 static_assert(dppf::async_communicator<dppf::counting_communicator<dppf::gloo_communicator>>);
 static_assert(dppf::collective_handle<dppf::gloo_all_reduce_handle>);
 
-dppf::gloo_options loopback(std::chrono::milliseconds timeout = 20s) {
-  return {.timeout = timeout, .address = "127.0.0.1", .iface = {}, .check_arguments = true};
-}
+dppf::gloo_options loopback(std::chrono::milliseconds timeout = 20s) { return dppf_test::gloo_loopback(timeout); }
 
 // Each rank's communicator built and f run on its own thread; each rank's exception (or null).
 std::vector<std::exception_ptr> on_gloo_ranks(int m, const std::function<void(dppf::gloo_communicator&)>& f,
                                               dppf::gloo_options options = loopback()) {
-  const dppf::gloo_store store = dppf_test::fresh_gloo_store("gloo-async");
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(m));
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < m; ++r)
-    ranks.emplace_back([&, r] {
-      try {
-        dppf::gloo_communicator comm(store, r, m, options);
-        f(comm);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : ranks) t.join();
-  std::filesystem::remove_all(store.file_dir);
-  return errors;
+  return dppf_test::run_gloo_ranks("gloo-async", m, f, options);
 }
 
-std::string message_of(const std::exception_ptr& e) {
-  if (!e) return "(none)";
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  }
-  return "(not a std::exception)";
-}
-
-void require_no_errors(const std::vector<std::exception_ptr>& errors) {
-  for (std::size_t r = 0; r < errors.size(); ++r)
-    if (errors[r]) FAIL("rank " << r << " threw: " << message_of(errors[r]));
-}
+using dppf_test::message_of;
+using dppf_test::require_no_errors;
 
 // Whether e is an E whose message contains every needle.
 template <class E>
