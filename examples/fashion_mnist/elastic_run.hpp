@@ -219,7 +219,7 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
   backend.prepare(2);  // one OpenBLAS thread: one worker per process, as many per machine
   host_replica rep = backend.make_replica(capacity);
   dppf::elastic_trainer tr(group, dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
-                           dppf::host_executor{}, {.tau = tau, .warmup_steps = o.push_warmup});
+                           dppf::host_executor{}, trainer_options_for(o, tau));
   tr.start(rep.params());
   elastic_line(me + ": " + (tr.steps() > 0 ? "let in at step " + std::to_string(tr.steps()) + ", " : "started, ") + membership(*group));
 

@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -70,6 +71,7 @@ const char* usage_text =
     "                     [--train-limit N] [--test-limit N] [--hidden H1,H2,...] [--sharpness-samples N]\n"
     "                     [--model mlp|cnn] [--channels C1,C2,...] [--push constant|inverse_mv] [--push-warmup N]\n"
     "                     [--checkpoint DIR [--checkpoint-every N] [--resume]] [--bucket-mb MB]\n"
+    "                     [--overlap-steps D] [--sync-precision full|bf16|fp16] [--no-sync]\n"
     "                     [--rank R --world-size N --store redis:HOST:PORT|file:DIR [--prefix P] [--gloo-timeout MS]\n"
     "                      [--gloo-addr ADDR | --gloo-iface IFACE]]   (with --comm gloo)\n"
     "                     [--elastic [--min-workers K] [--lost-shard drop|redeal] [--sync-log]]   (with --comm gloo)\n"
@@ -100,6 +102,13 @@ const char* usage_text =
     "              started during the backward pass once its gradients are final, as PyTorch's DDP does\n"
     "              (CPU, engines with an asynchronous all-reduce); 0: one all-reduce after the backward pass.\n"
     "              With threads both give the same numbers\n"
+    "  --overlap-steps D  the sync overlaps the next D local steps (1 <= D <= tau; default 0: blocking):\n"
+    "              each worker starts the all-reduce of a snapshot and applies the rule's correction D steps\n"
+    "              later, keeping its progress since (dppf, local_sgd, elastic, diloco; not ddp, leader, grawa)\n"
+    "  --sync-precision P  the sync's mean travels as full (default: the fp32 all-reduce), bf16 or fp16 (16-bit\n"
+    "              differences from the last mean, with error feedback; same methods; not with --overlap-steps)\n"
+    "  --no-sync   the compute-only floor: the same workers and steps with every sync removed, to time against\n"
+    "              (train_s); the workers never meet, so the reported accuracy means nothing (local methods)\n"
     "  --checkpoint DIR  every worker saves DIR/<method>.step<K>.rank<R>.safetensors (atomically; its two\n"
     "              newest are kept) every --checkpoint-every N steps (a multiple of --tau; default 0: at the\n"
     "              end of every epoch); --resume continues each method from the newest step every worker\n"
@@ -139,6 +148,10 @@ config parse_args(int argc, char** argv) {
     }
     if (flag == "--resume") {
       c.run.resume = true;
+      continue;
+    }
+    if (flag == "--no-sync") {
+      c.run.no_sync = true;
       continue;
     }
     if (flag == "--elastic" || flag == "--sync-log") {
@@ -221,6 +234,18 @@ config parse_args(int argc, char** argv) {
       }
     }
 #endif
+  if (c.elastic && c.run.overlap_steps != 0)
+    cli.usage("--elastic: --overlap-steps must be 0 (dppf::elastic_trainer: a sync still in flight is not carried across a change of members)");
+  for (const auto& m : c.methods) {  // the sync flags against every method, before any trains
+    fmnist::run_options o = c.run;
+    o.method = m;
+    try {
+      if (std::find(fmnist::method_names().begin(), fmnist::method_names().end(), m) != fmnist::method_names().end())
+        fmnist::check_trainer_options(o);
+    } catch (const std::invalid_argument& e) {
+      cli.usage(e.what());
+    }
+  }
   if (c.run.resume && c.run.checkpoint_dir.empty()) cli.usage("--resume needs --checkpoint DIR");
   if (!c.run.checkpoint_dir.empty() && c.device != "cpu") cli.usage("--checkpoint: on the CPU only (--device cpu)");
   if (c.run.checkpoint_every < 0) cli.usage("--checkpoint-every: must be >= 0");

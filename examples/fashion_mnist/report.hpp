@@ -59,6 +59,11 @@ inline std::string result_json(const run_result& r) {
     << ", \"test_loss\": " << number(e.test_loss) << ", \"relaxed_mv\": " << number(e.relaxed_mv)
     << ", \"imv\": " << number(r.imv) << ", \"hessian_top\": " << number(r.hessian_top)
     << ", \"comm_bytes\": " << r.comm_bytes;
+  // The sync's form, only where it is not the default, so a default run's line stays as it was.
+  if (r.options.overlap_steps != 0) s << ", \"overlap_steps\": " << r.options.overlap_steps;
+  if (r.options.sync_precision != dppf::sync_precision::full)
+    s << ", \"sync_precision\": \"" << dppf::to_string(r.options.sync_precision) << "\"";
+  if (r.options.no_sync) s << ", \"no_sync\": true";
   if (!std::isnan(r.train_s)) s << ", \"train_s\": " << number(r.train_s);  // training only (run_result)
   s << ", \"wall_s\": " << number(r.wall_s) << "}";
   return s.str();

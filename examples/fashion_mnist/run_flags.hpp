@@ -27,6 +27,14 @@ inline bool parse_run_flag(const example_cli::program& cli, const std::string& f
   else if (flag == "--epochs") r.epochs = cli.parse<int>(flag, value);
   else if (flag == "--batch") r.batch = cli.parse<std::size_t>(flag, value);
   else if (flag == "--seed") r.seed = cli.parse<std::uint64_t>(flag, value);
+  else if (flag == "--overlap-steps") r.overlap_steps = cli.parse<std::int64_t>(flag, value);
+  else if (flag == "--sync-precision") {
+    try {
+      r.sync_precision = parse_sync_precision(value);
+    } catch (const std::invalid_argument& e) {
+      cli.usage(e.what());
+    }
+  }
   else return false;
   return true;
 }

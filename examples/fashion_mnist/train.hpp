@@ -69,7 +69,21 @@ struct run_options {
   /// the communicator is asynchronous; 0: one all-reduce after the backward pass. The numbers do
   /// not change where the engine's sum of an element does not depend on the buffer (threads).
   double bucket_mb = 25.0;
+  /// The sync overlapped with the next d local steps (trainer_options::overlap_steps; 0: blocking).
+  std::int64_t overlap_steps = 0;
+  /// The format the sync's mean travels in (trainer_options::sync_precision).
+  dppf::sync_precision sync_precision = dppf::sync_precision::full;
+  /// The compute-only floor: the same workers and steps with every sync removed (tau beyond the
+  /// run), to time against; the workers never meet, so x_bar's accuracy means nothing.
+  bool no_sync = false;
 };
+
+/// --sync-precision's value: full, bf16 or fp16.
+inline dppf::sync_precision parse_sync_precision(const std::string& v) {
+  for (const auto p : {dppf::sync_precision::full, dppf::sync_precision::bf16, dppf::sync_precision::fp16})
+    if (v == dppf::to_string(p)) return p;
+  throw std::invalid_argument("--sync-precision: unknown format '" + v + "' (full, bf16 or fp16)");
+}
 
 /// The options that shape a run's numbers, one "key=value" line each (not the number of workers:
 /// a checkpoint records its world size, and distributed runs take it from the launcher).
@@ -108,6 +122,9 @@ inline std::string options_text(const run_options& o) {
   put("channels", list(o.channels));
   put("sharpness-samples", std::to_string(o.sharpness_samples));
   put("checkpoint-every", std::to_string(o.checkpoint_every));
+  put("overlap-steps", std::to_string(o.overlap_steps));
+  put("sync-precision", dppf::to_string(o.sync_precision));
+  put("no-sync", o.no_sync ? "yes" : "no");
   return t;
 }
 
@@ -247,6 +264,11 @@ struct host_backend {
   }
   host_replica make_replica(const run_options& o) const { return {o, train, test}; }
 };
+
+/// The trainer's options of a run whose rule syncs every `tau` steps.
+inline dppf::trainer_options trainer_options_for(const run_options& o, std::int64_t tau) {
+  return {.tau = tau, .warmup_steps = o.push_warmup, .overlap_steps = o.overlap_steps, .sync_precision = o.sync_precision};
+}
 
 namespace detail {
 
@@ -496,7 +518,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     Rule worker_rule = rule;
     if constexpr (buckets_possible) worker_rule.gradients_averaged = o.bucket_mb > 0.0;
     dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, worker_rule,
-                     std::move(comm), ex, {.tau = tau, .warmup_steps = o.push_warmup}};
+                     std::move(comm), ex, trainer_options_for(o, tau)};
     auto& eval_comm = tr.comm().inner();  // uncounted: evaluation traffic is not training traffic
     typename ddp_buckets<std::remove_reference_t<decltype(tr.comm())>, buckets_possible>::type buckets;
     if constexpr (buckets_possible)
@@ -617,7 +639,11 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
 
 /// Calls go(rule, tau) with the consensus rule and sync period of o.method (o validated).
 template <class Go>
-run_result with_rule(const run_options& o, Go&& go) {
+run_result with_rule(const run_options& o, Go&& go_every) {
+  // --no-sync: a period no run reaches (the trainer's first sync would be at step tau).
+  const auto go = [&](auto rule, std::int64_t tau) {
+    return go_every(rule, o.no_sync ? std::numeric_limits<std::int64_t>::max() : tau);
+  };
   const std::string& k = o.method;
   if (k == "dppf") {
     const auto mode = o.push == "inverse_mv" ? dppf::push_mode::inverse_mv : dppf::push_mode::constant;
@@ -633,12 +659,41 @@ run_result with_rule(const run_options& o, Go&& go) {
   return go(dppf::local_sgd{}, std::numeric_limits<std::int64_t>::max());
 }
 
+/// Raises, before any worker starts, the trainer's own error for sync options it refuses with
+/// o.method's rule (--overlap-steps with ddp, leader or grawa; --sync-precision with them; a
+/// compressed overlapped sync), prefixed by the flags, by building a trainer of that rule on one
+/// worker (dppf::single_communicator). A refusal that depends on the engine still comes from the run's own trainer.
+inline void check_trainer_options(const run_options& o) {
+  if (o.overlap_steps < 0) throw std::invalid_argument("--overlap-steps: must be >= 0 (0: blocking sync), got " + std::to_string(o.overlap_steps));
+  if (o.no_sync && (o.overlap_steps != 0 || o.sync_precision != dppf::sync_precision::full))
+    throw std::invalid_argument("--no-sync: there is no sync to overlap or compress (drop --overlap-steps / --sync-precision)");
+  if (o.no_sync && (o.method == "ddp" || o.method == "single"))
+    throw std::invalid_argument("--no-sync: " + o.method + " has no periodic sync to remove (for the local methods only)");
+  if (o.overlap_steps == 0 && o.sync_precision == dppf::sync_precision::full) return;
+  try {
+    // First with room for d steps, so a rule's refusal is said before the range of d.
+    for (const bool room : {true, false})
+      with_rule(o, [&](auto rule, std::int64_t tau) {
+        const std::int64_t period = room ? std::max(tau, o.overlap_steps) : tau;
+        dppf::trainer tr{dppf::sgd{{.lr = o.lr}}, rule, dppf::single_communicator{}, dppf::host_executor{}, trainer_options_for(o, period)};
+        return run_result{};
+      });
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("--method " + o.method +
+                                (o.overlap_steps ? " --overlap-steps " + std::to_string(o.overlap_steps) : std::string()) +
+                                (o.sync_precision != dppf::sync_precision::full
+                                     ? std::string(" --sync-precision ") + dppf::to_string(o.sync_precision) : std::string()) +
+                                ": " + e.what());
+  }
+}
+
 /// Trains one method on `train` with m workers started by launch (see detail::train_with) and
 /// evaluates x_bar on `train` and `test` after every epoch; the result is complete on rank 0.
 template <class Backend, class Launch>
 run_result train(const run_options& o, const dataset& train, const dataset& test, const callbacks& cb, int m,
                  const Backend& backend, Launch&& launch) {
   validate(o, train.count);
+  check_trainer_options(o);
   if (train.dim != o.sizes.front() || test.dim != o.sizes.front())
     throw std::invalid_argument("fashion_mnist: the model expects " + std::to_string(o.sizes.front()) +
                                 " inputs but the data has " + std::to_string(train.dim));

@@ -12,6 +12,15 @@ if(FMNIST_DEPS_FOUND)
     dppf_add_test(test_fashion_mnist_buckets ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist_buckets.cpp LIBS fmnist_deps LABELS fashion_mnist)
     target_compile_definitions(test_fashion_mnist_buckets PRIVATE FMNIST_DATA_DIR="${FMNIST_DATA_DIR}")
   endif()
+  # --overlap-steps, --sync-precision, --no-sync: refused by name (no data needed) and run (sync_flags.cmake).
+  add_test(NAME example_fashion_mnist_sync_flags_refused COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:fashion_mnist>
+    -DPART=refused -P ${CMAKE_CURRENT_LIST_DIR}/sync_flags.cmake)
+  set_tests_properties(example_fashion_mnist_sync_flags_refused PROPERTIES LABELS "example;fashion_mnist" TIMEOUT 120)
+  if(FMNIST_DATA_FOUND)
+    add_test(NAME example_fashion_mnist_sync_flags COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:fashion_mnist>
+      -DPART=runs -P ${CMAKE_CURRENT_LIST_DIR}/sync_flags.cmake)
+    set_tests_properties(example_fashion_mnist_sync_flags PROPERTIES LABELS "example;fashion_mnist" TIMEOUT 300)
+  endif()
   if(TARGET dppf::gloo)
     # --elastic's data dealing (--lost-shard drop | redeal) against the rules it states.
     dppf_add_test(test_fashion_mnist_elastic ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist_elastic.cpp LIBS fmnist_deps dppf::gloo LABELS fashion_mnist)
