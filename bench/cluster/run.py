@@ -35,6 +35,15 @@ dppf it is the example's "train_s" when its JSON has one, otherwise rank 0's ste
 recovered from its progress log (steps * batch * M / samples_per_s at each epoch's last step).
 Median of --train-repeats runs (all in one launch per side); the ratio dppf / PyTorch is
 printed against the 1.05 target.
+
+Sync (the same training, local_sgd and dppf over --comm gloo, seconds per epoch of train_s): the
+sync blocking, overlapped with the next d = 1 and d = tau local steps (--overlap-steps), sent in
+bf16 (--sync-precision), overlapped and bf16 together (reported as refused where the example
+refuses the combination), the compute-only floor (--no-sync: the same workers and steps, no
+sync) and PyTorch's PeriodicModelAverager (torch_peer.py train, and its pull-push variant).
+--sync-variants picks among them. Each row's ratio to the floor is printed against the 1.1
+target of the overlapped rows, and bf16's sync speed-up, (blocking - floor) / (bf16 - floor),
+against the 1.8 target at 100 Mbit/s.
 """
 
 import argparse
@@ -180,12 +189,55 @@ def example_has_gloo(example):
     return "gloo" in p.stdout
 
 
+def example_flags(a, methods):
+    """fashion_mnist's flags of a timed training run of `methods` (a comma list)."""
+    return ["--method", methods, "--quick", "--json", "--sharpness-samples", "0", "--test-limit", "1000",
+            "--tau", str(a.tau), "--batch", str(a.batch)]
+
+
+def torch_train_cmd(a, methods):
+    """torch_peer.py's side of the same run (None: a fresh TCPStore address)."""
+    return ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master", None, "--method", methods,
+            "--tau", str(a.tau), "--batch", str(a.batch), "--train-limit", "12000"]
+
+
+def run_training_jobs(a, cluster, rate, jobs, per_launch, results, kind="train"):
+    """Launches each (label, launcher, cmd) of `jobs` on the hosts and records one result per
+    method run it reports (its training seconds and, from the example, test accuracy);
+    per_launch: the runs each launch should report. One launch per job runs every repeat (the
+    process start and data loading, tens of seconds under torch, are paid once)."""
+    for label, launcher, cmd in jobs:
+        cmd = [cluster.master() if c is None else c for c in cmd]
+        t0 = time.time()
+        try:
+            out, err = cluster.run(launcher, cmd, timeout=a.timeout + 120 * a.train_repeats)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            log(f"  {kind} {label} at {rate}: FAILED: {e}")
+            results.append({"kind": kind, "rate": rate, "label": label, "error": str(e)[-500:]})
+            continue
+        if label.startswith("pytorch"):
+            runs, source = [(r["method"], r["train_s"]) for r in json_lines(out)], "train_s"
+        else:
+            runs, source = train_seconds(out, err, a.batch)
+        accuracy = [r.get("test_acc") for r in json_lines(out) if "train_s" in r and isinstance(r.get("epochs"), int)]
+        seen = {}
+        for i, (method, secs) in enumerate(runs):
+            seen[method] = seen.get(method, 0) + 1
+            row = {"kind": kind, "rate": rate, "label": label, "repeat": seen[method], "method": method,
+                   "train_s": secs, "source": source}
+            if len(accuracy) == len(runs) and accuracy[i] is not None:
+                row["test_acc"] = accuracy[i]
+            results.append(row)
+        if len(runs) != per_launch:
+            log(f"  {kind} {label} at {rate}: expected {per_launch} runs, parsed {len(runs)}")
+            results.append({"kind": kind, "rate": rate, "label": label, "error": f"parsed {len(runs)} runs"})
+        log(f"  {kind} {label} at {rate}: {time.time() - t0:.0f} s wall, " + ", ".join(f"{m} {s:.2f} s" for m, s in runs))
+
+
 def measure_training(a, cluster, rate, example, has_gloo, results):
-    # One launch per side runs every repeat (the process start and data loading, tens of seconds
-    # under torch, are paid once); the sides alternate their order from one rate to the next.
+    # The sides alternate their order from one rate to the next.
     methods = ",".join(["ddp,local_sgd,dppf"] * a.train_repeats)
-    flags = ["--method", methods, "--quick", "--json", "--sharpness-samples", "0", "--test-limit", "1000",
-             "--tau", str(a.tau), "--batch", str(a.batch)]
+    flags = example_flags(a, methods)
     wanted = a.train_engines.split(",")
     engines = []
     # --bucket-mb: dppf once per value (its ddp's gradient buckets), labelled with it; none: the default.
@@ -196,33 +248,58 @@ def measure_training(a, cluster, rate, example, has_gloo, results):
         if has_gloo and "gloo" in wanted:
             engines.append((f"dppf gloo{suffix}", "gloo", [example, "--comm", "gloo", *flags, *extra]))
     if "pytorch" in wanted:
-        engines.append(("pytorch", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master",
-                                            None, "--method", methods, "--tau", str(a.tau), "--batch", str(a.batch),
-                                            "--train-limit", "12000"]))
+        engines.append(("pytorch", "gloo", torch_train_cmd(a, methods)))
     if rate != a.rates[0]:
         engines.reverse()
-    for label, launcher, cmd in engines:
-        cmd = [cluster.master() if c is None else c for c in cmd]
-        t0 = time.time()
-        try:
-            out, err = cluster.run(launcher, cmd, timeout=a.timeout + 120 * a.train_repeats)
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            log(f"  train {label} at {rate}: FAILED: {e}")
-            results.append({"kind": "train", "rate": rate, "label": label, "error": str(e)[-500:]})
+    run_training_jobs(a, cluster, rate, engines, 3 * a.train_repeats, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync: blocking, overlapped, compressed, against the compute-only floor and PyTorch
+
+SYNC_METHODS = ("local_sgd", "dppf")
+SYNC_VARIANTS = ("blocking", "overlap1", "overlap_tau", "bf16", "overlap_tau+bf16", "floor", "pytorch")
+PYTORCH_SYNC_LABEL = "pytorch PeriodicModelAverager"
+
+
+def sync_variant_flags(a, variant):
+    """(label, fashion_mnist flags) of a variant of the sync part (not pytorch)."""
+    return {"blocking": ("blocking", []),
+            "overlap1": ("overlapped d=1", ["--overlap-steps", "1"]),
+            "overlap_tau": (f"overlapped d={a.tau}", ["--overlap-steps", str(a.tau)]),
+            "bf16": ("bf16", ["--sync-precision", "bf16"]),
+            "overlap_tau+bf16": (f"overlapped d={a.tau} + bf16", ["--overlap-steps", str(a.tau), "--sync-precision", "bf16"]),
+            "floor": ("no-sync floor", ["--no-sync"])}[variant]
+
+
+def example_refuses(example, flags):
+    """The example's refusal of these flags (its first stderr line), or None when it takes them.
+    Parsing checks the sync flags against every method before the data is read, so a run with no
+    data tells the two apart at once: exit 2 (usage) or the data error (exit 1)."""
+    with tempfile.TemporaryDirectory() as empty:
+        p = subprocess.run([example, *flags, "--data", empty], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    return p.stderr.splitlines()[0] if p.returncode == 2 and p.stderr else None
+
+
+def measure_sync(a, cluster, rate, example, results):
+    methods = ",".join(list(SYNC_METHODS) * a.train_repeats)
+    jobs = []
+    for v in a.sync_variants:
+        if v == "pytorch":
+            jobs.append((PYTORCH_SYNC_LABEL, "gloo", torch_train_cmd(a, methods)))
             continue
-        if label == "pytorch":
-            runs, source = [(r["method"], r["train_s"]) for r in json_lines(out)], "train_s"
-        else:
-            runs, source = train_seconds(out, err, a.batch)
-        seen = {}
-        for method, secs in runs:
-            seen[method] = seen.get(method, 0) + 1
-            results.append({"kind": "train", "rate": rate, "label": label, "repeat": seen[method], "method": method,
-                            "train_s": secs, "source": source})
-        if len(runs) != 3 * a.train_repeats:
-            log(f"  train {label} at {rate}: expected {3 * a.train_repeats} runs, parsed {len(runs)}")
-            results.append({"kind": "train", "rate": rate, "label": label, "error": f"parsed {len(runs)} runs"})
-        log(f"  train {label} at {rate}: {time.time() - t0:.0f} s wall, " + ", ".join(f"{m} {s:.2f} s" for m, s in runs))
+        label, extra = sync_variant_flags(a, v)
+        flags = [*example_flags(a, methods), *extra]
+        refused = example_refuses(example, flags)  # without --comm gloo, which needs the hosts
+        if refused:
+            log(f"  sync {label} at {rate}: refused by the example: {refused}")
+            results.append({"kind": "sync", "rate": rate, "label": label, "refused": refused})
+            continue
+        jobs.append((label, "gloo", [example, "--comm", "gloo", *flags]))
+    if rate != a.rates[0]:
+        jobs.reverse()
+    run_training_jobs(a, cluster, rate, jobs, len(SYNC_METHODS) * a.train_repeats, results, kind="sync")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +350,60 @@ def train_table(results, rate):
     return "\n".join(lines)
 
 
+def sync_labels(a):
+    """The sync part's row labels in --sync-variants order (the runs alternate it by rate)."""
+    return [PYTORCH_SYNC_LABEL if v == "pytorch" else sync_variant_flags(a, v)[0] for v in a.sync_variants]
+
+
+def sync_table(results, rate, order):
+    rows = [r for r in results if r["kind"] == "sync" and r["rate"] == rate]
+    seen = {r["label"] for r in rows}
+    labels = [lab for lab in order if lab in seen]
+    times, accs = {}, {}
+    for r in rows:
+        if "method" in r:
+            times.setdefault((r["label"], r["method"]), []).append(r["train_s"])
+            if "test_acc" in r:
+                accs.setdefault((r["label"], r["method"]), []).append(r["test_acc"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    floor = {m: med.get(("no-sync floor", m)) for m in SYNC_METHODS}
+    refused = {r["label"]: r["refused"] for r in rows if "refused" in r}
+    labels = [lab for lab in labels if lab not in refused] + [lab for lab in labels if lab in refused]
+    slow = rate_bits(rate) <= 100e6
+    lines = [f"Sync at {rate}: seconds of training per epoch (median of the repeats, train_s, one --quick epoch); "
+             "ratio to the no-sync floor (target <= 1.1 for the overlapped rows); test accuracy (median; "
+             "meaningless for the floor, whose workers never meet).", "",
+             "| variant | " + " | ".join(f"{m} s | {m} / floor | {m} test acc" for m in SYNC_METHODS) + " |",
+             "| --- " + "| ---: " * (3 * len(SYNC_METHODS)) + "|"]
+    for lab in labels:
+        if lab in refused:
+            lines.append(f"| {lab} | refused: {refused[lab].replace('|', '/')} " + "| " * (3 * len(SYNC_METHODS) - 1) + "|")
+            continue
+        cells = []
+        for m in SYNC_METHODS:
+            t, acc = med.get((lab, m)), accs.get((lab, m))
+            ratio = ""
+            if t is not None and floor[m]:
+                q = t / floor[m]
+                ratio = f"{q:.2f}" + (f" ({'meets' if q <= 1.1 else 'misses'} 1.1)" if lab.startswith("overlapped") else "")
+            cells += [f"{t:.2f}" if t is not None else "", ratio, f"{statistics.median(acc):.4f}" if acc else ""]
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    speedups = []
+    for m in SYNC_METHODS:
+        b, c, f = med.get(("blocking", m)), med.get(("bf16", m)), floor[m]
+        if b is None or c is None or f is None:
+            continue
+        if c > f and b > f:
+            q = (b - f) / (c - f)
+            speedups.append(f"{m} {q:.2f}" + (f" ({'meets' if q >= 1.8 else 'misses'} 1.8)" if slow else ""))
+        else:
+            speedups.append(f"{m} not measurable (blocking {b - f:+.2f} s, bf16 {c - f:+.2f} s over the floor)")
+    if speedups:
+        lines += ["", "bf16's sync speed-up, (blocking - floor) / (bf16 - floor): " + "; ".join(speedups) +
+                  (" (target >= 1.8 at 100 Mbit/s)." if slow else ".")]
+    return "\n".join(lines)
+
+
 def machine():
     lscpu = subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout
     model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
@@ -284,9 +415,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build", "host"))
     p.add_argument("--out", default=".")
-    p.add_argument("--quick", action="store_true", help="a smoke run: 1gbit only, 3 sizes, 3 repeats, 1 training run")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 1gbit (unless --rates), 3 sizes, 3 repeats, 1 training run")
     p.add_argument("--cluster", type=int, default=100, help="scripts/cluster.sh cluster id (DPPF_CLUSTER)")
-    p.add_argument("--rates", default="1gbit,100mbit")
+    p.add_argument("--rates", default=None, help="comma list (default 1gbit,100mbit; --quick: 1gbit)")
     p.add_argument("--sizes", default="16-24", help="exponents of N, as 16-24 or 16,20,24")
     p.add_argument("--sizes-slow", default="16,18,20,22,24",
                    help="exponents of N at the later (slower) rates: every other one keeps the run near 15 min")
@@ -298,32 +429,43 @@ def main():
     p.add_argument("--train-repeats", type=int, default=3)
     p.add_argument("--tau", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--skip", default="", help="comma list of allreduce, train")
+    p.add_argument("--skip", default="", help="comma list of allreduce, train, sync")
+    p.add_argument("--sync-variants", default=",".join(SYNC_VARIANTS),
+                   help="comma list of the sync part's runs: " + ", ".join(SYNC_VARIANTS))
     p.add_argument("--bucket-mb", default="",
                    help="comma list of fashion_mnist --bucket-mb values (ddp's gradient buckets, 0: none) to train "
                         "dppf with, one run each; empty: the example's default")
     p.add_argument("--train-engines", default="mpi,gloo,pytorch", help="comma list of the training runs: mpi, gloo, pytorch")
     p.add_argument("--timeout", type=float, default=300, help="seconds per launched job")
     a = p.parse_args()
+    if a.rates is None:
+        a.rates = "1gbit" if a.quick else "1gbit,100mbit"
     if a.quick:
-        a.rates, a.sizes, a.sizes_slow, a.repeats, a.train_repeats = "1gbit", "16,20,22", "16,20", 3, 1
+        a.sizes, a.sizes_slow, a.repeats, a.train_repeats = "16,20,22", "16,20", 3, 1
         a.mpi_algorithms, a.variant_sizes = "4", "10,16"
     a.rates = a.rates.split(",")
     a.mpi_algorithms = [int(k) for k in a.mpi_algorithms.split(",") if k]
     a.gloo_variants = [v for v in a.gloo_variants.split(",") if v]
     skip = set(a.skip.split(","))
+    a.sync_variants = [v for v in a.sync_variants.split(",") if v]
+    for v in a.sync_variants:
+        if v not in SYNC_VARIANTS:
+            raise SystemExit(f"run.py: --sync-variants: unknown variant '{v}' ({', '.join(SYNC_VARIANTS)})")
     for r in a.rates:
         rate_bits(r)
     if os.geteuid() != 0:
         raise SystemExit("run.py: needs root (scripts/cluster.sh makes network namespaces)")
     bench = os.path.join(os.path.abspath(a.build), "bench", "dppf_bench_cluster_allreduce")
     example = os.path.join(os.path.abspath(a.build), "examples", "fashion_mnist", "fashion_mnist")
-    for path, target, part in ((bench, "dppf_bench_cluster_allreduce", "allreduce"), (example, "fashion_mnist", "train")):
-        if part not in skip and not os.access(path, os.X_OK):
+    for path, target, parts in ((bench, "dppf_bench_cluster_allreduce", {"allreduce"}),
+                                (example, "fashion_mnist", {"train", "sync"})):
+        if parts - skip and not os.access(path, os.X_OK):
             raise SystemExit(f"run.py: {path} not found: cmake --build {a.build} --target {target}")
     has_gloo = example_has_gloo(example)
     if "train" not in skip and not has_gloo:
         log("run.py: this fashion_mnist has no --comm gloo: training runs dppf over --comm mpi only")
+    if "sync" not in skip and not has_gloo:
+        raise SystemExit("run.py: the sync part runs over --comm gloo, which this fashion_mnist lacks (--skip sync)")
 
     info = {"machine": machine(), "hosts": M, "rates": a.rates, "repeats": a.repeats, "train_repeats": a.train_repeats,
             "quick": a.quick, "argv": sys.argv[1:]}
@@ -339,6 +481,8 @@ def main():
                 measure_allreduce(a, cluster, rate, bench, results)
             if "train" not in skip:
                 measure_training(a, cluster, rate, example, has_gloo, results)
+            if "sync" not in skip:
+                measure_sync(a, cluster, rate, example, results)
     finally:
         cluster.down()
     info["wall_s"] = time.time() - start
@@ -350,6 +494,8 @@ def main():
             tables.append(allreduce_table(results, rate))
         if "train" not in skip:
             tables.append(train_table(results, rate))
+        if "sync" not in skip:
+            tables.append(sync_table(results, rate, sync_labels(a)))
     m = info["machine"]
     md = (f"Measured {m['date_utc']} UTC on {m['cpu']} ({m['cores']} cores), load average "
           f"{m['load_average'][0]:.1f} at the start and {info['load_average_end'][0]:.1f} at the end, "
