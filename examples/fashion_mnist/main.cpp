@@ -236,6 +236,9 @@ config parse_args(int argc, char** argv) {
 #endif
   if (c.elastic && c.run.overlap_steps != 0)
     cli.usage("--elastic: --overlap-steps must be 0 (dppf::elastic_trainer: a sync still in flight is not carried across a change of members)");
+  if (c.elastic && c.run.sync_precision != dppf::sync_precision::full)  // saves and undoes params and rule state only
+    cli.usage("--elastic: --sync-precision must be full (dppf::elastic_trainer undoes a discarded sync's parameters and "
+              "rule state, not a compressed sync's reference and residuals)");
   for (const auto& m : c.methods) {  // the sync flags against every method, before any trains
     fmnist::run_options o = c.run;
     o.method = m;

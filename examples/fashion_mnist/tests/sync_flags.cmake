@@ -2,7 +2,7 @@
 #   PART=runs:    the defaults given explicitly print today's JSON bit for bit (times aside); an
 #                 overlapped (d = 2) and a bf16 run of local_sgd,dppf --quick land within a stated
 #                 bound of the blocking run's test accuracy; --no-sync sends (almost) nothing.
-#   PART=refused: bad values and combinations the trainer refuses stop before training, exit 1 and
+#   PART=refused: bad values and combinations the trainer refuses stop before training, exit 2 and
 #                 name the flag (and, for a rule's refusal, carry the trainer's own message).
 # Bounds, from seeds 1-3 on this build (--quick: one epoch, 12000 images, M = 4, tau = 8):
 # |overlap 2 - blocking| was at most 0.0095 and |bf16 - blocking| at most 0.0009; the bounds
@@ -94,6 +94,11 @@ elseif(PART STREQUAL "refused")
     "--method|leader|--sync-precision|fp16" "--method leader --sync-precision fp16: dppf: trainer: sync_precision = fp16: this consensus rule reads the other workers beyond their mean"
     "--method|ddp|--no-sync" "--no-sync: ddp has no periodic sync to remove"
     "--method|dppf|--no-sync|--sync-precision|bf16" "--no-sync: there is no sync to overlap or compress")
+  if(GLOO)  # (--elastic needs --comm gloo, refused by a build without it)
+    list(APPEND cases
+      "--comm|gloo|--elastic|--overlap-steps|1" "--elastic: --overlap-steps must be 0"
+      "--comm|gloo|--elastic|--sync-precision|bf16" "--elastic: --sync-precision must be full")
+  endif()
   list(LENGTH cases n)
   math(EXPR last "${n} - 1")
   foreach(i RANGE 0 ${last} 2)
@@ -104,7 +109,7 @@ elseif(PART STREQUAL "refused")
     string(REPLACE ";" " " shown "${args}")
     execute_process(COMMAND ${EXE} ${args} OUTPUT_VARIABLE o ERROR_VARIABLE e RESULT_VARIABLE rc TIMEOUT 30)
     string(FIND "${e}" "${want}" at)
-    if(rc EQUAL 0 OR at EQUAL -1 OR NOT o STREQUAL "")
+    if(NOT rc EQUAL 2 OR at EQUAL -1 OR NOT o STREQUAL "")  # 2: the usage error
       message(FATAL_ERROR "fashion_mnist ${shown}: exit ${rc}, expected a refusal saying '${want}'\nstdout: ${o}\nstderr: ${e}")
     endif()
     message(STATUS "refused: ${shown}")

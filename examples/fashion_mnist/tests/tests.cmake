@@ -14,7 +14,7 @@ if(FMNIST_DEPS_FOUND)
   endif()
   # --overlap-steps, --sync-precision, --no-sync: refused by name (no data needed) and run (sync_flags.cmake).
   add_test(NAME example_fashion_mnist_sync_flags_refused COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:fashion_mnist>
-    -DPART=refused -P ${CMAKE_CURRENT_LIST_DIR}/sync_flags.cmake)
+    -DPART=refused -DGLOO=$<BOOL:$<TARGET_EXISTS:dppf::gloo>> -P ${CMAKE_CURRENT_LIST_DIR}/sync_flags.cmake)
   set_tests_properties(example_fashion_mnist_sync_flags_refused PROPERTIES LABELS "example;fashion_mnist" TIMEOUT 120)
   if(FMNIST_DATA_FOUND)
     add_test(NAME example_fashion_mnist_sync_flags COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:fashion_mnist>
