@@ -25,30 +25,9 @@ namespace {
 
 static_assert(dppf::exchange_communicator<dppf::gloo_communicator>);
 
-// Runs f(comm) on m threads, one rank each; fails the test with the first rank's exception.
+// Runs f(comm) on m threads, one rank each; fails the test with any rank's exception.
 void run_gloo_group(int m, const std::function<void(dppf::gloo_communicator&)>& f) {
-  const dppf::gloo_store store = dppf_test::fresh_gloo_store("compression");
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(m));
-  std::vector<std::thread> pool;
-  for (int r = 0; r < m; ++r)
-    pool.emplace_back([&, r] {
-      try {
-        dppf::gloo_communicator comm(store, r, m, {.timeout = std::chrono::seconds(30), .address = "127.0.0.1", .iface = {}, .check_arguments = true});
-        f(comm);
-      } catch (...) {
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : pool) t.join();
-  std::filesystem::remove_all(store.file_dir);
-  for (std::size_t r = 0; r < errors.size(); ++r) {
-    if (!errors[r]) continue;
-    try {
-      std::rethrow_exception(errors[r]);
-    } catch (const std::exception& e) {
-      FAIL("rank " << r << " threw: " << e.what());
-    }
-  }
+  dppf_test::require_no_errors(dppf_test::run_gloo_ranks("compression", m, f, dppf_test::gloo_loopback(std::chrono::seconds(30))));
 }
 
 }  // namespace
