@@ -259,7 +259,7 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
     return rec;
   };
 
-  // After the last step of an epoch, every member evaluates (a newcomer let in at that step too).
+  // After the last step of an epoch, every member evaluates.
   double loss_sum = 0.0;
   const auto end_of_epoch = [&] {
     if (tr.steps() == 0 || tr.steps() % spe != 0) return;
@@ -270,6 +270,15 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
     loss_sum = 0.0;
   };
   elastic_checkpoints ckpt(o);
+  // After every step: the epoch's evaluation and the checkpoint, both collective, so a newcomer
+  // let in at a step joins them at that step as the members do.
+  const auto end_of_step = [&] {
+    end_of_epoch();
+    if (ckpt.due(tr.steps(), tr.steps() % spe == 0)) {
+      ckpt.save(tr, rep.params());
+      if (group->rank() == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), false);
+    }
+  };
   if (tr.steps() == 0) {  // the founders (newcomers come after a sync)
     if (s.agree) s.agree(group->comm());
     if (ckpt.enabled() && o.resume)
@@ -280,7 +289,7 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
         if (group->rank() == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), true);
       }
   } else {
-    end_of_epoch();
+    end_of_step();
   }
   std::int64_t generation = group->generation().number;
   auto epoch_start = std::chrono::steady_clock::now();  // for the progress display's samples/s
@@ -312,11 +321,7 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
       cb.progress(progress_info{o.method, static_cast<int>((tr.steps() - 1) / spe) + 1, o.epochs, within, spe,
                                 loss_sum / static_cast<double>(within), dt > 0.0 ? epoch_images / dt : 0.0});
     }
-    end_of_epoch();
-    if (ckpt.due(tr.steps(), tr.steps() % spe == 0)) {
-      ckpt.save(tr, rep.params());
-      if (group->rank() == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), false);
-    }
+    end_of_step();
   }
   const dppf::elastic_stats st = tr.stats();
   tr.average(rep.params());
