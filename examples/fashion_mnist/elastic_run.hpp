@@ -177,19 +177,7 @@ class elastic_checkpoints {
     return dir_ / (o_.method + ".step" + std::to_string(step) + ".elastic.safetensors");
   }
   std::vector<std::int64_t> steps() const {  // newest first
-    std::vector<std::int64_t> out;
-    std::error_code ec;
-    const std::string head = o_.method + ".step", tail = ".elastic.safetensors";
-    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.size() <= head.size() + tail.size() || name.rfind(head, 0) != 0 ||
-          name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
-        continue;
-      const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
-      if (digits.find_first_not_of("0123456789") == std::string::npos) out.push_back(std::stoll(digits));
-    }
-    std::sort(out.rbegin(), out.rend());
-    return out;
+    return checkpoint_steps(dir_, o_.method + ".step", ".elastic.safetensors");
   }
 
   const run_options& o_;

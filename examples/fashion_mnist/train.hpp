@@ -300,6 +300,22 @@ struct progress_state {
   std::uint64_t bytes = 0;
 };
 
+// The K of every file named <head><K><tail> in dir (K decimal digits), newest (largest) first.
+inline std::vector<std::int64_t> checkpoint_steps(const std::string& dir, const std::string& head, const std::string& tail) {
+  std::vector<std::int64_t> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() <= head.size() + tail.size() || name.rfind(head, 0) != 0 ||
+        name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
+      continue;
+    const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+    if (digits.find_first_not_of("0123456789") == std::string::npos) out.push_back(std::stoll(digits));
+  }
+  std::sort(out.rbegin(), out.rend());
+  return out;
+}
+
 // A worker's checkpoints, DIR/<method>.step<K>.rank<R>.safetensors: dppf::save_trainer plus the
 // options (metadata fmnist.options) and the progress_state (fmnist.progress, exact hex floats).
 // Each worker keeps its two newest. Checkpoints come right after a sync (every is a multiple of
@@ -377,19 +393,7 @@ class checkpoints {
 
   // The steps of this worker's checkpoints of this method, newest first.
   std::vector<std::int64_t> steps() const {
-    std::vector<std::int64_t> out;
-    std::error_code ec;
-    const std::string head = method_ + ".step", tail = ".rank" + std::to_string(rank_) + ".safetensors";
-    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.size() <= head.size() + tail.size() || name.rfind(head, 0) != 0 ||
-          name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
-        continue;
-      const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
-      if (digits.find_first_not_of("0123456789") == std::string::npos) out.push_back(std::stoll(digits));
-    }
-    std::sort(out.rbegin(), out.rend());
-    return out;
+    return checkpoint_steps(dir_, method_ + ".step", ".rank" + std::to_string(rank_) + ".safetensors");
   }
 
   static std::string hex(double v) {

@@ -14,7 +14,6 @@ give the same fixed point as K in INVERSE_MULTIPLES, and the K = 1 and 2 pushes 
 inverse_mv push with a warm-up of a quarter of the steps. Seeds 1 to 5 (each run ~8 CPU s).
 analyze_claim2.py makes the tables and plots from the JSON.
 """
-import argparse
 import os
 import sys
 
@@ -63,14 +62,7 @@ def plan(exe, out_dir, seeds):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--exe", default="build/examples/generalization/generalization")
-    ap.add_argument("--out-dir", default="docs/figures/claim2")
-    ap.add_argument("--hours", type=float, default=2.0, help="start no run after this much wall time")
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    ap.add_argument("--retry-failed", action="store_true")
-    ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
-    a = ap.parse_args(argv)
+    a = sweep.parser(__doc__, "docs/figures/claim2", SEEDS).parse_args(argv)
     os.makedirs(a.out_dir, exist_ok=True)
     if not a.list and not os.access(a.exe, os.X_OK):
         sys.exit(f"claim2: {a.exe} is not an executable (build the target `generalization`)")

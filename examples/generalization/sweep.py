@@ -108,15 +108,20 @@ def drive(a, runs):
     return 0
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(description, out_dir, seeds):
+    """The command line both sweeps take."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--exe", default="build/examples/generalization/generalization")
-    ap.add_argument("--out-dir", default="docs/figures/generalization")
+    ap.add_argument("--out-dir", default=out_dir)
     ap.add_argument("--hours", type=float, default=2.0, help="start no run after this much wall time")
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    ap.add_argument("--seeds", default=",".join(map(str, seeds)))
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--list", action="store_true", help="print the plan and what is done, run nothing")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    a = parser(__doc__, "docs/figures/generalization", SEEDS).parse_args(argv)
     seeds = [int(x) for x in a.seeds.split(",") if x]
     os.makedirs(a.out_dir, exist_ok=True)
     runs = plan(seeds)
