@@ -590,8 +590,10 @@ class gloo_async_engine {
   void submit(std::shared_ptr<gloo_async_op> op) {
     {
       std::lock_guard lock(mutex);
+      // The thread first (it waits for this lock): if it cannot start, nothing is queued that a
+      // later start would run into buffers whose handle is gone.
+      if (!thread_.joinable()) thread_ = std::thread([this] { serve(); });
       queue_.push_back(std::move(op));
-      if (!thread_.joinable()) thread_ = std::thread([this] { serve(); });  // it waits for this lock
     }
     ready_.notify_one();
   }
