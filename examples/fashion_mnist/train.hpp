@@ -476,6 +476,31 @@ inline dppf::gradient_bucket_options bucket_options(double mb) {
   return {.bucket_bytes = cap, .first_bucket_bytes = std::min(cap, std::size_t{1} << 20)};
 }
 
+// Function templates rather than `if constexpr` inside train_with's generic lambda, which nvcc 13
+// does not discard: the rule's gradients_averaged, and the buckets, only where buckets are possible.
+template <bool Possible, class Rule>
+Rule with_averaged_gradients(Rule rule, bool averaged) {
+  if constexpr (Possible) rule.gradients_averaged = averaged;
+  return rule;
+}
+// One step's loss and gradients; with buckets, each bucket's average started as backward fills it.
+template <bool Possible, class Buckets, class Replica, class Batch>
+double loss_and_grad(Buckets& buckets, Replica& rep, const Batch& batch) {
+  if constexpr (Possible) {
+    if (buckets) {
+      buckets->begin(rep.grads());
+      const double loss = rep.loss_and_grad(batch, [&](std::size_t a, std::size_t b) { buckets->ready(a, b); });
+      buckets->finish();
+      return loss;
+    }
+  }
+  return rep.loss_and_grad(batch);
+}
+template <bool Possible, class Buckets, class Comm, class Replica>
+void emplace_buckets(Buckets& buckets, Comm& comm, Replica& rep, double mb) {
+  if constexpr (Possible) buckets.emplace(comm, rep.layout(), bucket_options(mb));
+}
+
 // One global permutation of the training set deals the shards (worker r's is its r-th slice), so
 // every shard sees every class.
 inline std::vector<std::size_t> dealing_permutation(const run_options& o, std::size_t count) {
@@ -519,15 +544,14 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     std::mt19937_64 rng = shard_engine(o, static_cast<std::size_t>(r));
     const auto ex = rep.executor();
     constexpr bool buckets_possible = bucketed_ddp<Rule, decltype(comm), decltype(rep)>;
-    Rule worker_rule = rule;
-    if constexpr (buckets_possible) worker_rule.gradients_averaged = o.bucket_mb > 0.0;
+    const Rule worker_rule = with_averaged_gradients<buckets_possible>(rule, o.bucket_mb > 0.0);
     dppf::trainer tr{dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, worker_rule,
                      std::move(comm), ex, trainer_options_for(o, tau)};
     auto& eval_comm = tr.comm().inner();  // uncounted: evaluation traffic is not training traffic
     typename ddp_buckets<std::remove_reference_t<decltype(tr.comm())>, buckets_possible>::type buckets;
     if constexpr (buckets_possible)
       if (o.bucket_mb > 0.0) {
-        buckets.emplace(tr.comm(), rep.layout(), bucket_options(o.bucket_mb));
+        emplace_buckets<buckets_possible>(buckets, tr.comm(), rep, o.bucket_mb);
         // Outside the timed steps: an engine may connect its asynchronous side at the first start
         // (Gloo's second context).
         float one = 0.0f;
@@ -586,18 +610,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       const auto epoch_start = std::chrono::steady_clock::now();
       for (std::int64_t s = resumed_epoch ? first_step % steps_per_epoch : 0; s < steps_per_epoch; ++s) {
         const auto batch = std::span(shard).subspan(static_cast<std::size_t>(s) * o.batch, o.batch);
-        double loss = 0.0;
-        if constexpr (buckets_possible) {
-          if (buckets) {
-            buckets->begin(rep.grads());
-            loss = rep.loss_and_grad(batch, [&](std::size_t a, std::size_t b) { buckets->ready(a, b); });
-            buckets->finish();
-          } else {
-            loss = rep.loss_and_grad(batch);
-          }
-        } else {
-          loss = rep.loss_and_grad(batch);
-        }
+        const double loss = loss_and_grad<buckets_possible>(buckets, rep, batch);
         tr.step(rep.params(), rep.grads(), loss);
         loss_sum += loss;
         if (s + 1 < steps_per_epoch && ckpt.due_in_epoch(tr.steps())) save(progress_now(loss_sum));

@@ -252,7 +252,8 @@ class elastic_trainer {
     // The workspace the first step would build, collectively (the rule's init may all-reduce);
     // only a newcomer keeps it, and its rule state is then overwritten by the seed's.
     auto built = detail::trainer_access::make_workspace<T>(tr_, params);
-    if (fresh) detail::trainer_access::set_workspace<T>(tr_, std::move(built));
+    // An explicit optional: nvcc 13 fails to deduce through the conversion.
+    if (fresh) detail::trainer_access::set_workspace<T>(tr_, std::optional<decltype(built)>(std::move(built)));
     auto* ws = detail::trainer_access::workspace<T>(tr_);
     if (!ws) throw communication_error("dppf::elastic_trainer: a member has no training state to send (no step yet)");
 
