@@ -1,5 +1,5 @@
 # fashion_mnist --elastic on the emulated cluster (tests/cluster/fmnist_elastic.sh, cluster ids
-# 166-167): a redis-server on a host of its own, four workers, one SIGKILLed after a sync drawn
+# 168-169): a redis-server on a host of its own, four workers, one SIGKILLed after a sync drawn
 # from a printed seed; the other three finish within one point of the no-fault run's accuracy.
 # Once with --lost-shard drop (whose no-fault run must equal plain --comm gloo), once with redeal.
 # The fashion_mnist target is defined later (examples/), so it is named by generator expression.
@@ -8,7 +8,7 @@ if(NOT TARGET dppf::gloo OR NOT COMMAND dppf_add_cluster_test OR NOT FMNIST_DEPS
    NOT DPPF_BUILD_EXAMPLES)
   return()
 endif()
-set(_id 166)
+set(_id 168)
 foreach(_mode drop redeal)
   dppf_add_cluster_test(fmnist.elastic_${_mode} fmnist_elastic.sh ${_id} ARGS $<TARGET_FILE:fashion_mnist> ${_mode} TIMEOUT 240)
   # Its recovery bound (timeout + 5 s) is tight on 2 cores: it runs alone, as the elastic ones do.

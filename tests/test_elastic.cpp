@@ -7,6 +7,7 @@
 #include <dppf/elastic/trainer.hpp>
 #include <dppf/dppf.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -72,16 +73,16 @@ struct outcome {
 using trainer_t = dppf::elastic_trainer<dppf::sgd, dppf::local_sgd, dppf::host_executor>;
 
 // Trains `total` steps; `stop_after(step)` returns true to make this worker die after that step,
-// `stall(step)` a sleep to take after it.
+// `stall(step)` a sleep to take after it, `after_step(step, group)` anything else.
 void worker(const dppf::gloo_store& store, int founders, dppf::elastic_group_options options, std::int64_t total, outcome& out,
             const std::function<bool(std::int64_t)>& stop_after, const std::function<std::chrono::milliseconds(std::int64_t)>& stall,
-            bool newcomer = false) {
+            bool newcomer = false, const std::function<void(std::int64_t, const dppf::elastic_group&)>& after_step = {}) {
   try {
     auto group = std::make_shared<dppf::elastic_group>(store, founders, options);
     trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau});
-    const auto c = target(group->id());
     std::vector<float> x(n, 0.0f), g(n);
     tr.start(x);
+    const auto c = target(group->id());  // final once in (a newcomer may have changed it)
     if (newcomer) {
       out.at_join = x;
       out.steps_at_join = tr.steps();
@@ -94,6 +95,7 @@ void worker(const dppf::gloo_store& store, int founders, dppf::elastic_group_opt
       if (tr.syncs() > syncs) out.members_of_sync[tr.syncs()] = group->committed_members();
       if (stop_after && stop_after(s)) return;  // dies: the group (and its sockets) goes
       if (stall) std::this_thread::sleep_for(stall(s));
+      if (after_step) after_step(s, *group);
     }
     tr.average(x);
     out.params = x;
@@ -289,6 +291,63 @@ TEST_CASE("elastic_trainer: a newcomer is let in at a sync, gets the mean and th
   // are all at the mean), from the reference simulation of the history.
   const auto& history = out[0].members_of_sync;
   CHECK(history.rbegin()->second.size() == 4);
+  std::map<std::int64_t, std::vector<std::int64_t>> before;
+  for (auto& [k, v] : history)
+    if (k <= newcomer.steps_at_join / tau) before[k] = v;
+  require_close(newcomer.at_join, simulate(newcomer.steps_at_join, before), 1e-5);
+  require_close(out[0].params, simulate(total, history), 1e-5);
+}
+
+TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that claimed a member's id takes a fresh one") {
+  // Rank 0 empties the store between two syncs (a redis-server restarted without persistence)
+  // and waits until a newcomer has claimed an id in it: id 0, a member's. At the next committed
+  // sync rank 0 must find generation 0 gone and write it back with ids 0..2; the newcomer must
+  // see its id held by a member, claim id 3 and be let in with the mean.
+  fresh_dir dir;
+  const int m = 3;
+  const std::int64_t total = 30;
+  std::vector<outcome> out(m + 1);
+  std::mutex lines_mutex;
+  std::vector<std::string> lines;
+  auto options = fast();
+  options.on_change = [&](const std::string& line) {
+    std::lock_guard lock(lines_mutex);
+    lines.push_back(line);
+  };
+  auto said = [&](const std::string& what) {
+    std::lock_guard lock(lines_mutex);
+    return std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(what) != std::string::npos; });
+  };
+  const std::string root = dir.path + "/run";
+  std::atomic<bool> emptied{false};
+  auto empty_the_store = [&](std::int64_t step, const dppf::elastic_group& g) {
+    if (step != 7 || g.rank() != 0) return;
+    std::filesystem::remove_all(root);
+    emptied = true;
+    for (int i = 0; i < 200 && !std::filesystem::exists(root + "/ids/0"); ++i) std::this_thread::sleep_for(5ms);
+  };
+  auto slow = [](std::int64_t) { return 20ms; };
+  std::vector<std::thread> pool;
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] { worker(dir.store(), m, options, total, out[static_cast<std::size_t>(r)], {}, slow, false, empty_the_store); });
+  for (int i = 0; i < 1000 && !emptied; ++i) std::this_thread::sleep_for(2ms);
+  REQUIRE(emptied);
+  pool.emplace_back([&] { worker(dir.store(), m, options, total, out[m], {}, slow, true); });
+  for (auto& t : pool) t.join();
+  for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+  CHECK(said("the store had lost generation 0"));
+  CHECK(said("re-seeded it and ids 0..2"));
+  CHECK(said("id 0 belongs to a member of generation 0"));
+  const auto& newcomer = out[m];
+  CHECK(newcomer.stats.worker_id == 3);
+  for (auto& o : out) {
+    CHECK(std::memcmp(o.params.data(), out[0].params.data(), n * sizeof(float)) == 0);
+    CHECK(o.stats.members == m + 1);
+  }
+  // The re-seeded store holds the generation the group moved to and every id.
+  for (int id = 0; id <= m; ++id) CHECK(std::filesystem::exists(root + "/ids/" + std::to_string(id)));
+  const auto& history = out[0].members_of_sync;
+  REQUIRE(newcomer.steps_at_join > 0);
   std::map<std::int64_t, std::vector<std::int64_t>> before;
   for (auto& [k, v] : history)
     if (k <= newcomer.steps_at_join / tau) before[k] = v;

@@ -197,7 +197,6 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
   go.min_workers = s.min_workers;
   go.on_change = [](const std::string& line) { elastic_line("fashion_mnist: " + line); };
   auto group = std::make_shared<dppf::elastic_group>(s.store, s.founders, go);
-  const std::string me = "fashion_mnist: " + o.method + ": worker " + std::to_string(group->id());
 
   elastic_deal deal(o, train.count, s.founders, s.lost_shard == "redeal");
   const std::int64_t spe = deal.steps_per_epoch(), total = spe * o.epochs;
@@ -209,6 +208,7 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
   dppf::elastic_trainer tr(group, dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
                            dppf::host_executor{}, trainer_options_for(o, tau));
   tr.start(rep.params());
+  const std::string me = "fashion_mnist: " + o.method + ": worker " + std::to_string(group->id());  // final once in
   elastic_line(me + ": " + (tr.steps() > 0 ? "let in at step " + std::to_string(tr.steps()) + ", " : "started, ") + membership(*group));
 
   run_result result;

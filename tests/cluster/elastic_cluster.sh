@@ -8,6 +8,9 @@
 #   split  two workers cut (min_workers 2): they stop, the other two finish (one side only)
 #   twice  two SIGKILLs in a row (min_workers 2), the second after the group recovered: two finish
 #   join   a fifth worker (host 6) starts mid-run: let in at a sync with the group's mean
+#   restore  SIGKILL of one worker; once the three recovered, the redis-server is shut down and
+#          started again, empty: the group re-seeds it (generation 1 and the ids), then a new
+#          worker (host 6) joins through it with the group's mean; four finish
 # Every finisher's final mean must have the same bits, equal the double-precision simulation of
 # who took part in each sync, the time from the fault to the first committed sync after it is
 # printed (for twice: from the second) and bounded by the timeout + 5 s, and nothing may be left
@@ -30,10 +33,11 @@ ms() { date +%s%3N; }
 msleep() { sleep "$(($1 / 1000)).$(printf '%03d' $(($1 % 1000)))"; }
 
 nhosts=5
-[ "$scenario" = join ] && nhosts=6
+case $scenario in join | restore) nhosts=6 ;; esac
 "$C" up $nhosts 1gbit >/dev/null || fail "up"
 addr=$("$C" redis 6390) || fail "redis"
 export DPPF_ELASTIC_STORE=redis:$addr DPPF_ELASTIC_PREFIX=elastic-$scenario TIMEOUT_MS=1500 STEPS=160 TAU=4 STEP_MS=40 FOUNDERS=4
+[ "$scenario" = restore ] && export STEPS=400  # a recovery, a store restart and a join
 case $scenario in split | twice) export MIN_WORKERS=2 ;; esac
 timeout_s=2  # TIMEOUT_MS rounded up
 
@@ -79,6 +83,23 @@ case $scenario in
     "$C" kill $other
     tf=$(ms)
     hit="$victim $other" ;;
+  restore)
+    echo "SIGKILL of host $victim after $delay ms"
+    "$C" kill $victim
+    tf=$(ms)
+    i=0
+    until grep -q "first committed sync after the change" "$dir"/out.* 2>/dev/null; do
+      i=$((i + 1)); [ $i -lt 200 ] || fail "the group did not recover from the kill"; sleep 0.1
+    done
+    "$C" exec 1 redis-cli -h "${addr%:*}" -p "${addr##*:}" shutdown nosave >/dev/null 2>&1
+    "$C" redis "${addr##*:}" >/dev/null || fail "the redis-server did not start again"
+    echo "redis-server restarted empty once the group recovered"
+    i=0
+    until grep -q "re-seeded it" "$dir"/out.* 2>/dev/null; do
+      i=$((i + 1)); [ $i -lt 100 ] || fail "nobody re-seeded the restarted store"; sleep 0.1
+    done
+    echo "host 6 starts once the store was re-seeded: $(grep -ho 'the store had lost .*' "$dir"/out.* | head -n 1)"
+    start 6 ;;
   *) fail "unknown scenario $scenario" ;;
 esac
 
@@ -111,7 +132,7 @@ for k in $finishers; do
   ids="$ids $id"
 done
 expect=3
-case $scenario in stop) expect=4 ;; split | twice) expect=2 ;; join) expect=5 ;; esac
+case $scenario in stop | restore) expect=4 ;; split | twice) expect=2 ;; join) expect=5 ;; esac
 set -- $ids
 [ $# -eq $expect ] || fail "$# workers finished, expected $expect"
 first=$1
@@ -123,10 +144,10 @@ done
 founder=""
 for id in $ids; do grep -q "elastic worker $id: \(excluded\|let in\|registered\)" "$dir"/out.* || { founder=$id; break; }; done
 [ -n "$founder" ] || fail "no finisher was there from the start"
-for id in $ids; do cmp -s "$dir/history.$founder" "$dir/history.$id" || [ "$scenario" = stop ] || [ "$scenario" = join ] ||
+for id in $ids; do cmp -s "$dir/history.$founder" "$dir/history.$id" || [ "$scenario" = stop ] || [ "$scenario" = join ] || [ "$scenario" = restore ] ||
   fail "worker $id's sync history differs from worker $founder's"; done
 "$probe" check "$dir/params.$founder" "$dir/history.$founder" || fail "the final mean differs from the simulation"
-if [ "$scenario" = join ]; then
+if [ "$scenario" = join ] || [ "$scenario" = restore ]; then
   nid=$(sed -n 's/.*elastic worker \([0-9]*\): let in at step \([0-9]*\).*/\1/p' "$dir/out.6")
   nstep=$(sed -n 's/.*elastic worker \([0-9]*\): let in at step \([0-9]*\).*/\2/p' "$dir/out.6")
   [ -n "$nid" ] || fail "the fifth worker was not let in"
@@ -134,11 +155,13 @@ if [ "$scenario" = join ]; then
 fi
 
 # Time from the fault to the first sync committed after it, on the last of the workers that
-# were not hit (for stop: the stopped one comes back later, by design).
+# were not hit (for stop: the stopped one comes back later, by design; for restore: the newcomer
+# was not there).
 if [ "$scenario" != join ]; then
   tr=""
   for k in $finishers; do
     [ "$scenario" = stop ] && [ "$k" = "$victim" ] && continue
+    [ "$k" = 6 ] && continue  # restore: the newcomer came after the fault
     t=$(grep -h "first committed sync after the change" "$dir/out.$k" | tail -1 | sed -n 's/^\[\([0-9]*\)\].*/\1/p')
     [ -n "$t" ] || fail "host $k committed no sync after the fault"
     [ -z "$tr" ] || [ "$t" -gt "$tr" ] && tr=$t

@@ -95,11 +95,11 @@ int train(const std::string& dir) {
   std::int64_t id = -1;
   try {
     auto group = std::make_shared<dppf::elastic_group>(store, static_cast<int>(env("FOUNDERS", 4)), options);
-    id = group->id();
     dppf::elastic_trainer<dppf::sgd, dppf::local_sgd, dppf::host_executor> tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{},
                                                                               dppf::host_executor{}, {.tau = tau});
     std::vector<float> x(n, 0.0f), g(n);
     tr.start(x);
+    id = group->id();  // final once in (a newcomer may have given up a member's id)
     dppf_test::elastic::history h;
     if (tr.steps() > 0) {  // let in mid-run: what it got, and the history up to then
       write_floats(dir + "/joined." + std::to_string(id), x);

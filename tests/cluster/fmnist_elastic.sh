@@ -8,7 +8,12 @@
 #   kill     --elastic, one host SIGKILLed right after the sync drawn from a printed seed
 #            (DPPF_ELASTIC_SEED=<n> replays it): the other three finish with exit 0, each prints
 #            the membership change (step, generation 1, 3 workers), the result says 3 workers
-#            finished, and its test accuracy is within 0.01 of the no-fault run's
+#            finished, and its test accuracy is within 0.01 of the no-fault run's (drop), or at
+#            most 0.01 below it (redeal: the group still trains on 4 x batch images a step, so
+#            after the fault each survivor's batch grows by a third and its local steps are less
+#            noisy; it ended above the no-fault run by 0.014 and 0.005 in two runs, while six
+#            seeds of the no-fault threads run spread over 0.007; what a fault must not do is
+#            lose accuracy)
 #   resume   the kill run saved group checkpoints every 16 steps (--checkpoint); three workers
 #            (--world-size 3) resume from the newest, step 32: each prints the generation and
 #            member count that the file's metadata records (read here from the safetensors
@@ -98,8 +103,13 @@ for h in 2 3 4 5; do
   echo "host $h: $(grep -o 'membership changed at step [0-9]*: now generation [0-9]*, 3 workers' "$dir/kill$h.err")"
 done
 a=$(field "$ref" test_acc) b=$(field "$got" test_acc)
-awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.01) }' ||
-  fail "test accuracy $b after the fault, $a without: more than 0.01 apart"
+if [ "$mode" = drop ]; then
+  awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.01) }' ||
+    fail "test accuracy $b after the fault, $a without: more than 0.01 apart"
+else
+  awk -v a="$a" -v b="$b" 'BEGIN { exit !(b >= a - 0.01) }' ||
+    fail "test accuracy $b after the fault, $a without: more than 0.01 lower"
+fi
 echo "test accuracy: $a without the fault, $b with it (3 of 4 finished, generation $gen)"
 
 # Time from the fault to the first sync committed after it, on the last survivor to get there.

@@ -24,7 +24,11 @@
 //   fresh; the elastic trainer then sends them the parameters' mean and state. A process once
 //   excluded (e.g. stopped, then continued) finds a generation without it, has no say in any
 //   later one, and registers again as new.
-// * Not survived: the loss of the store, and a failure before a group's first generation formed.
+// * A store restarted empty (within the timeout, or between two store accesses): rank 0 finds its
+//   generation's record gone at the next committed sync and writes it back with every id claimed
+//   so far; newcomers register again and give up an id a member holds.
+// * Not survived: the loss of the store (unreachable beyond the timeout), a store that empties
+//   during a regroup, and a failure before a group's first generation formed.
 
 #include <signal.h>
 
@@ -78,6 +82,7 @@ struct elastic_generation {
   std::vector<std::int64_t> members;  ///< ids, ascending: rank r is members[r]
   std::vector<std::int64_t> fresh;    ///< newcomers that must receive state first
   int largest = 0;                    ///< the largest generation so far (for the quorum)
+  bool reseeded = false;              ///< written back by a member into a store restarted empty
 
   bool has(std::int64_t id) const { return std::find(members.begin(), members.end(), id) != members.end(); }
   bool is_fresh(std::int64_t id) const { return std::find(fresh.begin(), fresh.end(), id) != fresh.end(); }
@@ -91,7 +96,8 @@ struct elastic_generation {
     return s;
   }
   std::string encode() const {
-    return "largest=" + std::to_string(largest) + ";members=" + join(members) + ";fresh=" + join(fresh);
+    return "largest=" + std::to_string(largest) + ";members=" + join(members) + ";fresh=" + join(fresh) +
+           (reseeded ? ";reseeded=1" : "");
   }
   static elastic_generation decode(std::int64_t number, const std::string& s) {
     elastic_generation g;
@@ -109,6 +115,7 @@ struct elastic_generation {
           if (name == "largest") g.largest = std::stoi(v);
           if (name == "members") g.members.push_back(std::stoll(v));
           if (name == "fresh") g.fresh.push_back(std::stoll(v));
+          if (name == "reseeded") g.reseeded = true;
         }
     }
     return g;
@@ -128,15 +135,12 @@ class elastic_group {
       : options_(std::move(options)), store_(store, checked(options_).gloo.timeout), founders_(founders) {
     detail::require_option(founders >= 1, "elastic_group", "founders", founders, "must be >= 1");
     ignore_sigpipe();
-    for (std::int64_t n = static_cast<std::int64_t>(store_.list("ids").size());; ++n)
-      if (store_.create("ids/" + std::to_string(n), std::to_string(::getpid()))) {
-        id_ = n;
-        break;
-      }
+    claim_id();
   }
   elastic_group(const elastic_group&) = delete;
   elastic_group& operator=(const elastic_group&) = delete;
 
+  /// Fixed once join() returned; a newcomer can give up an id a member holds while it waits.
   std::int64_t id() const noexcept { return id_; }
   const elastic_generation& generation() const noexcept { return gen_; }
   int rank() const noexcept { return rank_; }
@@ -174,7 +178,8 @@ class elastic_group {
       for (;;) {
         if (auto rec = store_.get(commit_key(0))) {
           const auto g = elastic_generation::decode(0, *rec);
-          if (g.has(id_)) {
+          // (a re-seeded record may hold this id for another process: this one never saw it formed)
+          if (g.has(id_) && !g.reseeded) {
             has_state_ = true;
             try {
               adopt(g);
@@ -187,6 +192,7 @@ class elastic_group {
           }
           break;  // the group formed without this process: join as new
         }
+        if (newest_generation() > 0) break;  // a running group whose store restarted empty
         auto joined = ids_under(join_key(0));
         if (static_cast<int>(joined.size()) >= founders_) {
           joined.resize(static_cast<std::size_t>(founders_));
@@ -240,6 +246,7 @@ class elastic_group {
             throw communication_error("dppf::elastic_group: another member aborted sync " + std::to_string(seq_) + " of " +
                                       gen_.describe());
           if (seq_ > 0) store_.erase(outcome_key(seq_ - 1));
+          if (!store_.get(commit_key(gen_.number))) reseed();
           if (admit) next = static_cast<double>(admit_pending());
         }
         next = comm().all_reduce(next, reduce_op::max);
@@ -349,6 +356,7 @@ class elastic_group {
     gen_ = g;
     seq_ = 0;
     broken_ = false;
+    for (auto id : g.members) highest_id_ = std::max(highest_id_, id);
     rank_ = static_cast<int>(std::find(g.members.begin(), g.members.end(), id_) - g.members.begin());
     transfer_pending_ = !g.fresh.empty();
     if (g.is_fresh(id_)) has_state_ = false;
@@ -438,6 +446,7 @@ class elastic_group {
     std::vector<std::int64_t> fresh;
     for (auto id : ids_under("pending"))
       if (!gen_.has(id)) fresh.push_back(id);
+    for (auto id : fresh) highest_id_ = std::max(highest_id_, id);
     if (fresh.empty()) return 0;
     elastic_generation next{gen_.number + 1, gen_.members, fresh, 0};
     next.members.insert(next.members.end(), fresh.begin(), fresh.end());
@@ -450,15 +459,9 @@ class elastic_group {
 
   // A newcomer: pending/<id>, then watch each new generation until one has this process.
   void wait_for_admission(std::chrono::steady_clock::time_point deadline) {
-    // The newest committed generation, found before registering: one created after could be
-    // the one that lets this process in.
-    std::int64_t watch = 0;
-    for (auto n : ids_under("gen")) watch = std::max(watch, n);
-    while (watch > 0 && !read(watch)) --watch;
-    while (read(watch + 1)) ++watch;
-    store_.create("pending/" + std::to_string(id_), "");
+    std::int64_t watch = register_pending();
     note("registered as new; the group is at generation " + std::to_string(watch));
-    for (;;) {
+    for (int polls = 1;; ++polls) {
       if (auto g = read(watch + 1)) {
         ++watch;
         if (g->has(id_)) {
@@ -474,6 +477,12 @@ class elastic_group {
         }
         continue;
       }
+      // Committed generations are never erased: one gone means the store restarted empty. Register
+      // again once the group re-seeded it (every 200 ms until then).
+      if (polls % 20 == 0 && !read(watch)) {
+        watch = register_pending();
+        if (auto g = read(watch); g && g->is_fresh(id_)) --watch;  // let in by it: adopted above
+      }
       if (std::chrono::steady_clock::now() > deadline)
         throw timeout_error("dppf::elastic_group: worker " + std::to_string(id_) + " was not let in within " +
                             std::to_string(options_.admit_timeout.count()) + " ms (" + store_.describe() + ")");
@@ -481,10 +490,60 @@ class elastic_group {
     }
   }
 
+  // Claims the lowest free id (ids/<n>, a compare-and-set).
+  void claim_id() {
+    for (std::int64_t n = static_cast<std::int64_t>(store_.list("ids").size());; ++n)
+      if (store_.create("ids/" + std::to_string(n), std::to_string(::getpid()))) {
+        id_ = n;
+        highest_id_ = std::max(highest_id_, n);
+        return;
+      }
+  }
+
+  // The newest committed generation (-1: none yet).
+  std::int64_t newest_generation() {
+    std::int64_t n = -1;
+    for (auto k : ids_under("gen")) n = std::max(n, k);
+    while (n >= 0 && !read(n)) --n;
+    while (read(n + 1)) ++n;
+    return n;
+  }
+
+  // pending/<id>; returns the newest committed generation, found before registering (one created
+  // after could be the one that lets this process in). When that generation already has this
+  // id as an old member, the id was claimed again in a store restarted empty before the group
+  // re-seeded it: give it up for a fresh one.
+  std::int64_t register_pending() {
+    const std::int64_t watch = newest_generation();
+    const auto g = read(watch);
+    while (g && g->has(id_) && !g->is_fresh(id_)) {
+      store_.erase("pending/" + std::to_string(id_));
+      const auto taken = id_;
+      claim_id();
+      note("id " + std::to_string(taken) + " belongs to a member of " + g->describe() + " (the store restarted empty): now id " +
+           std::to_string(id_));
+    }
+    store_.create("pending/" + std::to_string(id_), "");
+    return watch;
+  }
+
+  // Rank 0 at a committed sync, when the store lost this generation's record (a redis-server
+  // restarted empty): writes back what newcomers and regroups read, from its own copy (which every
+  // member shares): the ids claimed so far first (so no newcomer claims a member's), then the
+  // generation.
+  void reseed() {
+    for (std::int64_t n = 0; n <= highest_id_; ++n) store_.create("ids/" + std::to_string(n), "re-seeded");
+    elastic_generation record = gen_;
+    record.reseeded = true;
+    store_.create(commit_key(gen_.number), record.encode());
+    note("the store had lost " + gen_.describe() + " (restarted empty?): re-seeded it and ids 0.." + std::to_string(highest_id_));
+  }
+
   elastic_group_options options_;
   elastic_store store_;
   int founders_;
   std::int64_t id_ = -1;
+  std::int64_t highest_id_ = -1;  ///< the highest id this process has seen, for reseed()
   elastic_generation gen_;
   int rank_ = 0;
   std::optional<gloo_communicator> comm_;

@@ -3,8 +3,9 @@
 // directory every process sees (one machine, or a shared file system) or a redis-server. Keys are
 // paths ("run/gen/3/commit"). The one write that decides anything is create(): it succeeds for
 // exactly one caller (a hard link of a finished temporary file, which fails with EEXIST, or Redis
-// SET NX), so a key, once created, never changes. Every call has the group's timeout; an
-// unreachable store raises communication_error naming it.
+// SET NX), so a key, once created, never changes. Every call has the group's timeout (a
+// redis-server that restarts within it is reconnected to); an unreachable store raises
+// communication_error naming it. A store that comes back empty is re-seeded by the group.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../communicators/gloo.hpp"
@@ -166,24 +168,39 @@ class elastic_store {
   }
   reply command_raw(const char* format, const std::string& arg) { return run(format, arg, nullptr); }
 
-  // One reconnect on a broken connection (a restarted redis-server), then communication_error.
+  // A broken connection (a redis-server restarting) is retried until the timeout, then
+  // communication_error: a store back within the timeout loses no worker.
   reply run(const char* format, const std::string& a, const std::string* b) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
     std::string why;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (!redis_ || redis_->err) connect();
-      void* r = b ? redisCommand(redis_.get(), format, a.data(), a.size(), b->data(), b->size())
-                  : redisCommand(redis_.get(), format, a.data(), a.size());
-      if (r) {
-        reply out(static_cast<redisReply*>(r));
-        if (out->type == REDIS_REPLY_ERROR)
-          throw communication_error("dppf::elastic_store: " + describe() + " answered: " + std::string(out->str, out->len));
-        return out;
+    for (;;) {
+      try {
+        if (!redis_ || redis_->err) connect();
+        void* r = b ? redisCommand(redis_.get(), format, a.data(), a.size(), b->data(), b->size())
+                    : redisCommand(redis_.get(), format, a.data(), a.size());
+        if (r) {
+          reply out(static_cast<redisReply*>(r));
+          if (out->type == REDIS_REPLY_ERROR)
+            throw store_answer("dppf::elastic_store: " + describe() + " answered: " + std::string(out->str, out->len));
+          return out;
+        }
+        why = redis_->errstr;
+        redis_.reset();
+      } catch (const store_answer&) {
+        throw;
+      } catch (const communication_error& e) {
+        why = e.what();
       }
-      why = redis_->errstr;
-      redis_.reset();
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw communication_error("dppf::elastic_store: the store (" + describe() + ") is unreachable for " +
+                                  std::to_string(timeout_.count()) + " ms: " + why);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    throw communication_error("dppf::elastic_store: the store (" + describe() + ") is unreachable: " + why);
   }
+  // An error the store answered: a retry would get the same.
+  struct store_answer : communication_error {
+    using communication_error::communication_error;
+  };
 
   void connect() {
     const auto ms = timeout_.count();
