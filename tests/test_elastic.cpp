@@ -390,10 +390,16 @@ TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
   dppf_test::check_throws_with<std::invalid_argument>(
       [&] { trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .overlap_steps = 1}); },
       "overlap_steps");
-  static_assert(!dppf::elastic_safe_rule<dppf::data_parallel>);
-  static_assert(dppf::elastic_safe_rule<dppf::pull_push> && dppf::elastic_safe_rule<dppf::local_sgd> &&
-                dppf::elastic_safe_rule<dppf::elastic> && dppf::elastic_safe_rule<dppf::diloco> &&
-                dppf::elastic_safe_rule<dppf::leader> && dppf::elastic_safe_rule<dppf::grawa>);
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] {
+        trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{},
+                     {.tau = tau, .sync_precision = dppf::sync_precision::bf16});
+      },
+      "sync_precision");
+  using dp_trainer = dppf::elastic_trainer<dppf::sgd, dppf::data_parallel, dppf::host_executor>;
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] { dp_trainer tr(group, dppf::sgd({.lr = lr}), dppf::data_parallel{.gradients_averaged = true}, dppf::host_executor{}); },
+      "gradients_averaged");
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::elastic_group bad(dir.store(), 0, fast()); }, "founders");
   auto o = fast();
   o.min_workers = -1;
@@ -479,12 +485,92 @@ void same_bits_as_plain_trainer(const Rule& rule) {
   CHECK(std::memcmp(plain_x[0].data(), plain_x[1].data(), n * sizeof(float)) == 0);
 }
 
-TEST_CASE("elastic_trainer with no fault gives the same bits as dppf::trainer over gloo_communicator, for every elastic-safe rule") {
+TEST_CASE("elastic_trainer with no fault gives the same bits as dppf::trainer over gloo_communicator, for every rule") {
+  SUBCASE("data_parallel") { same_bits_as_plain_trainer(dppf::data_parallel{}); }
   SUBCASE("pull_push") { same_bits_as_plain_trainer(dppf::pull_push({.alpha = 0.3, .lambda = 0.02})); }
   SUBCASE("elastic (EASGD)") { same_bits_as_plain_trainer(dppf::elastic({.alpha = 0.2})); }
   SUBCASE("diloco") { same_bits_as_plain_trainer(dppf::diloco{}); }
   SUBCASE("leader (LSGD)") { same_bits_as_plain_trainer(dppf::leader{}); }
   SUBCASE("grawa") { same_bits_as_plain_trainer(dppf::grawa{}); }
+}
+
+TEST_CASE("elastic_trainer: data_parallel averages each step's gradients over the current members, through a loss and a newcomer") {
+  // Three founders; one dies after step 7; a newcomer comes mid-run. Every gradient average is a
+  // committed operation, so the members' parameters stay equal to the bit (the newcomer gets the
+  // seed's), and equal the double-precision run of x <- x - lr (x - mean of c_i over the members
+  // of each step).
+  fresh_dir dir;
+  const int m = 3;
+  const std::int64_t total = 40;
+  std::vector<outcome> out(m + 1);
+  std::vector<std::map<std::int64_t, std::vector<std::int64_t>>> members_of_step(m + 1);
+  std::atomic<bool> died{false};
+  auto run = [&](int slot, bool newcomer, std::int64_t die_after) {
+    auto& o = out[static_cast<std::size_t>(slot)];
+    try {
+      auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
+      dppf::elastic_trainer<dppf::sgd, dppf::data_parallel, dppf::host_executor> tr(group, dppf::sgd({.lr = lr}), dppf::data_parallel{},
+                                                                                     dppf::host_executor{});
+      std::vector<float> x(n, 0.0f), g(n);
+      tr.start(x);
+      if (newcomer) {
+        o.at_join = x;
+        o.steps_at_join = tr.steps();
+      }
+      while (tr.steps() < total) {
+        const auto c = target(group->id());
+        for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+        const std::int64_t s = tr.steps();
+        tr.step(x, g);
+        members_of_step[static_cast<std::size_t>(slot)][s] = group->committed_members();
+        if (s == die_after) {
+          died = true;
+          return;
+        }
+        std::this_thread::sleep_for(20ms);
+      }
+      o.params = x;
+      o.stats = tr.stats();
+    } catch (const std::exception& e) {
+      o.error = e.what();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int r = 0; r < m; ++r) pool.emplace_back([&, r] { run(r, false, r == 1 ? 7 : -1); });
+  for (int i = 0; i < 1000 && !died; ++i) std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(100ms);
+  pool.emplace_back([&] { run(m, true, -1); });
+  for (auto& t : pool) t.join();
+  std::vector<int> finishers;
+  for (int r = 0; r <= m; ++r)
+    if (r != 1) {
+      REQUIRE_MESSAGE(out[static_cast<std::size_t>(r)].error.empty(), out[static_cast<std::size_t>(r)].error);
+      finishers.push_back(r);
+    }
+  const auto& newcomer = out[m];
+  REQUIRE(newcomer.steps_at_join > 0);
+  CHECK(newcomer.steps_at_join < total);
+  for (int r : finishers) {
+    CHECK(std::memcmp(out[static_cast<std::size_t>(r)].params.data(), out[0].params.data(), n * sizeof(float)) == 0);
+    CHECK(out[static_cast<std::size_t>(r)].stats.members == m);  // two founders and the newcomer
+  }
+  // The reference: founder 0's record of who took part in each step's average.
+  const auto& history = members_of_step[0];
+  REQUIRE(static_cast<std::int64_t>(history.size()) == total);
+  std::set<std::size_t> sizes;
+  std::vector<double> x(n, 0.0);
+  for (const auto& [step, ids] : history) {
+    sizes.insert(ids.size());
+    std::vector<double> mean_c(n, 0.0);
+    for (auto id : ids) {
+      const auto c = target(id);
+      for (std::size_t i = 0; i < n; ++i) mean_c[i] += c[i] / static_cast<double>(ids.size());
+    }
+    if (step == newcomer.steps_at_join) require_close(newcomer.at_join, x, 1e-5);
+    for (std::size_t i = 0; i < n; ++i) x[i] -= lr * (x[i] - mean_c[i]);
+  }
+  CHECK(sizes == std::set<std::size_t>{2, 3});  // three, then two, then three again
+  require_close(out[0].params, x, 1e-5);
 }
 
 // EASGD's center and DiLoCo's global model, momentum and count are replicated: after a worker was

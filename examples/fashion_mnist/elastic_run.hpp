@@ -59,10 +59,9 @@ inline void validate_elastic(const elastic_settings& s, const run_options& o) {
   if (s.min_workers > s.founders)
     throw std::invalid_argument("--min-workers " + std::to_string(s.min_workers) + " is more than the " +
                                 std::to_string(s.founders) + " workers (--world-size)");
-  if (o.method == "ddp" || o.method == "single")
-    throw std::invalid_argument("--elastic: --method " + o.method +
-                                " cannot run elastic (ddp all-reduces every step, single has one worker); use dppf, "
-                                "local_sgd, elastic, leader, grawa or diloco");
+  if (o.method == "single")
+    throw std::invalid_argument("--elastic: --method single has one worker; use dppf, local_sgd, elastic, leader, grawa, "
+                                "diloco or ddp");
 }
 
 /// Which training images a worker trains on at each step (see the top). Every member computes
@@ -337,10 +336,7 @@ inline run_result train_elastic(const run_options& o, const dataset& train, cons
   validate(checked, train.count);
   validate_elastic(s, checked);
   return with_rule(checked, [&](auto rule, std::int64_t tau) -> run_result {
-    if constexpr (dppf::elastic_safe_rule<decltype(rule)>)
-      return detail::train_elastic_with(rule, tau, checked, train, test, cb, s, outcome);
-    else
-      throw std::invalid_argument("--elastic: --method " + checked.method + " cannot run elastic");
+    return detail::train_elastic_with(rule, tau, checked, train, test, cb, s, outcome);
   });
 }
 

@@ -123,7 +123,8 @@ const char* usage_text =
     "              --min-workers K: the smallest group that may go on (default: a strict majority);\n"
     "              --lost-shard drop (default: a lost worker's shard is no longer trained on) or redeal\n"
     "              (each step's images are split over the workers there); --sync-log: one line per sync.\n"
-    "              Methods that sync every tau steps only (not ddp, single; default dppf,local_sgd).\n"
+    "              Every method but single (ddp: each step's gradient average is committed, unbucketed;\n"
+    "              default dppf,local_sgd).\n"
     "              --checkpoint DIR: one file per step for the group, DIR/<method>.step<K>.elastic.safetensors\n"
     "              (the mean parameters, rank 0's optimizer state, the generation and member count); --resume\n"
     "              loads it on every worker, however many there are now.\n";

@@ -8,11 +8,14 @@
 //   that hold state: the mean of their parameters, and from the seed member (the first that is
 //   not new) the trainer's counters and, with newcomer_state::from_peer, the optimizer state and
 //   counters (newcomer_state::fresh: the newcomer's own freshly initialised optimizer state).
-// * Every rule that syncs every tau steps is elastic-safe (local_sgd, pull_push, elastic, leader,
-//   grawa, diloco): its collectives are over the current members and its state is replicated,
-//   so it is saved and undone with the parameters and a newcomer gets the seed's. Refused at
-//   compile time: data_parallel (an all-reduce at every step, outside the committed sync);
-//   refused when the trainer is built: average_optimizer_state.
+// * Every rule runs elastic. Those that sync every tau steps (local_sgd, pull_push, elastic,
+//   leader, grawa, diloco): their collectives are over the current members and their state is
+//   replicated, so it is saved and undone with the parameters and a newcomer gets the seed's.
+//   data_parallel: every step's gradient average is a committed operation (a redo over the next
+//   generation rewrites the average, so there is nothing to undo); the members' parameters stay
+//   equal, so a newcomer gets the seed's, bit for bit. Refused when the trainer is built:
+//   average_optimizer_state, overlap_steps > 0, a compressed sync, and data_parallel with
+//   gradients_averaged (its average would run outside the committed operation).
 // * Host buffers only (Gloo).
 
 #include <algorithm>
@@ -35,28 +38,20 @@
 
 namespace dppf {
 
-/// Rules an elastic trainer runs: every rule whose sync runs every tau steps. Its collectives go
-/// to the current generation (means and all-gathers over the current members, LSGD's leader
-/// among them), and its state is replicated (EASGD's center, DiLoCo's global model, outer
-/// momentum and count), so it is saved and put back with the parameters, and sent from the seed
-/// to a newcomer. Not data_parallel: its all-reduce runs at every step, outside the committed sync.
-template <class Rule>
-inline constexpr bool elastic_safe_rule = !Rule::averages_gradients;
-
 namespace detail {
 template <class S>
 concept has_counters = requires(S& s) { s.for_each_counter([](const char*, std::int64_t&) {}); };
 }  // namespace detail
 
-/// Rule wrapped so that each sync is committed everywhere or undone everywhere (see the top).
+/// Rule wrapped so that each sync (data_parallel: each gradient average) is committed everywhere
+/// or undone everywhere (see the top). Its collectives go to the current generation (means and
+/// all-gathers over the current members, LSGD's leader among them); its state is replicated
+/// (EASGD's center, DiLoCo's global model, outer momentum and count), so it is saved and put back
+/// with the parameters, and sent from the seed to a newcomer.
 template <class Rule>
 class elastic_rule {
-  static_assert(elastic_safe_rule<Rule>,
-                "dppf::elastic_rule: data_parallel is not elastic-safe (its gradient all-reduce runs at every step, outside "
-                "the committed sync); elastic training supports local_sgd, pull_push, elastic, leader, grawa and diloco");
-
  public:
-  static constexpr bool averages_gradients = false;
+  static constexpr bool averages_gradients = Rule::averages_gradients;
 
   /// The rule's own state (what checkpoints see), and a copy of it and of the parameters taken
   /// before each sync, to undo a discarded one (never checkpointed).
@@ -81,8 +76,15 @@ class elastic_rule {
 
   template <class Ctx, class S>
   void init(Ctx& ctx, S& s) const {
-    s.saved = ctx.ex.template allocate<typename Ctx::value_type>(std::ranges::size(ctx.params));
+    if constexpr (!averages_gradients) s.saved = ctx.ex.template allocate<typename Ctx::value_type>(std::ranges::size(ctx.params));
     inner_.init(ctx, s.inner);
+  }
+
+  /// data_parallel: the average into ctx.scratch, committed; a redo rewrites it.
+  template <class Ctx>
+    requires averages_gradients
+  void average_gradients(Ctx& ctx) const {
+    ctx.comm.inner().group().run_committed([&] { inner_.average_gradients(ctx); }, [] {});
   }
 
   template <class Ctx, class S>
@@ -132,7 +134,7 @@ class elastic_trainer {
   elastic_trainer(std::shared_ptr<elastic_group> group, Optimizer optimizer, Rule rule, Exec ex, trainer_options options = {},
                   elastic_trainer_options elastic = {})
       : group_(std::move(group)),
-        tr_(std::move(optimizer), elastic_rule<Rule>(std::move(rule)), elastic_communicator(group_), std::move(ex),
+        tr_(std::move(optimizer), elastic_rule<Rule>(checked(std::move(rule))), elastic_communicator(group_), std::move(ex),
             checked(options)),
         elastic_(elastic) {}
 
@@ -202,7 +204,16 @@ class elastic_trainer {
                            "is not elastic-safe yet and must be false");
     detail::require_option(o.overlap_steps == 0, "elastic_trainer", "overlap_steps", o.overlap_steps,
                            "must be 0: a sync still in flight is not carried across a change of members");
+    detail::require_option(o.sync_precision == sync_precision::full, "elastic_trainer", "sync_precision",
+                           to_string(o.sync_precision),
+                           "must be full: a compressed sync's reference and residuals are not carried across a change of members");
     return o;
+  }
+  static Rule checked(Rule rule) {
+    if constexpr (requires { rule.gradients_averaged; })
+      detail::require_option(!rule.gradients_averaged, "elastic_trainer", "data_parallel::gradients_averaged", rule.gradients_averaged,
+                             "must be false: gradients averaged by the caller are outside the committed operation");
+    return rule;
   }
 
   template <class P>
@@ -257,10 +268,14 @@ class elastic_trainer {
     auto* ws = detail::trainer_access::workspace<T>(tr_);
     if (!ws) throw communication_error("dppf::elastic_trainer: a member has no training state to send (no step yet)");
 
+    const int seed = group_->seed_rank();
+    // data_parallel: the members' parameters are equal, the seed's are their mean to the last bit
     std::vector<T> mean(n, T(0));
     if (!fresh) std::copy_n(std::ranges::data(params), n, mean.data());
-    comm.all_reduce(std::span<T>(mean), reduce_op::sum);
-    const int seed = group_->seed_rank();
+    if constexpr (Rule::averages_gradients)
+      comm.broadcast(std::span<T>(mean), seed);
+    else
+      comm.all_reduce(std::span<T>(mean), reduce_op::sum);
     const bool peer = elastic_.state == newcomer_state::from_peer;
     if (peer) ws->optimizer_state.for_each_buffer([&](const char*, auto& b) { comm.broadcast(view(b), seed); });
     ws->rule_state.for_each_buffer([&](const char*, auto& b) { comm.broadcast(view(b), seed); });  // replicated
@@ -273,7 +288,7 @@ class elastic_trainer {
     comm.broadcast(std::span<double>(counters), seed);
 
     if (fresh) {
-      const double inv = 1.0 / static_cast<double>(group_->holders());
+      const double inv = Rule::averages_gradients ? 1.0 : 1.0 / static_cast<double>(group_->holders());
       T* x = std::ranges::data(params);
       for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(mean[i] * inv);
       detail::trainer_access::set_counters(
