@@ -355,6 +355,58 @@ TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that 
   require_close(out[0].params, simulate(total, history), 1e-5);
 }
 
+TEST_CASE("elastic_trainer: a newcomer with other settings is refused, naming the difference; the members go on") {
+  // A newcomer with another tau (the trainer's own check) or another agreement text (the
+  // program's): it must raise invalid_argument naming the first difference before any sync, and
+  // the two members regroup without it and finish equal to the simulation of their syncs.
+  auto refused = [](dppf::trainer_options newcomer_options, std::string newcomer_text, const std::string& expected) {
+    fresh_dir dir;
+    const int m = 2;
+    const std::int64_t total = 45;
+    std::vector<outcome> out(m);
+    std::string refusal;
+    auto train = [&](outcome& o, dppf::trainer_options options, std::string text, bool newcomer) {
+      try {
+        auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
+        trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, options, {.agreement = std::move(text)});
+        std::vector<float> x(n, 0.0f), g(n);
+        tr.start(x);
+        const auto c = target(group->id());
+        while (tr.steps() < total) {
+          for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+          const auto syncs = tr.syncs();
+          tr.step(x, g);
+          if (tr.syncs() > syncs) o.members_of_sync[tr.syncs()] = group->committed_members();
+          std::this_thread::sleep_for(20ms);
+        }
+        tr.average(x);
+        o.params = x;
+        o.stats = tr.stats();
+      } catch (const std::invalid_argument& e) {
+        if (newcomer) refusal = e.what();
+        o.error = e.what();
+      } catch (const std::exception& e) {
+        o.error = e.what();
+      }
+    };
+    outcome newcomer;
+    std::vector<std::thread> pool;
+    for (int r = 0; r < m; ++r) pool.emplace_back([&, r] { train(out[static_cast<std::size_t>(r)], {.tau = tau}, "lr=0.1\n", false); });
+    std::this_thread::sleep_for(300ms);
+    pool.emplace_back([&] { train(newcomer, newcomer_options, newcomer_text, true); });
+    for (auto& t : pool) t.join();
+    for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
+    CHECK_MESSAGE(refusal.find(expected) != std::string::npos, refusal);
+    CHECK(newcomer.params.empty());
+    CHECK(std::memcmp(out[0].params.data(), out[1].params.data(), n * sizeof(float)) == 0);
+    CHECK(out[0].stats.members == m);
+    CHECK(out[0].stats.generation >= 2);  // let in, then regrouped without it
+    require_close(out[0].params, simulate(total, out[0].members_of_sync), 1e-5);
+  };
+  SUBCASE("another tau") { refused({.tau = tau + 1}, "lr=0.1\n", "settings differ from the group's: tau is 4 on this rank (2) and 3 on rank 0"); }
+  SUBCASE("another agreement text") { refused({.tau = tau}, "lr=0.2\n", "settings differ from the group's: lr is 0.2 on this rank (2) and 0.1 on rank 0"); }
+}
+
 TEST_CASE("elastic_trainer: a worker stalled past the timeout is excluded, then rejoins as new from the mean") {
   fresh_dir dir;
   const int m = 4;

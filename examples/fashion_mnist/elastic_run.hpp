@@ -44,6 +44,8 @@ struct elastic_settings {
   dppf::gloo_options gloo;
   /// Called by the founders, collectively, once the group formed (e.g. to agree on the options).
   std::function<void(dppf::gloo_communicator&)> agree;
+  /// The run's options ("key=value" lines) that a newcomer must share (elastic_trainer_options).
+  std::string options;
 };
 
 /// What a finished elastic run reports besides the numbers (every member agrees on the summary).
@@ -205,7 +207,7 @@ run_result train_elastic_with(Rule rule, std::int64_t tau, const run_options& o,
   backend.prepare(2);  // one OpenBLAS thread: one worker per process, as many per machine
   host_replica rep = backend.make_replica(capacity);
   dppf::elastic_trainer tr(group, dppf::sgd{{.lr = o.lr, .momentum = o.momentum, .weight_decay = o.weight_decay}}, rule,
-                           dppf::host_executor{}, trainer_options_for(o, tau));
+                           dppf::host_executor{}, trainer_options_for(o, tau), {.agreement = s.options});
   tr.start(rep.params());
   const std::string me = "fashion_mnist: " + o.method + ": worker " + std::to_string(group->id());  // final once in
   elastic_line(me + ": " + (tr.steps() > 0 ? "let in at step " + std::to_string(tr.steps()) + ", " : "started, ") + membership(*group));

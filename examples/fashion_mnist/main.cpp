@@ -417,7 +417,8 @@ int run_elastic(const config& c, const example_gloo::launch& l) {
       o.method = m;
       fmnist::elastic_settings s{.founders = l.size, .min_workers = c.min_workers, .lost_shard = c.lost_shard,
                                  .sync_log = c.sync_log, .store = l.store, .gloo = l.options,
-                                 .agree = [&](dppf::gloo_communicator& comm) { agree_on_options(comm, run_text(c)); }};
+                                 .agree = [&](dppf::gloo_communicator& comm) { agree_on_options(comm, run_text(c)); },
+                                 .options = run_text(c)};
       s.store.prefix += "/" + m;
       fmnist::elastic_outcome out;
       results.push_back(fmnist::train_elastic(o, train, test, cb, s, out));

@@ -131,19 +131,7 @@ inline std::string options_text(const run_options& o) {
 /// "" when two options_text agree, else the first option that differs, as "--KEY is A ... B".
 inline std::string first_difference(const std::string& a, const std::string& b, const std::string& a_is,
                                     const std::string& b_is) {
-  std::size_t i = 0, j = 0;
-  while (i < a.size() || j < b.size()) {
-    const auto ea = std::min(a.find('\n', i), a.size()), eb = std::min(b.find('\n', j), b.size());
-    const std::string la = a.substr(i, ea - i), lb = b.substr(j, eb - j);
-    if (la != lb) {
-      const auto key = la.substr(0, la.find('='));
-      if (key != lb.substr(0, lb.find('='))) return "the options are of different versions ('" + la + "' vs '" + lb + "')";
-      return "--" + key + " is " + la.substr(key.size() + 1) + " " + a_is + " and " + lb.substr(key.size() + 1) + " " + b_is;
-    }
-    i = ea + 1;
-    j = eb + 1;
-  }
-  return {};
+  return dppf::first_difference(a, b, a_is, b_is, "--");
 }
 
 /// Metrics of x_bar after one epoch.

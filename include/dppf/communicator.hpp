@@ -3,6 +3,7 @@
 // or out of place), all-reduce and all-gather scalars, broadcast and meet at a barrier. Every
 // implementation turns failures into dppf::communication_error on every rank.
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <span>
@@ -62,6 +63,44 @@ void agree_or_throw(C& comm, bool failed, const std::string& what) {
     if (failed) detail::throw_invalid(what);
     throw communication_error("dppf: another rank failed: " + what);
   }
+}
+
+/// The first line where two texts of "key=value" lines differ, as "<prefix>key is A <a_is> and B
+/// <b_is>"; "" when they are equal.
+inline std::string first_difference(const std::string& a, const std::string& b, const std::string& a_is, const std::string& b_is,
+                                    const std::string& key_prefix = "") {
+  std::size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    const auto ea = std::min(a.find('\n', i), a.size()), eb = std::min(b.find('\n', j), b.size());
+    const std::string la = a.substr(i, ea - i), lb = b.substr(j, eb - j);
+    if (la != lb) {
+      const auto key = la.substr(0, la.find('='));
+      if (key != lb.substr(0, lb.find('='))) return "the texts are of different versions ('" + la + "' vs '" + lb + "')";
+      return key_prefix + key + " is " + la.substr(std::min(key.size() + 1, la.size())) + " " + a_is + " and " +
+             lb.substr(std::min(key.size() + 1, lb.size())) + " " + b_is;
+    }
+    i = ea + 1;
+    j = eb + 1;
+  }
+  return {};
+}
+
+/// Collective: every rank learns `root`'s text of "key=value" lines (one double per byte, since
+/// every communicator moves doubles; the same sizes on every rank, whatever the texts) and, when
+/// any rank's differs, raises on every rank: invalid_argument naming the first difference where
+/// it differs, communication_error on the others.
+template <communicator C>
+void require_same_text(C& comm, const std::string& mine, int root, const std::string& what) {
+  const auto n = static_cast<std::size_t>(comm.all_gather(static_cast<double>(mine.size()))[static_cast<std::size_t>(root)]);
+  std::vector<double> bytes(n);
+  if (comm.rank() == root)
+    for (std::size_t i = 0; i < n; ++i) bytes[i] = static_cast<unsigned char>(mine[i]);
+  if (n > 0) comm.broadcast(std::span<double>(bytes), root);
+  std::string theirs(n, ' ');
+  for (std::size_t i = 0; i < n; ++i) theirs[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
+  const std::string diff =
+      first_difference(mine, theirs, "on this rank (" + std::to_string(comm.rank()) + ")", "on rank " + std::to_string(root));
+  agree_or_throw(comm, !diff.empty(), diff.empty() ? what : what + ": " + diff);
 }
 
 }  // namespace dppf

@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -114,6 +115,12 @@ enum class newcomer_state {
 
 struct elastic_trainer_options {
   newcomer_state state = newcomer_state::from_peer;
+  /// What every member must have alike besides what the trainer checks itself (its sync schedule,
+  /// rule, optimizer, element type and parameter count), as "key=value" lines: e.g. the program's
+  /// options. A newcomer whose settings differ from the seed's raises invalid_argument naming the
+  /// first difference, before it takes part in any sync (a collective of another shape would crash
+  /// Gloo's transport); the members regroup without it.
+  std::string agreement{};
 };
 
 /// The trainer's report plus the membership.
@@ -260,6 +267,7 @@ class elastic_trainer {
     const bool fresh = !group_->has_state();
     const std::size_t n = std::ranges::size(params);
     require_same_size_on_all_ranks(comm, n, "elastic_trainer: parameters (a newcomer's model differs)");
+    require_same_text(comm, settings<T>(), group_->seed_rank(), "elastic_trainer: a newcomer's settings differ from the group's");
     // The workspace the first step would build, collectively (the rule's init may all-reduce);
     // only a newcomer keeps it, and its rule state is then overwritten by the seed's.
     auto built = detail::trainer_access::make_workspace<T>(tr_, params);
@@ -299,6 +307,16 @@ class elastic_trainer {
         ws->rule_state.for_each_counter([&](const char*, std::int64_t& v) { v = static_cast<std::int64_t>(counters[k++]); });
     }
     group_->transfer_done();
+  }
+
+  // What a newcomer must share with the members (see elastic_trainer_options::agreement).
+  template <class T>
+  std::string settings() const {
+    const trainer_options& o = tr_.options();
+    return "tau=" + std::to_string(o.tau) + "\nwarmup_steps=" + std::to_string(o.warmup_steps) +
+           "\nwarmup_tau=" + std::to_string(o.warmup_tau) + "\nrule=" + typeid(Rule).name() +
+           "\noptimizer=" + typeid(Optimizer).name() + "\nelement_bytes=" + std::to_string(sizeof(T)) + "\n" +
+           elastic_.agreement;
   }
 
   std::shared_ptr<elastic_group> group_;
