@@ -24,6 +24,14 @@ if(FMNIST_DEPS_FOUND)
   if(TARGET dppf::gloo)
     # --elastic's data dealing (--lost-shard drop | redeal) against the rules it states.
     dppf_add_test(test_fashion_mnist_elastic ${CMAKE_CURRENT_LIST_DIR}/test_fashion_mnist_elastic.cpp LIBS fmnist_deps dppf::gloo LABELS fashion_mnist)
+    # A newcomer let in at a checkpoint step joins the group's save (elastic_newcomer.sh; loopback).
+    find_program(FMNIST_PYTHON3 NAMES python3)
+    if(FMNIST_DATA_FOUND AND FMNIST_PYTHON3)
+      add_test(NAME example_fashion_mnist_elastic_newcomer_checkpoint
+        COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/elastic_newcomer.sh $<TARGET_FILE:fashion_mnist> ${FMNIST_PYTHON3})
+      set_tests_properties(example_fashion_mnist_elastic_newcomer_checkpoint PROPERTIES LABELS "example;fashion_mnist;gloo"
+        TIMEOUT 180 PASS_REGULAR_EXPRESSION "PASS: newcomer let in")
+    endif()
   endif()
   if(NOT FMNIST_DATA_FOUND)
     message(STATUS "dppf: test_fashion_mnist_train skipped: no Fashion-MNIST files in ${FMNIST_DATA_DIR}")
