@@ -496,3 +496,93 @@ TEST_CASE("compressed sync: bad options and rules that cannot compress are refus
       [&] { dppf::compressed_mean<float> cm(one, std::span<const float>(x), {.precision = dppf::sync_precision::full}); },
       "not a compressed format");
 }
+
+// ----- checkpoints -------------------------------------------------------------------------------
+
+namespace {
+
+// Three workers on f_r(x) = |x - r|^2 / 2 with a step-dependent drift, so that every sync sends
+// something new; steps [from, to) of a run with sync_precision p. `load`: the files to restore
+// first (after `own_steps` steps of a different run of its own, so the load meets a live
+// workspace when own_steps > 0); `save_at`: the step after which to save into `files`.
+struct compressed_run {
+  dppf::sync_precision precision = dppf::sync_precision::bf16;
+  std::vector<dppf::safetensors>* load = nullptr;
+  int own_steps = 0;
+  int save_at = -1;
+  std::vector<dppf::safetensors>* save = nullptr;
+  std::vector<std::string>* errors = nullptr;
+};
+
+std::vector<std::vector<float>> run_compressed(const compressed_run& c, std::uint64_t seed, int to) {
+  constexpr std::size_t n = 41;
+  std::vector<std::vector<float>> out(3);
+  dppf::thread_group group(3, {.timeout = std::chrono::seconds(60)});
+  group.run([&](dppf::thread_communicator comm) {
+    const auto r = static_cast<std::size_t>(comm.rank());
+    std::vector<float> x = dppf_test::random_vector<float>(n, seed + r), g(n);
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1, .momentum = 0.5}}, dppf::pull_push{{.alpha = 0.3, .lambda = 0.02}}, comm,
+                     dppf::host_executor{}, {.tau = 3, .sync_precision = c.precision}};
+    const auto grad = [&](int t) {
+      for (std::size_t k = 0; k < n; ++k) g[k] = x[k] - static_cast<float>(r) + 0.01f * static_cast<float>(t % 7);
+    };
+    int t = 0;
+    if (c.load) {
+      for (int k = 0; k < c.own_steps; ++k) {
+        grad(k + 100);
+        tr.step(x, g);
+      }
+      try {
+        dppf::load_trainer((*c.load)[r], tr, x);
+      } catch (const dppf::checkpoint_error& e) {
+        (*c.errors)[r] = e.what();
+        return;
+      }
+      t = static_cast<int>(tr.steps());
+    }
+    for (; t < to; ++t) {
+      grad(t);
+      tr.step(x, g);
+      if (t + 1 == c.save_at) (*c.save)[r] = dppf::save_trainer(tr, x);
+    }
+    out[r] = x;
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("compressed sync: a checkpoint records its reference and residuals and resumes bit for bit") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  const auto straight = run_compressed({}, seed, 24);
+  std::vector<dppf::safetensors> files(3);
+  const auto saved = run_compressed({.save_at = 13, .save = &files}, seed, 24);  // mid-way between syncs
+  CHECK(saved == straight);  // saving changes nothing
+  REQUIRE(files[0].contains("compressed.values"));
+  CHECK(files[0].metadata("dppf.sync_precision") == "bf16");
+  // Into a trainer without a workspace, and into one that took steps of its own.
+  CHECK(run_compressed({.load = &files}, seed, 24) == straight);
+  CHECK(run_compressed({.load = &files, .own_steps = 5}, seed, 24) == straight);
+}
+
+TEST_CASE("compressed sync: an uncompressed checkpoint starts compression afresh; mismatched precisions are refused") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  std::vector<dppf::safetensors> full(3), bf16(3);
+  (void)run_compressed({.precision = dppf::sync_precision::full, .save_at = 12, .save = &full}, seed, 12);
+  (void)run_compressed({.save_at = 12, .save = &bf16}, seed, 12);
+  CHECK_FALSE(full[0].contains("compressed.values"));
+  // A compressed trainer resumes a full-precision checkpoint from its parameters: built fresh or
+  // rebuilt in a live workspace, the same bits.
+  const auto fresh = run_compressed({.load = &full}, seed, 24);
+  CHECK(run_compressed({.load = &full, .own_steps = 5}, seed, 24) == fresh);
+  // Refused, on every rank, naming why.
+  for (auto [precision, needle] : {std::pair{dppf::sync_precision::full, "saved with a compressed sync (bf16) and this trainer has "
+                                                                          "sync_precision = full"},
+                                   std::pair{dppf::sync_precision::fp16, "saved with sync_precision = bf16 and this trainer has fp16"}}) {
+    std::vector<std::string> errors(3);
+    (void)run_compressed({.precision = precision, .load = &bf16, .own_steps = 2, .errors = &errors}, seed, 24);
+    for (const auto& e : errors) CHECK_MESSAGE(e.find(needle) != std::string::npos, e);
+  }
+}

@@ -12,7 +12,12 @@
 // with an overlapped sync in flight (trainer_options::overlap_steps) the save first waits for its
 // all-reduce and records it: overlap.snapshot, overlap.mean, overlap.due, overlap.warmup,
 // overlap.lr_ratio, overlap.loss. A resumed trainer applies that correction at the same step,
-// from the same bits, as the run that never stopped.
+// from the same bits, as the run that never stopped. With a compressed sync
+// (trainer_options::sync_precision bf16 or fp16): compressed.values (its reference and
+// residuals) and metadata dppf.sync_precision, so the compressed syncs resume bit for bit too; a
+// compressed trainer given a checkpoint saved without compression starts its compression afresh
+// from the loaded parameters (reference = their mean, one all-reduce; residuals zero), and an
+// uncompressed trainer or one of the other 16-bit format refuses a compressed checkpoint.
 //
 // Loading is all-or-nothing: every tensor is checked against the live state (presence, dtype,
 // element count, no unexpected tensors under the prefix) before anything is written, so a failed
@@ -34,6 +39,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "../buffer.hpp"
@@ -181,6 +187,15 @@ void load_rng(const safetensors& in, const std::string& name, Engine& engine) {
 
 namespace detail {
 
+// The compressed sync's state in a workspace (none where the trainer cannot compress).
+template <class W>
+auto* compressed_state(W& ws) {
+  if constexpr (requires { ws.compressed->for_each_buffer([](const char*, auto&) {}); })
+    return ws.compressed ? &*ws.compressed : nullptr;
+  else
+    return static_cast<std::monostate*>(nullptr);
+}
+
 [[noreturn]] inline void throw_collective(const std::string& mine, const std::vector<double>& failed, int rank) {
   if (!mine.empty()) throw checkpoint_error(mine);
   std::string ranks;
@@ -253,6 +268,11 @@ safetensors save_trainer(Trainer& tr, const P& params) {
   if (ws) {
     save_state(out, "optimizer", ws->optimizer_state);
     save_state(out, "consensus", ws->rule_state);
+    if constexpr (!std::is_same_v<decltype(detail::compressed_state(*ws)), std::monostate*>)
+      if (auto* c = detail::compressed_state(*ws)) {
+        out.set_metadata("dppf.sync_precision", to_string(tr.options().sync_precision));
+        save_state(out, "compressed", *c);
+      }
     access::wait_in_flight<T>(tr);
     if (ws->pending) {
       out.add("overlap.snapshot", ws->snapshot);
@@ -296,6 +316,8 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
 
   // 1. What can be checked without building anything.
   bool in_file = false;
+  const bool file_compressed = in.contains("compressed.values");
+  const sync_precision precision = tr.options().sync_precision;
   detail::agree(comm, detail::failure_of([&] {
     const auto expect = [&](const char* key, const std::string& want) {
       const std::string& got = in.metadata(key);
@@ -310,6 +332,15 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
     const std::string& w = in.metadata("dppf.workspace");
     if (w != "0" && w != "1") throw checkpoint_error(where + "metadata dppf.workspace is '" + w + "', expected 0 or 1");
     in_file = w == "1";
+    if (file_compressed) {
+      const std::string& saved = in.metadata("dppf.sync_precision");
+      if (precision == sync_precision::full)
+        throw checkpoint_error(where + "it was saved with a compressed sync (" + saved +
+                               ") and this trainer has sync_precision = full");
+      if (saved != to_string(precision))
+        throw checkpoint_error(where + "it was saved with sync_precision = " + saved + " and this trainer has " +
+                               to_string(precision));
+    }
     if (in_file && !live) {
       // The optimizer state's layout depends only on the options: checked before the (collective)
       // build of a workspace, whose consensus state is checked in step 2.
@@ -319,6 +350,11 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
     }
   }));
   detail::agree_on_workspaces(comm, in_file, live != nullptr);
+  // Whether the compressed state is rebuilt below (collectively) must be the same everywhere.
+  const std::vector<double> compressed_files = comm.all_gather(file_compressed ? 1.0 : 0.0);
+  if (std::any_of(compressed_files.begin(), compressed_files.end(), [&](double f) { return f != compressed_files[0]; }))
+    throw checkpoint_error("dppf: checkpoint: some ranks' files hold a compressed sync's state and some do not (files from "
+                           "different runs?); this is rank " + std::to_string(comm.rank()));
 
   // 2. The workspace the file's state goes into (the live one, or one built off to the side from
   // the file's parameters, finite values a rule's init can work with), then every tensor checked
@@ -357,11 +393,14 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
         plan.real("overlap.loss", in_flight->loss);
       }
       plan.no_others("overlap");
+      if constexpr (!std::is_same_v<decltype(detail::compressed_state(*target)), std::monostate*>)
+        if (auto* c = detail::compressed_state(*target); c && file_compressed) detail::plan_state(plan, "compressed", *c);
     } else {
       plan.no_others("optimizer");
       plan.no_others("consensus");
       plan.no_others("overlap");
     }
+    plan.no_others("compressed");
     plan.counter("trainer.steps", counters.steps);
     plan.counter("trainer.syncs", counters.syncs);
     plan.real("trainer.loss_sum", counters.loss_sum);
@@ -378,6 +417,12 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   if (in_flight) in_flight->warmup = in_flight_warmup != 0;
   if (workspace_type* ws = access::workspace<T>(tr)) ws->pending = std::move(in_flight);
   access::set_counters(tr, counters);
+  // Saved without compression into a live compressed workspace: start it afresh from the loaded
+  // parameters, as a workspace built for them would (a built one already is).
+  if constexpr (!std::is_same_v<decltype(detail::compressed_state(*live)), std::monostate*>)
+    if (in_file && live && !file_compressed)
+      if (auto* c = detail::compressed_state(*live))
+        *c = std::remove_reference_t<decltype(*c)>(comm, std::span<const T>(std::ranges::data(params), n), c->options());
 }
 
 /// save_trainer, then an atomic write to `path` (one file per rank: put the rank in the name).

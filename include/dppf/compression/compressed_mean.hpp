@@ -83,6 +83,12 @@ class compressed_mean {
   std::span<const T> residual() const noexcept { return {values_.data() + n_, n_}; }
   /// g: what this rank, as owner of its chunk of the mean, did not send.
   std::span<const T> owner_residual() const noexcept { return {values_.data() + 2 * n_, chunk_}; }
+  /// What a checkpoint keeps, as one buffer "values": r, e and g (N + N + c elements, this
+  /// rank's). Restoring it resumes the compressed syncs bit for bit.
+  template <class F>
+  void for_each_buffer(F&& f) {
+    f("values", values_);
+  }
   /// Bytes of state and scratch this object holds.
   std::size_t memory_bytes() const noexcept { return values_.size() * sizeof(T) + words_.size() * sizeof(std::uint16_t); }
 
