@@ -1,6 +1,7 @@
 // Timings of dppf's optimizers against torch::optim's on the same LibTorch model: the optimizer
 // step alone, and a whole training step (zero_grad, forward, backward, step) on a minibatch of 64.
-// One line per (model, optimizer, implementation): the median over the repetitions, in ms.
+// One line per (model, optimizer, implementation): the median over the repetitions, in ms, the
+// two implementations timed in turn.
 // usage: libtorch_bench_step [REPS] [THREADS]   (defaults 50 and 1)
 
 #include <torch/torch.h>
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <dppf/dppf.hpp>
@@ -20,16 +22,33 @@
 
 namespace {
 
-double median_ms(int reps, const std::function<void()>& f) {
-  for (int i = 0; i < 3; ++i) f();  // warm-up
-  std::vector<double> t(static_cast<std::size_t>(std::max(1, reps)));
-  for (double& ms : t) {
-    const auto a = std::chrono::steady_clock::now();
-    f();
-    ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+// The medians (ms) of a and b over `reps` rounds, timed in turn (a b, then b a, ...), so that a
+// drift of the machine's speed during the run reaches both alike.
+std::pair<double, double> paired_median_ms(int reps, const std::function<void()>& a, const std::function<void()>& b) {
+  for (int i = 0; i < 3; ++i) {  // warm-up
+    a();
+    b();
   }
-  std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
-  return t[t.size() / 2];
+  const auto time = [](const std::function<void()>& f) {
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  std::vector<double> ta, tb;
+  for (int i = 0; i < std::max(1, reps); ++i) {
+    if (i % 2 == 0) {
+      ta.push_back(time(a));
+      tb.push_back(time(b));
+    } else {
+      tb.push_back(time(b));
+      ta.push_back(time(a));
+    }
+  }
+  const auto median = [](std::vector<double>& t) {
+    std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
+    return t[t.size() / 2];
+  };
+  return {median(ta), median(tb)};
 }
 
 void report(const std::string& model, const std::string& opt, const char* who, double step, double train) {
@@ -38,6 +57,8 @@ void report(const std::string& model, const std::string& opt, const char* who, d
   std::fflush(stdout);
 }
 
+// The same model twice (same initial weights): one stepped by torch::optim, one by dppf on flat
+// buffers; each measurement alternates between the two.
 template <class TorchOpt, class TorchOptions, class DppfOpt>
 void compare(const torch_example::model_options& mo, const std::string& name, TorchOptions torch_options, DppfOpt ours, int reps) {
   const torch::Tensor x = torch::randn({64, 784});
@@ -45,23 +66,20 @@ void compare(const torch_example::model_options& mo, const std::string& name, To
   const auto fwd_bwd = [&](torch_example::model& m) {
     torch::nn::functional::cross_entropy(m.forward(x), y).backward();
   };
-  {
-    torch_example::model m = torch_example::make_model(mo, 1);
-    TorchOpt opt(m.module->parameters(), torch_options);
-    fwd_bwd(m);
-    const double step = median_ms(reps, [&] { opt.step(); });
-    const double train = median_ms(reps, [&] { opt.zero_grad(); fwd_bwd(m); opt.step(); });
-    report(mo.name, name, "torch::optim", step, train);
-  }
-  {
-    torch_example::model m = torch_example::make_model(mo, 1);
-    flat_torch::flat_parameters flat(*m.module);
-    dppf::trainer tr{ours, dppf::local_sgd{}, dppf::single_communicator{}, dppf::host_executor{}, {.tau = 1 << 30}};
-    fwd_bwd(m);
-    const double step = median_ms(reps, [&] { tr.step(flat.params(), flat.grads()); });
-    const double train = median_ms(reps, [&] { flat.zero_grad(); fwd_bwd(m); flat.check(); tr.step(flat.params(), flat.grads()); });
-    report(mo.name, name, "dppf", step, train);
-  }
+  torch_example::model tm = torch_example::make_model(mo, 1);
+  TorchOpt opt(tm.module->parameters(), torch_options);
+  torch_example::model dm = torch_example::make_model(mo, 1);
+  flat_torch::flat_parameters flat(*dm.module);
+  dppf::trainer tr{ours, dppf::local_sgd{}, dppf::single_communicator{}, dppf::host_executor{}, {.tau = 1 << 30}};
+  fwd_bwd(tm);
+  fwd_bwd(dm);
+  const auto [torch_step, dppf_step] =
+      paired_median_ms(reps, [&] { opt.step(); }, [&] { tr.step(flat.params(), flat.grads()); });
+  const auto [torch_train, dppf_train] = paired_median_ms(
+      reps, [&] { opt.zero_grad(); fwd_bwd(tm); opt.step(); },
+      [&] { flat.zero_grad(); fwd_bwd(dm); flat.check(); tr.step(flat.params(), flat.grads()); });
+  report(mo.name, name, "torch::optim", torch_step, torch_train);
+  report(mo.name, name, "dppf", dppf_step, dppf_train);
 }
 
 }  // namespace
