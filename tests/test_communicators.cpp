@@ -258,3 +258,31 @@ TEST_CASE("argument agreement: raise_unless_agreed raises the same way on every 
       "my own problem");
   CHECK(gathers == 1);
 }
+
+TEST_CASE("require_same_text: every rank learns the root's text; a rank that differs is told the first difference") {
+  // first_difference, on its own: the first differing key, texts of other lengths, no newline at the end
+  CHECK(dppf::first_difference("a=1\nb=2\n", "a=1\nb=2\n", "here", "there").empty());
+  CHECK(dppf::first_difference("a=1\nb=2\n", "a=1\nb=3\n", "here", "there", "--") == "--b is 2 here and 3 there");
+  CHECK(dppf::first_difference("lr=0.1", "lr=0.1\nbs=64", "here", "there").find("different versions") != std::string::npos);
+  CHECK(dppf::first_difference("lr=0.1\nbs=64", "lr=0.1", "here", "there").find("different versions") != std::string::npos);
+  CHECK(dppf::first_difference("", "a=1", "here", "there").find("different versions") != std::string::npos);
+  // Collective: rank 2's text differs from rank 0's (the root); rank 2 raises invalid_argument naming
+  // it, ranks 0, 1 and 3 communication_error; equal texts pass everywhere (also when empty).
+  std::vector<std::string> errors(4);
+  dppf::thread_group group(4);
+  group.run([&](dppf::thread_communicator comm) {
+    const auto r = static_cast<std::size_t>(comm.rank());
+    dppf::require_same_text(comm, "tau=8\n", 0, "settings");
+    dppf::require_same_text(comm, "", 1, "settings");
+    try {
+      dppf::require_same_text(comm, r == 2 ? "tau=8\nlr=0.2\n" : "tau=8\nlr=0.1\n", 0, "settings");
+    } catch (const std::invalid_argument& e) {
+      errors[r] = std::string("invalid: ") + e.what();
+    } catch (const dppf::communication_error& e) {
+      errors[r] = std::string("comm: ") + e.what();
+    }
+  });
+  CHECK(errors[2].find("invalid: ") == 0);
+  CHECK_MESSAGE(errors[2].find("settings: lr is 0.2 on this rank (2) and 0.1 on rank 0") != std::string::npos, errors[2]);
+  for (std::size_t r : {0u, 1u, 3u}) CHECK_MESSAGE(errors[r].find("comm: ") == 0, errors[r]);
+}

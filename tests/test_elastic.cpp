@@ -309,7 +309,7 @@ TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that 
   std::vector<outcome> out(m + 1);
   std::mutex lines_mutex;
   std::vector<std::string> lines;
-  auto options = fast();
+  auto options = fast(5000ms);  // the members wait in their next sync while rank 0 waits below
   options.on_change = [&](const std::string& line) {
     std::lock_guard lock(lines_mutex);
     lines.push_back(line);
@@ -324,7 +324,7 @@ TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that 
     if (step != 7 || g.rank() != 0) return;
     std::filesystem::remove_all(root);
     emptied = true;
-    for (int i = 0; i < 200 && !std::filesystem::exists(root + "/ids/0"); ++i) std::this_thread::sleep_for(5ms);
+    for (int i = 0; i < 800 && !std::filesystem::exists(root + "/ids/0"); ++i) std::this_thread::sleep_for(5ms);
   };
   auto slow = [](std::int64_t) { return 20ms; };
   std::vector<std::thread> pool;
@@ -336,7 +336,7 @@ TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that 
   for (auto& t : pool) t.join();
   for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
   CHECK(said("the store had lost generation 0"));
-  CHECK(said("re-seeded it and ids 0..2"));
+  CHECK(said("re-seeded ids 0..2 and the generation"));
   CHECK(said("id 0 belongs to a member of generation 0"));
   const auto& newcomer = out[m];
   CHECK(newcomer.stats.worker_id == 3);
@@ -356,19 +356,27 @@ TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that 
 }
 
 TEST_CASE("elastic_trainer: a newcomer with other settings is refused, naming the difference; the members go on") {
-  // A newcomer with another tau (the trainer's own check) or another agreement text (the
-  // program's): it must raise invalid_argument naming the first difference before any sync, and
-  // the two members regroup without it and finish equal to the simulation of their syncs.
-  auto refused = [](dppf::trainer_options newcomer_options, std::string newcomer_text, const std::string& expected) {
+  // A newcomer with another tau, newcomer_state or optimizer state (the trainer's own checks) or
+  // another agreement text (the program's): it must raise invalid_argument naming the first
+  // difference before any sync, and the two members regroup without it and finish equal to the
+  // simulation of their syncs.
+  struct settings {
+    dppf::trainer_options options{.tau = tau};
+    std::string text = "lr=0.1\n";
+    dppf::newcomer_state state = dppf::newcomer_state::from_peer;
+    double momentum = 0.0;
+  };
+  auto refused = [](settings newcomer_settings, const std::string& expected) {
     fresh_dir dir;
     const int m = 2;
     const std::int64_t total = 45;
     std::vector<outcome> out(m);
     std::string refusal;
-    auto train = [&](outcome& o, dppf::trainer_options options, std::string text, bool newcomer) {
+    auto train = [&](outcome& o, settings mine, bool newcomer) {
       try {
         auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
-        trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, options, {.agreement = std::move(text)});
+        trainer_t tr(group, dppf::sgd({.lr = lr, .momentum = mine.momentum}), dppf::local_sgd{}, dppf::host_executor{}, mine.options,
+                     {.state = mine.state, .agreement = mine.text});
         std::vector<float> x(n, 0.0f), g(n);
         tr.start(x);
         const auto c = target(group->id());
@@ -391,9 +399,9 @@ TEST_CASE("elastic_trainer: a newcomer with other settings is refused, naming th
     };
     outcome newcomer;
     std::vector<std::thread> pool;
-    for (int r = 0; r < m; ++r) pool.emplace_back([&, r] { train(out[static_cast<std::size_t>(r)], {.tau = tau}, "lr=0.1\n", false); });
+    for (int r = 0; r < m; ++r) pool.emplace_back([&, r] { train(out[static_cast<std::size_t>(r)], settings{}, false); });
     std::this_thread::sleep_for(300ms);
-    pool.emplace_back([&] { train(newcomer, newcomer_options, newcomer_text, true); });
+    pool.emplace_back([&] { train(newcomer, newcomer_settings, true); });
     for (auto& t : pool) t.join();
     for (auto& o : out) REQUIRE_MESSAGE(o.error.empty(), o.error);
     CHECK_MESSAGE(refusal.find(expected) != std::string::npos, refusal);
@@ -403,8 +411,13 @@ TEST_CASE("elastic_trainer: a newcomer with other settings is refused, naming th
     CHECK(out[0].stats.generation >= 2);  // let in, then regrouped without it
     require_close(out[0].params, simulate(total, out[0].members_of_sync), 1e-5);
   };
-  SUBCASE("another tau") { refused({.tau = tau + 1}, "lr=0.1\n", "settings differ from the group's: tau is 4 on this rank (2) and 3 on rank 0"); }
-  SUBCASE("another agreement text") { refused({.tau = tau}, "lr=0.2\n", "settings differ from the group's: lr is 0.2 on this rank (2) and 0.1 on rank 0"); }
+  const std::string differ = "settings differ from the group's: ";
+  SUBCASE("another tau") { refused({.options = {.tau = tau + 1}}, differ + "tau is 4 on this rank (2) and 3 on rank 0"); }
+  SUBCASE("another agreement text") { refused({.text = "lr=0.2\n"}, differ + "lr is 0.2 on this rank (2) and 0.1 on rank 0"); }
+  SUBCASE("another newcomer_state") {
+    refused({.state = dppf::newcomer_state::fresh}, differ + "newcomer_state is fresh on this rank (2) and from_peer on rank 0");
+  }
+  SUBCASE("an optimizer state of another shape (momentum)") { refused({.momentum = 0.9}, differ + "the texts are of different versions"); }
 }
 
 TEST_CASE("elastic_trainer: a worker stalled past the timeout is excluded, then rejoins as new from the mean") {
@@ -452,6 +465,12 @@ TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
   dppf_test::check_throws_with<std::invalid_argument>(
       [&] { dp_trainer tr(group, dppf::sgd({.lr = lr}), dppf::data_parallel{.gradients_averaged = true}, dppf::host_executor{}); },
       "gradients_averaged");
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] {
+        dp_trainer tr(group, dppf::sgd({.lr = lr}), dppf::data_parallel{}, dppf::host_executor{}, {},
+                      {.state = dppf::newcomer_state::fresh});
+      },
+      "must be from_peer with data_parallel");
   dppf_test::check_throws_with<std::invalid_argument>([&] { dppf::elastic_group bad(dir.store(), 0, fast()); }, "founders");
   auto o = fast();
   o.min_workers = -1;

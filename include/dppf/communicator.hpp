@@ -79,8 +79,8 @@ inline std::string first_difference(const std::string& a, const std::string& b, 
       return key_prefix + key + " is " + la.substr(std::min(key.size() + 1, la.size())) + " " + a_is + " and " +
              lb.substr(std::min(key.size() + 1, lb.size())) + " " + b_is;
     }
-    i = ea + 1;
-    j = eb + 1;
+    i = std::min(ea + 1, a.size());  // a text that ended compares as empty lines
+    j = std::min(eb + 1, b.size());
   }
   return {};
 }

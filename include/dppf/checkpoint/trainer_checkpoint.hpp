@@ -309,6 +309,10 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   auto& comm = tr.comm();
   const std::string where = "dppf: checkpoint " + in.source() + ": ";
   const std::size_t n = std::ranges::size(params);
+  // A compressed sync's state (compressed_mean<T>, or monostate where the trainer cannot compress).
+  using compressed_type = std::remove_pointer_t<decltype(detail::compressed_state(std::declval<workspace_type&>()))>;
+  constexpr bool compressible =
+      !std::is_same_v<compressed_type, std::monostate> && exchange_communicator<std::remove_cvref_t<decltype(comm)>>;
   // A live sync in flight writes the scratch buffer: let its all-reduce end first (every rank
   // started it, so this is not a meeting).
   access::wait_in_flight<T>(tr);
@@ -364,6 +368,7 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   access::counters counters;
   std::optional<typename workspace_type::in_flight_sync> in_flight;
   std::int64_t in_flight_warmup = 0;
+  std::optional<compressed_type> restarted;  // saved uncompressed into a live compressed workspace
   detail::agree(comm, detail::failure_of([&] {
     workspace_type* target = live;
     if (in_file && !live) {
@@ -393,8 +398,18 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
         plan.real("overlap.loss", in_flight->loss);
       }
       plan.no_others("overlap");
-      if constexpr (!std::is_same_v<decltype(detail::compressed_state(*target)), std::monostate*>)
-        if (auto* c = detail::compressed_state(*target); c && file_compressed) detail::plan_state(plan, "compressed", *c);
+      if constexpr (compressible)
+        if (auto* c = detail::compressed_state(*target)) {
+          if (file_compressed) {
+            detail::plan_state(plan, "compressed", *c);
+          } else if (target == live) {
+            // Started afresh from the file's parameters, as a workspace built for them would be
+            // (collective, like that build; every rank agreed on in_file, live and the files).
+            auto file_params = tr.exec().template allocate<T>(n);
+            in.read("params", std::span<T>(std::ranges::data(file_params), n));
+            restarted.emplace(comm, std::span<const T>(std::ranges::data(file_params), n), c->options());
+          }
+        }
     } else {
       plan.no_others("optimizer");
       plan.no_others("consensus");
@@ -417,12 +432,8 @@ void load_trainer(const safetensors& in, Trainer& tr, P&& params) {
   if (in_flight) in_flight->warmup = in_flight_warmup != 0;
   if (workspace_type* ws = access::workspace<T>(tr)) ws->pending = std::move(in_flight);
   access::set_counters(tr, counters);
-  // Saved without compression into a live compressed workspace: start it afresh from the loaded
-  // parameters, as a workspace built for them would (a built one already is).
-  if constexpr (!std::is_same_v<decltype(detail::compressed_state(*live)), std::monostate*>)
-    if (in_file && live && !file_compressed)
-      if (auto* c = detail::compressed_state(*live))
-        *c = std::remove_reference_t<decltype(*c)>(comm, std::span<const T>(std::ranges::data(params), n), c->options());
+  if constexpr (compressible)
+    if (restarted) *detail::compressed_state(*live) = std::move(*restarted);
 }
 
 /// save_trainer, then an atomic write to `path` (one file per rank: put the rank in the name).

@@ -31,6 +31,7 @@
 //   during a regroup, and a failure before a group's first generation formed.
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +39,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -246,7 +248,7 @@ class elastic_group {
             throw communication_error("dppf::elastic_group: another member aborted sync " + std::to_string(seq_) + " of " +
                                       gen_.describe());
           if (seq_ > 0) store_.erase(outcome_key(seq_ - 1));
-          if (!store_.get(commit_key(gen_.number))) reseed();
+          if (!store_.get(commit_key(gen_.number)) || !store_.get("ids/" + std::to_string(id_))) reseed();
           if (admit) next = static_cast<double>(admit_pending());
         }
         next = comm().all_reduce(next, reduce_op::max);
@@ -326,7 +328,9 @@ class elastic_group {
   }
 
   int quorum() const {
-    return options_.min_workers > 0 ? options_.min_workers : std::max(gen_.largest, size()) / 2 + 1;
+    // newcomers count once they hold state (a refused one must not raise the quorum)
+    const int counted = transfer_pending_ ? holders() : size();
+    return options_.min_workers > 0 ? options_.min_workers : std::max(gen_.largest, counted) / 2 + 1;
   }
 
   void note(const std::string& line) {
@@ -451,7 +455,7 @@ class elastic_group {
     elastic_generation next{gen_.number + 1, gen_.members, fresh, 0};
     next.members.insert(next.members.end(), fresh.begin(), fresh.end());
     std::sort(next.members.begin(), next.members.end());
-    next.largest = std::max(gen_.largest, static_cast<int>(next.members.size()));
+    next.largest = std::max(gen_.largest, size());  // the newcomers count once they hold state
     if (store_.create(commit_key(next.number), next.encode()))
       for (auto id : fresh) store_.erase("pending/" + std::to_string(id));
     return next.number;
@@ -467,19 +471,21 @@ class elastic_group {
         if (g->has(id_)) {
           try {
             adopt(*g);
+            store_.erase(pending_key());  // in case it registered again just as it was let in
             return;
           } catch (const communication_error& e) {
             // the members regroup without this process (it has no state); ask again
             note(std::string("could not connect to ") + g->describe() + ": " + e.what() + "; registering again");
             broken_ = true;
-            store_.create("pending/" + std::to_string(id_), "");
+            store_.create(pending_key(), "");
           }
         }
         continue;
       }
-      // Committed generations are never erased: one gone means the store restarted empty. Register
-      // again once the group re-seeded it (every 200 ms until then).
-      if (polls % 20 == 0 && !read(watch)) {
+      // Committed generations are never erased: one gone means the store restarted empty; so does
+      // a registration gone with no generation let this process in. Register again (every 200 ms
+      // until the group re-seeded the store).
+      if (polls % 20 == 0 && (!read(watch) || (!store_.get(pending_key()) && !read(watch + 1)))) {
         watch = register_pending();
         if (auto g = read(watch); g && g->is_fresh(id_)) --watch;  // let in by it: adopted above
       }
@@ -490,10 +496,10 @@ class elastic_group {
     }
   }
 
-  // Claims the lowest free id (ids/<n>, a compare-and-set).
+  // Claims the lowest free id (ids/<n> = this process's token, a compare-and-set).
   void claim_id() {
     for (std::int64_t n = static_cast<std::int64_t>(store_.list("ids").size());; ++n)
-      if (store_.create("ids/" + std::to_string(n), std::to_string(::getpid()))) {
+      if (store_.create("ids/" + std::to_string(n), token_)) {
         id_ = n;
         highest_id_ = std::max(highest_id_, n);
         return;
@@ -516,15 +522,26 @@ class elastic_group {
   std::int64_t register_pending() {
     const std::int64_t watch = newest_generation();
     const auto g = read(watch);
-    while (g && g->has(id_) && !g->is_fresh(id_)) {
-      store_.erase("pending/" + std::to_string(id_));
+    const auto give_up = [&](const std::string& why) {
+      store_.erase(pending_key());
       const auto taken = id_;
       claim_id();
-      note("id " + std::to_string(taken) + " belongs to a member of " + g->describe() + " (the store restarted empty): now id " +
-           std::to_string(id_));
-    }
-    store_.create("pending/" + std::to_string(id_), "");
+      note("id " + std::to_string(taken) + " " + why + " (the store restarted empty): now id " + std::to_string(id_));
+    };
+    // Its id claimed again (by this process, or re-seeded or taken by another since the restart).
+    if (!store_.create("ids/" + std::to_string(id_), token_) && store_.get("ids/" + std::to_string(id_)) != token_)
+      give_up("was claimed by another process");
+    while (g && g->has(id_) && !g->is_fresh(id_)) give_up("belongs to a member of " + g->describe());
+    store_.create(pending_key(), "");
     return watch;
+  }
+  std::string pending_key() const { return "pending/" + std::to_string(id_); }
+
+  // A token no other process holds (host, pid and a random number), the value of its ids/<n>.
+  static std::string make_token() {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    return std::string(host) + ":" + std::to_string(::getpid()) + ":" + std::to_string(std::random_device{}());
   }
 
   // Rank 0 at a committed sync, when the store lost this generation's record (a redis-server
@@ -535,13 +552,19 @@ class elastic_group {
     for (std::int64_t n = 0; n <= highest_id_; ++n) store_.create("ids/" + std::to_string(n), "re-seeded");
     elastic_generation record = gen_;
     record.reseeded = true;
-    store_.create(commit_key(gen_.number), record.encode());
-    note("the store had lost " + gen_.describe() + " (restarted empty?): re-seeded it and ids 0.." + std::to_string(highest_id_));
+    if (!store_.create(commit_key(gen_.number), record.encode())) {
+      const auto there = read(gen_.number);
+      if (there && there->members != gen_.members)  // see docs/elastic.md, "A store restarted empty"
+        note("the store holds another " + there->describe() + " than this group's: a group formed while the store was empty");
+    }
+    note("the store had lost " + gen_.describe() + " or the ids (restarted empty?): re-seeded ids 0.." +
+         std::to_string(highest_id_) + " and the generation");
   }
 
   elastic_group_options options_;
   elastic_store store_;
   int founders_;
+  std::string token_ = make_token();
   std::int64_t id_ = -1;
   std::int64_t highest_id_ = -1;  ///< the highest id this process has seen, for reseed()
   elastic_generation gen_;

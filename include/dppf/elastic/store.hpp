@@ -168,32 +168,37 @@ class elastic_store {
   }
   reply command_raw(const char* format, const std::string& arg) { return run(format, arg, nullptr); }
 
-  // A broken connection (a redis-server restarting) is retried until the timeout, then
-  // communication_error: a store back within the timeout loses no worker.
+  // A broken connection (a redis-server restarting) or a server not ready yet (LOADING its data,
+  // BUSY, ...) is retried until the timeout, each attempt given only the time left: then
+  // communication_error. A store back within the timeout loses no worker.
   reply run(const char* format, const std::string& a, const std::string* b) {
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     std::string why;
     for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0)
+        throw communication_error("dppf::elastic_store: the store (" + describe() + ") is unreachable for " +
+                                  std::to_string(timeout_.count()) + " ms: " + why);
       try {
-        if (!redis_ || redis_->err) connect();
+        if (!redis_ || redis_->err) connect(left);
+        set_timeout(left);
         void* r = b ? redisCommand(redis_.get(), format, a.data(), a.size(), b->data(), b->size())
                     : redisCommand(redis_.get(), format, a.data(), a.size());
         if (r) {
           reply out(static_cast<redisReply*>(r));
-          if (out->type == REDIS_REPLY_ERROR)
-            throw store_answer("dppf::elastic_store: " + describe() + " answered: " + std::string(out->str, out->len));
-          return out;
+          if (out->type != REDIS_REPLY_ERROR) return out;
+          const std::string answer(out->str, out->len);
+          if (!not_ready(answer)) throw store_answer("dppf::elastic_store: " + describe() + " answered: " + answer);
+          why = "it answered: " + answer;
+        } else {
+          why = redis_->errstr;
+          redis_.reset();
         }
-        why = redis_->errstr;
-        redis_.reset();
       } catch (const store_answer&) {
         throw;
       } catch (const communication_error& e) {
         why = e.what();
       }
-      if (std::chrono::steady_clock::now() >= deadline)
-        throw communication_error("dppf::elastic_store: the store (" + describe() + ") is unreachable for " +
-                                  std::to_string(timeout_.count()) + " ms: " + why);
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
@@ -201,17 +206,24 @@ class elastic_store {
   struct store_answer : communication_error {
     using communication_error::communication_error;
   };
+  // Answers of a server that will serve soon (loading its data, a script running, a failover).
+  static bool not_ready(const std::string& answer) {
+    for (const char* p : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"})
+      if (answer.rfind(p, 0) == 0) return true;
+    return false;
+  }
+  static timeval to_timeval(std::chrono::milliseconds ms) {
+    return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+  }
+  void set_timeout(std::chrono::milliseconds left) { redisSetTimeout(redis_.get(), to_timeval(left)); }
 
-  void connect() {
-    const auto ms = timeout_.count();
-    const timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
-    redis_.reset(redisConnectWithTimeout(where_.redis_host.c_str(), where_.redis_port, tv));
+  void connect(std::chrono::milliseconds left) {
+    redis_.reset(redisConnectWithTimeout(where_.redis_host.c_str(), where_.redis_port, to_timeval(left)));
     if (!redis_ || redis_->err) {
       const std::string why = redis_ ? redis_->errstr : "out of memory";
       redis_.reset();
       throw communication_error("dppf::elastic_store: cannot reach the store (" + describe() + "): " + why);
     }
-    redisSetTimeout(redis_.get(), tv);
   }
 
   gloo_store where_;

@@ -143,7 +143,7 @@ class elastic_trainer {
       : group_(std::move(group)),
         tr_(std::move(optimizer), elastic_rule<Rule>(checked(std::move(rule))), elastic_communicator(group_), std::move(ex),
             checked(options)),
-        elastic_(elastic) {}
+        elastic_(checked(elastic)) {}
 
   /// Joins the group (collective with the other founders, or let in at a sync of a running group:
   /// then `params` is overwritten with the group's mean and the state arrives; see the top).
@@ -153,10 +153,14 @@ class elastic_trainer {
     group_->join();
     for (int attempt = 0;; ++attempt) {
       try {
-        if (group_->has_state())
+        if (group_->has_state()) {
+          // The founders: one with other settings raises, naming the difference; the others
+          // regroup without it, as around a newcomer that differs.
+          require_same_text(tr_.comm(), settings(), 0, "elastic_trainer: the founders' settings differ");
           tr_.prepare(params);
-        else
+        } else {
           transfer(params);
+        }
         return;
       } catch (const communication_error& e) {
         if (attempt + 1 >= group_->options().max_regroups) throw;
@@ -216,6 +220,14 @@ class elastic_trainer {
                            "must be full: a compressed sync's reference and residuals are not carried across a change of members");
     return o;
   }
+  static elastic_trainer_options checked(elastic_trainer_options e) {
+    // data_parallel never syncs parameters: a newcomer's own optimizer state would step its copy
+    // apart from the members' for the rest of the run
+    if constexpr (Rule::averages_gradients)
+      detail::require_option(e.state == newcomer_state::from_peer, "elastic_trainer", "newcomer_state", "fresh",
+                             "must be from_peer with data_parallel (the members' parameters must stay equal)");
+    return e;
+  }
   static Rule checked(Rule rule) {
     if constexpr (requires { rule.gradients_averaged; })
       detail::require_option(!rule.gradients_averaged, "elastic_trainer", "data_parallel::gradients_averaged", rule.gradients_averaged,
@@ -267,7 +279,9 @@ class elastic_trainer {
     const bool fresh = !group_->has_state();
     const std::size_t n = std::ranges::size(params);
     require_same_size_on_all_ranks(comm, n, "elastic_trainer: parameters (a newcomer's model differs)");
-    require_same_text(comm, settings<T>(), group_->seed_rank(), "elastic_trainer: a newcomer's settings differ from the group's");
+    const int seed = group_->seed_rank();
+    const char* differ = "elastic_trainer: a newcomer's settings differ from the group's";
+    require_same_text(comm, settings() + "element_bytes=" + std::to_string(sizeof(T)) + "\n", seed, differ);
     // The workspace the first step would build, collectively (the rule's init may all-reduce);
     // only a newcomer keeps it, and its rule state is then overwritten by the seed's.
     auto built = detail::trainer_access::make_workspace<T>(tr_, params);
@@ -275,8 +289,10 @@ class elastic_trainer {
     if (fresh) detail::trainer_access::set_workspace<T>(tr_, std::optional<decltype(built)>(std::move(built)));
     auto* ws = detail::trainer_access::workspace<T>(tr_);
     if (!ws) throw communication_error("dppf::elastic_trainer: a member has no training state to send (no step yet)");
+    // What the broadcasts below send must have one shape everywhere (e.g. sgd's momentum buffer
+    // exists only with momentum != 0): a mismatch would crash Gloo's transport.
+    require_same_text(comm, layout(*ws), seed, differ);
 
-    const int seed = group_->seed_rank();
     // data_parallel: the members' parameters are equal, the seed's are their mean to the last bit
     std::vector<T> mean(n, T(0));
     if (!fresh) std::copy_n(std::ranges::data(params), n, mean.data());
@@ -309,14 +325,29 @@ class elastic_trainer {
     group_->transfer_done();
   }
 
-  // What a newcomer must share with the members (see elastic_trainer_options::agreement).
-  template <class T>
+  // What every member must share (see elastic_trainer_options::agreement), as key=value lines.
   std::string settings() const {
     const trainer_options& o = tr_.options();
     return "tau=" + std::to_string(o.tau) + "\nwarmup_steps=" + std::to_string(o.warmup_steps) +
            "\nwarmup_tau=" + std::to_string(o.warmup_tau) + "\nrule=" + typeid(Rule).name() +
-           "\noptimizer=" + typeid(Optimizer).name() + "\nelement_bytes=" + std::to_string(sizeof(T)) + "\n" +
-           elastic_.agreement;
+           "\noptimizer=" + typeid(Optimizer).name() +
+           "\nnewcomer_state=" + (elastic_.state == newcomer_state::from_peer ? "from_peer" : "fresh") + "\n" + elastic_.agreement;
+  }
+  // The names and sizes of the state a transfer sends.
+  template <class W>
+  static std::string layout(W& ws) {
+    std::string s;
+    const auto buffer = [&](const char* part) {
+      return [&s, part](const char* name, const auto& b) { s += std::string(part) + "." + name + "=" + std::to_string(std::ranges::size(b)) + "\n"; };
+    };
+    const auto counter = [&](const char* part) {
+      return [&s, part](const char* name, std::int64_t&) { s += std::string(part) + "." + name + "=counter\n"; };
+    };
+    ws.optimizer_state.for_each_buffer(buffer("optimizer"));
+    ws.optimizer_state.for_each_counter(counter("optimizer"));
+    ws.rule_state.for_each_buffer(buffer("rule"));
+    if constexpr (detail::has_counters<decltype(ws.rule_state)>) ws.rule_state.for_each_counter(counter("rule"));
+    return s;
   }
 
   std::shared_ptr<elastic_group> group_;
