@@ -95,7 +95,7 @@ case $scenario in
     "$C" redis "${addr##*:}" >/dev/null || fail "the redis-server did not start again"
     echo "redis-server restarted empty once the group recovered"
     i=0
-    until grep -q "re-seeded it" "$dir"/out.* 2>/dev/null; do
+    until grep -q "re-seeded ids" "$dir"/out.* 2>/dev/null; do
       i=$((i + 1)); [ $i -lt 100 ] || fail "nobody re-seeded the restarted store"; sleep 0.1
     done
     echo "host 6 starts once the store was re-seeded: $(grep -ho 'the store had lost .*' "$dir"/out.* | head -n 1)"
