@@ -115,6 +115,15 @@ void require_close(const std::vector<float>& got, const std::vector<double>& wan
   CHECK(worst <= tol);
 }
 
+// A newcomer's parameters when let in are the mean after the sync it came at (LocalSGD: every
+// member is at it), from the simulation of the history up to then.
+void require_joined_at_the_mean(const outcome& newcomer, const ref::history& history) {
+  ref::history before;
+  for (auto& [k, v] : history)
+    if (k <= newcomer.steps_at_join / tau) before[k] = v;
+  require_close(newcomer.at_join, simulate(newcomer.steps_at_join, before), 1e-5);
+}
+
 }  // namespace
 
 TEST_CASE("elastic_store: create succeeds for exactly one of many racing writers; get, list, erase") {
@@ -291,10 +300,7 @@ TEST_CASE("elastic_trainer: a newcomer is let in at a sync, gets the mean and th
   // are all at the mean), from the reference simulation of the history.
   const auto& history = out[0].members_of_sync;
   CHECK(history.rbegin()->second.size() == 4);
-  std::map<std::int64_t, std::vector<std::int64_t>> before;
-  for (auto& [k, v] : history)
-    if (k <= newcomer.steps_at_join / tau) before[k] = v;
-  require_close(newcomer.at_join, simulate(newcomer.steps_at_join, before), 1e-5);
+  require_joined_at_the_mean(newcomer, history);
   require_close(out[0].params, simulate(total, history), 1e-5);
 }
 
@@ -348,10 +354,7 @@ TEST_CASE("elastic_group: a store restarted empty is re-seeded; a newcomer that 
   for (int id = 0; id <= m; ++id) CHECK(std::filesystem::exists(root + "/ids/" + std::to_string(id)));
   const auto& history = out[0].members_of_sync;
   REQUIRE(newcomer.steps_at_join > 0);
-  std::map<std::int64_t, std::vector<std::int64_t>> before;
-  for (auto& [k, v] : history)
-    if (k <= newcomer.steps_at_join / tau) before[k] = v;
-  require_close(newcomer.at_join, simulate(newcomer.steps_at_join, before), 1e-5);
+  require_joined_at_the_mean(newcomer, history);
   require_close(out[0].params, simulate(total, history), 1e-5);
 }
 

@@ -46,6 +46,13 @@ start() {
   eval "pid_$1=$!"
 }
 wait_host() { eval "wait \$pid_$1"; }
+# await PATTERN WHAT [TENTHS]: until a worker printed PATTERN, at most TENTHS x 0.1 s (default 200)
+await() {
+  i=0
+  until grep -q "$1" "$dir"/out.* 2>/dev/null; do
+    i=$((i + 1)); [ $i -lt "${3:-200}" ] || fail "$2"; sleep 0.1
+  done
+}
 t0=$(ms)
 for k in 2 3 4 5; do start $k; done
 delay=$((1500 + $(draw 1 2000)))
@@ -62,10 +69,7 @@ case $scenario in
     echo "SIGSTOP of host $victim after $delay ms"
     "$C" stop $victim
     tf=$(ms)
-    i=0
-    until grep -q "of generation 1 (3 workers" "$dir"/out.* 2>/dev/null; do
-      i=$((i + 1)); [ $i -lt 200 ] || fail "the others did not go on without the stopped host"; sleep 0.1
-    done
+    await "of generation 1 (3 workers" "the others did not go on without the stopped host"
     echo "SIGCONT of host $victim after $(($(ms) - tf)) ms, once it was excluded"
     "$C" cont $victim
     hit="" ;;
@@ -75,10 +79,7 @@ case $scenario in
   twice)
     echo "SIGKILL of host $victim after $delay ms"
     "$C" kill $victim
-    i=0
-    until grep -q "first committed sync after the change" "$dir"/out.* 2>/dev/null; do
-      i=$((i + 1)); [ $i -lt 200 ] || fail "the group did not recover from the first kill"; sleep 0.1
-    done
+    await "first committed sync after the change" "the group did not recover from the first kill"
     echo "SIGKILL of host $other once the group recovered"
     "$C" kill $other
     tf=$(ms)
@@ -87,17 +88,11 @@ case $scenario in
     echo "SIGKILL of host $victim after $delay ms"
     "$C" kill $victim
     tf=$(ms)
-    i=0
-    until grep -q "first committed sync after the change" "$dir"/out.* 2>/dev/null; do
-      i=$((i + 1)); [ $i -lt 200 ] || fail "the group did not recover from the kill"; sleep 0.1
-    done
+    await "first committed sync after the change" "the group did not recover from the kill"
     "$C" exec 1 redis-cli -h "${addr%:*}" -p "${addr##*:}" shutdown nosave >/dev/null 2>&1
     "$C" redis "${addr##*:}" >/dev/null || fail "the redis-server did not start again"
     echo "redis-server restarted empty once the group recovered"
-    i=0
-    until grep -q "re-seeded ids" "$dir"/out.* 2>/dev/null; do
-      i=$((i + 1)); [ $i -lt 100 ] || fail "nobody re-seeded the restarted store"; sleep 0.1
-    done
+    await "re-seeded ids" "nobody re-seeded the restarted store" 100
     echo "host 6 starts once the store was re-seeded: $(grep -ho 'the store had lost .*' "$dir"/out.* | head -n 1)"
     start 6 ;;
   *) fail "unknown scenario $scenario" ;;
