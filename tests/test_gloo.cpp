@@ -150,6 +150,22 @@ TEST_CASE("gloo_communicator argument mismatches raise invalid_argument_error on
     c.broadcast(std::span<float>(x), c.rank() == 2 ? 1 : 0);
   });
   for (auto& e : errors) CHECK(threw<dppf::invalid_argument_error>(e, "roots differ"));
+  // different collectives of one shape: a broadcast against an all-reduce of 4 floats (Gloo's
+  // transport would abort the process on what one sends and the other expects)
+  errors = run_group(2, [](dppf::gloo_communicator& c) {
+    std::vector<float> x(4);
+    if (c.rank() == 0)
+      c.broadcast(std::span<float>(x), 0);
+    else
+      c.all_reduce(std::span<float>(x), dppf::reduce_op::sum);
+  });
+  for (auto& e : errors) CHECK(threw<dppf::invalid_argument_error>(e, "collectives differ across ranks (rank 0 called broadcast"));
+  // reduce_ops: sum on one rank, avg on the other
+  errors = run_group(2, [](dppf::gloo_communicator& c) {
+    std::vector<float> x(4, 1.0f);
+    c.all_reduce(std::span<float>(x), c.rank() == 0 ? dppf::reduce_op::sum : dppf::reduce_op::avg);
+  });
+  for (auto& e : errors) CHECK(threw<dppf::invalid_argument_error>(e, "reduce_ops differ across ranks"));
   // one rank's own bad arguments: it raises invalid_argument, the others communication_error
   errors = run_group(3, [](dppf::gloo_communicator& c) {
     std::vector<float> x(4), y(c.rank() == 0 ? 3 : 4);

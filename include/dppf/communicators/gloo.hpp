@@ -13,9 +13,10 @@
 //   unusable: every later operation on it raises at once (start_all_reduce has a context of its
 //   own, below). The broken Gloo context is leaked deliberately, since closing pairs whose peer is
 //   hung can block.
-// * Before every buffer collective, one all-reduce of 7 integers makes all ranks agree that
-//   sizes, element types and roots match and that no rank rejected its arguments, so bad input
-//   raises invalid_argument_error on every rank (as dppf::mpi_communicator does).
+// * Before every buffer collective, one all-reduce of 11 integers (detail/agreement.hpp, the
+//   encoding dppf::mpi_communicator uses) makes all ranks agree that they call the same
+//   collective with the same sizes, element types, reduce_op and root and that no rank rejected
+//   its arguments, so bad input raises invalid_argument_error on every rank.
 // * All-reduce picks Gloo's algorithm by size (detail::gloo_algorithm): ring (bandwidth-optimal)
 //   for large buffers, bcube (recursive halving/doubling: 2 log2 M steps instead of the ring's
 //   4 (M - 1) dependent segment exchanges) for small ones. Both sum in the element type, each
@@ -84,6 +85,7 @@
 #include "../communicator.hpp"
 #include "../error.hpp"
 #include "../exchange_communicator.hpp"
+#include "detail/agreement.hpp"
 
 namespace dppf {
 
@@ -345,7 +347,7 @@ class gloo_communicator {
     std::string error;
     if (root < 0 || root >= size_)
       error = "gloo_communicator::broadcast: root " + std::to_string(root) + " is outside [0, " + std::to_string(size_) + ")";
-    agree_on_arguments("broadcast", n, sizeof(T), root, error);
+    agree_on_arguments("broadcast", {.kind = detail::collective::broadcast, .n = n, .element_size = sizeof(T), .root = root}, error);
     if (n == 0 || size_ == 1) return;
     T* p = std::ranges::data(b);
     run("broadcast", [&] {
@@ -419,7 +421,10 @@ class gloo_communicator {
   template <class F>
   void exchange(const char* operation, bool all_to_all, std::span<const std::uint16_t> in, std::span<std::uint16_t> out, F&& f) {
     const std::string who = std::string("gloo_communicator::") + operation;
-    agree_on_arguments(operation, in.size(), sizeof(std::uint16_t), 0,
+    agree_on_arguments(operation,
+                       {.kind = all_to_all ? detail::collective::all_to_all : detail::collective::buffer_all_gather,
+                        .n = in.size(),
+                        .element_size = sizeof(std::uint16_t)},
                        detail::exchange_problem(who.c_str(), all_to_all, in.size(), out.size(), size_, in.data(), out.data()));
     if (in.empty()) return;
     if (size_ == 1) {
@@ -467,7 +472,8 @@ class gloo_communicator {
       const std::uintptr_t bytes = n_in * sizeof(T);
       if (a < b + bytes && b < a + bytes) error = "gloo_communicator::all_reduce: the input and output buffers overlap";
     }
-    agree_on_arguments("all_reduce", n_in, sizeof(T), 0, error);
+    agree_on_arguments("all_reduce", {.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op},
+                       error);
     if (n_in == 0) return;
     if (size_ == 1) {
       if (in != out) std::copy_n(in, n_in, out);
@@ -480,39 +486,32 @@ class gloo_communicator {
     }
   }
 
-  // One all-reduce (max) of {n, -n, bytes, -bytes, root, -root, failed rank + 1}; on a mismatch
-  // an all-gather names the ranks that differ. The same protocol as dppf::mpi_communicator.
-  void agree_on_arguments(const char* operation, std::size_t n, std::size_t element_size, int root, const std::string& error) {
+  // One all-reduce (max) of the arguments' encoding (detail/agreement.hpp): every rank learns
+  // whether any rank rejected its arguments and whether the rest agree, and all raise together.
+  // Only on a mismatch, an all-gather of the encodings names the ranks that differ.
+  void agree_on_arguments(const char* operation, detail::collective_args args, const std::string& error) {
     if (!options_.check_arguments || size_ == 1) {
       if (!error.empty()) detail::throw_invalid(error);
       return;
     }
-    const auto count = static_cast<std::int64_t>(n), bytes = static_cast<std::int64_t>(element_size);
-    std::int64_t v[7] = {count, -count, bytes, -bytes, root, -root, error.empty() ? 0 : rank_ + std::int64_t{1}};
-    run(operation, [&] { reduce_raw(v, v, 7, detail::gloo_max<std::int64_t>); });
-    if (!error.empty()) detail::throw_invalid(error);
-    if (v[6] != 0)
-      throw communication_error(std::string("dppf::gloo_communicator::") + operation + ": rank " + std::to_string(v[6] - 1) +
-                                " rejected its arguments, so rank " + std::to_string(rank_) + " stops too");
-    if (v[0] == -v[1] && v[2] == -v[3] && v[4] == -v[5]) return;
-
-    std::int64_t mine[3] = {count, bytes, root};
-    std::vector<std::int64_t> all(3 * static_cast<std::size_t>(size_));
-    run(operation, [&] {
-      ::gloo::AllgatherOptions o(state_->context);
-      o.setInput(mine, 3);
-      o.setOutput(all.data(), all.size());
-      o.setTimeout(options_.timeout);
-      ::gloo::allgather(o);
+    const std::string who = std::string("gloo_communicator::") + operation;
+    args.rejected = !error.empty();
+    const detail::agreement_vector mine = detail::encode(args, rank_);
+    detail::agreement_vector max = mine;
+    run(operation, [&] { reduce_raw(max.data(), max.data(), max.size(), detail::gloo_max<std::int64_t>); });
+    detail::raise_unless_agreed(who.c_str(), rank_, error, detail::verdict(max), [&] {
+      std::vector<detail::agreement_vector> all(static_cast<std::size_t>(size_));
+      run(operation, [&] {
+        ::gloo::AllgatherOptions o(state_->context);
+        o.setInput(const_cast<std::int64_t*>(mine.data()), mine.size());
+        o.setOutput(all.front().data(), all.size() * mine.size());
+        o.setTimeout(options_.timeout);
+        ::gloo::allgather(o);
+      });
+      std::vector<detail::collective_args> args_of(all.size());
+      for (std::size_t r = 0; r < all.size(); ++r) args_of[r] = detail::decode(all[r]);
+      return args_of;
     });
-    const bool sizes_differ = v[0] != -v[1] || v[2] != -v[3];
-    std::string msg = std::string("gloo_communicator::") + operation + ": " + (sizes_differ ? "buffer sizes" : "roots") +
-                      " differ across ranks (";
-    for (std::size_t r = 0; r < static_cast<std::size_t>(size_); ++r)
-      msg += (r ? ", rank " : "rank ") + std::to_string(r) + " has " +
-             (sizes_differ ? std::to_string(all[3 * r]) + " elements of " + std::to_string(all[3 * r + 1]) + " bytes"
-                           : "root " + std::to_string(all[3 * r + 2]));
-    detail::throw_invalid(msg + "; this is rank " + std::to_string(rank_) + ")");
   }
 
   friend class detail::gloo_async_engine;  // shares group_failed with the thread's communicator
