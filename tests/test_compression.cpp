@@ -96,6 +96,34 @@ TEST_CASE("compressed sync: bf16 rounds to nearest even, saturates, keeps infini
   CHECK(F::encode(-0.0f) == 0x8000);
 }
 
+TEST_CASE("compressed sync: a double beyond float's range rounds to the infinity or FLT_MAX the hardware gives") {
+  constexpr float inf = std::numeric_limits<float>::infinity(), top = std::numeric_limits<float>::max();
+  const double half_ulp = std::ldexp(1.0, 103);  // half of FLT_MAX's ulp
+  CHECK(dppf::nearest_float(1e300) == inf);
+  CHECK(dppf::nearest_float(-1e300) == -inf);
+  CHECK(dppf::nearest_float(static_cast<double>(top) + half_ulp) == inf);           // the tie: to even, infinity
+  CHECK(dppf::nearest_float(static_cast<double>(top) + 0.5 * half_ulp) == top);     // below the tie
+  CHECK(dppf::nearest_float(-(static_cast<double>(top) + 0.5 * half_ulp)) == -top);
+  CHECK(std::isnan(dppf::nearest_float(std::numeric_limits<double>::quiet_NaN())));
+  CHECK(dppf::nearest_float(std::numeric_limits<double>::infinity()) == inf);
+  // in range it is the plain conversion, on fresh random doubles (rounding to nearest even)
+  std::mt19937_64 gen(dppf_test::compression_seed());
+  std::uniform_real_distribution<double> u(-3.0e38, 3.0e38);
+  for (int i = 0; i < 10000; ++i) {
+    const double x = u(gen) * std::ldexp(1.0, -static_cast<int>(gen() % 200));
+    CHECK(dppf::nearest_float(x) == static_cast<float>(x));
+  }
+  // The owner's step with a sum whose mean overflows float: an infinite word, not undefined behaviour.
+  float residual = 0.0f;
+  std::uint16_t word = 0;
+  dppf::quantize_mean_fn<dppf::bf16_format>{0.5, true}(1e300, residual, word);
+  CHECK(word == 0x7F80);
+  // A double parameter's difference beyond float's range: the same.
+  double e = 0.0;
+  dppf::quantize_difference_fn<dppf::bf16_format>{true}(1e300, 0.0, e, word);
+  CHECK(word == 0x7F80);
+}
+
 TEST_CASE("compressed sync: fp16 rounds to nearest even, subnormals, saturates at 65504") {
   check_codec<dppf::fp16_format>(dppf_test::reference_fp16());
   using F = dppf::fp16_format;
