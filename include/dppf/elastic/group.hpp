@@ -177,7 +177,7 @@ class elastic_group {
     const auto deadline = std::chrono::steady_clock::now() + options_.admit_timeout;
     if (!store_.get(commit_key(0))) {
       store_.create(join_key(0) + std::to_string(id_), "");
-      for (;;) {
+      for (int polls = 1;; ++polls) {
         if (auto rec = store_.get(commit_key(0))) {
           const auto g = elastic_generation::decode(0, *rec);
           // (a re-seeded record may hold this id for another process: this one never saw it formed)
@@ -194,7 +194,7 @@ class elastic_group {
           }
           break;  // the group formed without this process: join as new
         }
-        if (newest_generation() > 0) break;  // a running group whose store restarted empty
+        if (polls % 20 == 0 && newest_generation() > 0) break;  // a running group whose store restarted empty (200 ms)
         auto joined = ids_under(join_key(0));
         if (static_cast<int>(joined.size()) >= founders_) {
           joined.resize(static_cast<std::size_t>(founders_));

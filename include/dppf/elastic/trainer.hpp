@@ -278,10 +278,11 @@ class elastic_trainer {
     auto& comm = tr_.comm();
     const bool fresh = !group_->has_state();
     const std::size_t n = std::ranges::size(params);
-    require_same_size_on_all_ranks(comm, n, "elastic_trainer: parameters (a newcomer's model differs)");
     const int seed = group_->seed_rank();
     const char* differ = "elastic_trainer: a newcomer's settings differ from the group's";
-    require_same_text(comm, settings() + "element_bytes=" + std::to_string(sizeof(T)) + "\n", seed, differ);
+    // (the parameter count here, before make_workspace's own collective check could meet a mismatch)
+    require_same_text(comm, settings() + "element_bytes=" + std::to_string(sizeof(T)) + "\nparameters=" + std::to_string(n) + "\n",
+                      seed, differ);
     // The workspace the first step would build, collectively (the rule's init may all-reduce);
     // only a newcomer keeps it, and its rule state is then overwritten by the seed's.
     auto built = detail::trainer_access::make_workspace<T>(tr_, params);
