@@ -172,6 +172,11 @@ struct callbacks {
   std::function<void(const run_options&, const epoch_record&)> epoch;
   /// Worker 0 saved (resumed = false) or resumed from (true) the checkpoints of this step.
   std::function<void(const run_options&, std::int64_t step, bool resumed)> checkpoint;
+  /// An early stop (e.g. a training-loss target): called on every worker, from its own thread, after
+  /// each epoch's evaluation and checkpoint with that epoch's record (the same on every worker);
+  /// true ends the training there, and the result then holds only the epochs trained. Empty:
+  /// every one of o.epochs runs. Honoured by train(); the elastic and libtorch drivers ignore it.
+  std::function<bool(const run_options&, const epoch_record&)> stop;
 };
 
 inline network<float> make_network(const run_options& o) { return {o.model, o.sizes, o.channels}; }
@@ -590,6 +595,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       return std::pair{loss / total, correct / total};
     };
 
+    bool stopped = false;  // by cb.stop, on every worker at the same epoch
     for (int e = first_epoch; e < o.epochs; ++e) {
       std::shuffle(shard.begin(), shard.end(), rng);
       const bool resumed_epoch = e == first_epoch && first_step > 0;
@@ -622,11 +628,16 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
       if (r == 0 && cb.epoch) cb.epoch(o, rec);
       if (ckpt.due_at_epoch_end(tr.steps())) save(progress_now(0.0));
       eval_comm.barrier();
+      if (cb.stop && cb.stop(o, rec)) {
+        stopped = true;
+        break;
+      }
     }
     const progress_state end = progress_now(0.0);
     const dppf::trainer_stats st = tr.stats();
     tr.average(rep.params());  // the deliverable model, x_bar, on every worker
     if (r == 0) {
+      if (stopped) result.epochs.resize(end.epochs.size());
       for (std::size_t e = 0; e < result.epochs.size() && e < end.epochs.size(); ++e) result.epochs[e] = end.epochs[e];
       result.x_bar = rep.to_host(rep.params());
       result.steps = st.steps;

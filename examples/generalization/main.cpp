@@ -1,9 +1,10 @@
 // examples/generalization: one model of the generalization sweeps (docs/results.md, "Claim 1: IMV
 // and the generalization gap" and "Claim 2: DPPF where over-fitting happens"). Trains one MLP on
 // the first --train-size Fashion-MNIST training images with the fashion_mnist example's model,
-// data reader and training driver (momentum SGD, a fixed number of epochs; by default one worker,
-// with --method any of the example's methods over --workers threads, the images dealt into equal
-// shards), then writes one JSON object with
+// data reader and training driver (momentum SGD, a fixed number of epochs, or with
+// --target-train-loss L --max-epochs E epoch by epoch until the first epoch whose training loss is
+// <= L, at most E; by default one worker, with --method any of the example's methods over
+// --workers threads, the images dealt into equal shards), then writes one JSON object with
 //   * accuracy and mean cross-entropy of the final model on its whole training set and on the
 //     full 10 000-image test set, and the gaps (train - test accuracy, test - train loss);
 //   * dppf's sharpness measures of the final model (IMV, Hessian top eigenvalue and trace, SAM
@@ -11,6 +12,7 @@
 //     training images (in every model's training set) as the oracle, evaluated in double
 //     precision; the Hessian measures use the MLP's exact Hessian-vector product (mlp_hvp.hpp),
 //     since finite differences of gradients are wrong across ReLU kinks;
+//   * with a loss target, "stop": the criterion, the epochs trained and whether the target was reached;
 //   * the settings of every estimator, the per-epoch curve (with the relaxed mean valley, the
 //     workers' mean distance to their mean at each epoch's last sync) and the wall time of each part.
 // The JSON is written to a temporary file and renamed, so a file at --out is always a finished run.
@@ -18,10 +20,12 @@
 #include <cblas.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -49,6 +53,11 @@ struct config {
   std::size_t measure_samples = 1000;
   std::size_t curve_test = 1000;  // test images of the per-epoch curve (the final test is on all 10 000)
   int threads = 1;                // OpenBLAS threads
+  // The loss-target criterion (off while target_train_loss is NaN): stop after the first epoch
+  // whose training loss (the curve's train_loss, the mean cross-entropy of x_bar over the whole
+  // training set) is <= target_train_loss, at most run.epochs = --max-epochs epochs.
+  double target_train_loss = std::numeric_limits<double>::quiet_NaN();
+  bool has_target() const { return !std::isnan(target_train_loss); }
   std::string data = FMNIST_DEFAULT_DATA_DIR, out, command;
   // Estimator settings (stated in the JSON and the doc).
   std::size_t imv_directions = 16;
@@ -65,12 +74,16 @@ const char* usage_text =
     "usage: generalization [--lr LR] [--batch B] [--weight-decay WD] [--momentum MU] [--width W] [--depth D]\n"
     "                      [--train-size N] [--epochs E] [--seed S] [--measure-samples N] [--threads T]\n"
     "                      [--method M] [--workers K] [--tau T] [--alpha A] [--lambda L] [--push MODE]\n"
-    "                      [--push-warmup S] [--data DIR] [--out FILE.json] [--quick]\n"
+    "                      [--push-warmup S] [--target-train-loss L --max-epochs E] [--data DIR]\n"
+    "                      [--out FILE.json] [--quick]\n"
     "  defaults: --lr 0.02 --batch 64 --weight-decay 0 --momentum 0.9 --width 128 --depth 2\n"
     "            --train-size 4000 --epochs 40 --seed 1 --measure-samples 1000 --threads 1\n"
     "            --method single; the other methods (ddp, local_sgd, dppf, ...) as in fashion_mnist, with\n"
     "            --workers 4 --tau 8 --alpha 0.1 --lambda 0.05 --push constant --push-warmup 0 and the\n"
     "            --batch per worker\n"
+    "  --target-train-loss L --max-epochs E  instead of --epochs: stop after the first epoch whose\n"
+    "            training loss (mean cross-entropy over the whole training set) is <= L, at most E\n"
+    "            epochs; the JSON's \"stop\" says how many were trained and whether L was reached\n"
     "  --quick   a seconds-long smoke run: 1000 images, 2 epochs, width 32, cheap estimators\n"
     "  --out     write the JSON there (atomically); stdout otherwise\n";
 
@@ -86,7 +99,8 @@ config parse_args(int argc, char** argv) {
     if (i) c.command += ' ';
     c.command += argv[i];
   }
-  bool quick = false;
+  bool quick = false, epochs_given = false;
+  int max_epochs = 0;  // 0: not given
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") cli.help();
@@ -104,7 +118,12 @@ config parse_args(int argc, char** argv) {
     else if (flag == "--width") c.width = cli.parse<std::size_t>(flag, v);
     else if (flag == "--depth") c.depth = cli.parse<std::size_t>(flag, v);
     else if (flag == "--train-size") c.train_size = cli.parse<std::size_t>(flag, v);
-    else if (flag == "--epochs") r.epochs = cli.parse<int>(flag, v);
+    else if (flag == "--epochs") {
+      r.epochs = cli.parse<int>(flag, v);
+      epochs_given = true;
+    }
+    else if (flag == "--target-train-loss") c.target_train_loss = cli.parse<double>(flag, v);
+    else if (flag == "--max-epochs") max_epochs = cli.parse<int>(flag, v);
     else if (flag == "--seed") r.seed = cli.parse<std::uint64_t>(flag, v);
     else if (flag == "--measure-samples") c.measure_samples = cli.parse<std::size_t>(flag, v);
     else if (flag == "--threads") c.threads = cli.parse<int>(flag, v);
@@ -122,6 +141,15 @@ config parse_args(int argc, char** argv) {
   if (quick) {
     c.train_size = 1000, c.run.epochs = 2, c.width = 32, c.measure_samples = 200, c.curve_test = 200;
     c.imv_directions = 2, c.eig_iters = 5, c.trace_samples = 2, c.avg_samples = 2;
+  }
+  if (c.has_target() != (max_epochs != 0))
+    cli.usage("--target-train-loss and --max-epochs go together (the target and the cap on the epochs)");
+  if (c.has_target()) {
+    if (epochs_given) cli.usage("--epochs: not with --target-train-loss (--max-epochs is the cap)");
+    if (!(c.target_train_loss >= 0.0) || !std::isfinite(c.target_train_loss))
+      cli.usage("--target-train-loss must be a finite number >= 0");
+    if (max_epochs < 1) cli.usage("--max-epochs must be >= 1");
+    c.run.epochs = max_epochs;  // also under --quick
   }
   if (c.width == 0 || c.depth == 0) cli.usage("--width and --depth must be > 0");
   if (c.train_size == 0 || c.train_size > 60000) cli.usage("--train-size must be in [1, 60000]");
@@ -186,12 +214,16 @@ std::string run(const config& c) {
                                 std::to_string(train.count) + " training images");
   const fmnist::dataset curve = head(test, c.curve_test);
 
-  // Training: the example's driver, a fixed number of epochs; its options are checked there.
+  // Training: the example's driver, a fixed number of epochs or until the loss target; its options
+  // are checked there.
   const auto t_train = std::chrono::steady_clock::now();
   const fixed_threads_backend backend{{train, curve}, c.threads};
   const int workers = c.run.method == "single" ? 1 : c.run.workers;
+  fmnist::callbacks cb;
+  if (c.has_target())
+    cb.stop = [&c](const fmnist::run_options&, const fmnist::epoch_record& e) { return e.train_loss <= c.target_train_loss; };
   const fmnist::run_result result =
-      fmnist::train(c.run, train, curve, {}, workers, backend, [](auto&& f, int m) {
+      fmnist::train(c.run, train, curve, cb, workers, backend, [](auto&& f, int m) {
         dppf::thread_group group(m);
         group.run(f);
       });
@@ -264,7 +296,15 @@ std::string run(const config& c) {
     << ", \"alpha\": " << num(o.alpha) << ", \"lambda\": " << num(o.lambda) << ", \"push\": " << quoted(o.push)
     << ", \"push_warmup\": " << o.push_warmup
     << ", \"parameters\": " << net.size() << ", \"measure_samples\": " << s << ", \"threads\": " << c.threads << "},\n"
-    << " \"command\": " << quoted(c.command) << ",\n"
+    << " \"command\": " << quoted(c.command) << ",\n";
+  if (c.has_target()) {
+    const bool reached = !result.epochs.empty() && result.last().train_loss <= c.target_train_loss;
+    j << " \"stop\": {\"criterion\": \"the first epoch whose train_loss (mean cross-entropy over the whole "
+         "training set, after the epoch) is <= target_train_loss, at most max_epochs\", \"target_train_loss\": "
+      << num(c.target_train_loss) << ", \"max_epochs\": " << o.epochs << ", \"epochs_trained\": " << result.epochs.size()
+      << ", \"reached\": " << (reached ? "true" : "false") << "},\n";
+  }
+  j
     << " \"train_acc\": " << num(train_acc) << ", \"test_acc\": " << num(test_acc) << ", \"train_loss\": "
     << num(train_loss) << ", \"test_loss\": " << num(test_loss) << ",\n"
     << " \"acc_gap\": " << num(train_acc - test_acc) << ", \"loss_gap\": " << num(test_loss - train_loss)
