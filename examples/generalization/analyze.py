@@ -11,6 +11,10 @@ normal approximation with the tie-corrected variance of S = concordant - discord
 "Overall" uses every finished run; a hyperparameter's column uses the runs that differ from the
 base point in that hyperparameter only (the base runs included), all seeds together. Psi is the
 mean of the per-hyperparameter taus (Jiang et al. 2019's granulated coefficient).
+
+Runs trained to a training-loss target (sweep.py --design loss_target) carry "stop"; with
+--drop-unreached those that hit the epoch cap first (reached = false) are left out of every table
+and plot, and listed with their final training loss.
 """
 import argparse
 import glob
@@ -163,7 +167,7 @@ def table(runs, base, values):
         for m, m_name in MEASURES:
             cells, taus = [], []
             t, p, _ = kendall_tau(*pairs(runs, m, gap))
-            cells.append(f"{t:+.2f} ({p:.2g})")
+            cells.append("n/a" if math.isnan(t) else f"{t:+.2f} ({p:.2g})")
             for h in hs:
                 t, p, _ = kendall_tau(*pairs(g[h], m, gap))
                 cells.append("n/a" if math.isnan(t) else f"{t:+.2f} ({p:.2g})")
@@ -174,12 +178,32 @@ def table(runs, base, values):
     return "\n".join(lines) + "\n"
 
 
+def epochs_trained(run):
+    return run["stop"]["epochs_trained"] if "stop" in run else run["config"]["epochs"]
+
+
+def unreached(runs):
+    """The runs with a training-loss target that stopped at the epoch cap without reaching it."""
+    return [r for r in runs if "stop" in r and not r["stop"]["reached"]]
+
+
+def unreached_table(runs):
+    lines = ["| run | epochs | final train loss | train acc | acc gap | loss gap |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['id']} | {epochs_trained(r)} | {r['train_loss']:.4f} | {r['train_acc']:.3f} | "
+                     f"{r['acc_gap']:.3f} | {r['loss_gap']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def summary(runs, base, values):
-    """Per setting, the mean (and min..max over seeds) of the fit, the gaps and two measures."""
+    """Per setting, the mean (and min..max over seeds) of the fit, the gaps and two measures; with a
+    training-loss target also the epochs trained."""
     g = groups(runs, base, values)
     cols = [("train_acc", "train acc", ".3f"), ("test_acc", "test acc", ".3f"), ("acc_gap", "acc gap", ".3f"),
             ("loss_gap", "loss gap", ".2f"), ("train_loss", "train loss", ".3f"), ("imv", "IMV", ".3f"),
             ("hessian_top", "Hessian top", ".1f")]
+    if any("stop" in r for r in runs):
+        cols.append(("epochs_trained", "epochs", ".0f"))
     lines = ["\n**Per setting** (mean over seeds, min..max in brackets)\n",
              "| varied | value | runs | " + " | ".join(c[1] for c in cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
@@ -190,7 +214,7 @@ def summary(runs, base, values):
                 continue
             cells = []
             for key, _, f in cols:
-                xs = [value(r, key) for r in rs]
+                xs = [epochs_trained(r) if key == "epochs_trained" else value(r, key) for r in rs]
                 cells.append(f"{np.mean(xs):{f}} ({min(xs):{f}}..{max(xs):{f}})")
             lines.append(f"| {h} | {v:g} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -213,11 +237,23 @@ def main(argv=None):
     ap.add_argument("--svg-loss", help="write the plot of IMV against the loss gap there")
     ap.add_argument("--min-train-acc", type=float, default=0.0,
                     help="keep only the runs that fit their training set at least this well (default: all)")
+    ap.add_argument("--drop-unreached", action="store_true",
+                    help="leave out the runs that did not reach their training-loss target within the cap")
     a = ap.parse_args(argv)
     with open(os.path.join(a.directory, "sweep.json")) as f:
         design = json.load(f)
     runs = load_runs(a.directory)
     finished = len(runs)
+    missed = unreached(runs)
+    dropped = ""
+    if "target_train_loss" in design:
+        dropped = (f"\nTarget: training loss <= {design['target_train_loss']:g} within {design['max_epochs']} epochs; "
+                   f"{finished - len(missed)} of the {finished} finished runs reached it"
+                   + (f", {len(missed)} did not" + (" and are left out of every table and plot" if a.drop_unreached
+                                                    else " (still included: no --drop-unreached)")
+                      + ":\n\n" + unreached_table(missed) if missed else "") + "\n")
+    if a.drop_unreached:
+        runs = [r for r in runs if r not in missed]
     runs = [r for r in runs if r["train_acc"] >= a.min_train_acc]
     if len(runs) < 2:
         sys.exit(f"analyze: only {len(runs)} finished run(s) in {a.directory}")
@@ -225,7 +261,7 @@ def main(argv=None):
     text = (f"{finished} of {planned} planned runs finished"
             + (" (PARTIAL: the sweep is not complete)" if finished < planned else "")
             + (f"; {len(runs)} of them with train accuracy >= {a.min_train_acc:g} are used" if a.min_train_acc else "")
-            + ".\n" +
+            + ".\n" + dropped +
             table(runs, design["base"], design["values"]) + summary(runs, design["base"], design["values"]))
     if a.md:
         with open(a.md, "w") as f:

@@ -6,6 +6,13 @@ whose JSON exists is skipped, so the same command continues where the last piece
     nice -n 19 examples/generalization/sweep.py --exe build/examples/generalization/generalization \
         --out-dir docs/figures/generalization --hours 2
 
+Two designs. `--design epochs` (the default, the first sweep): every model trained for a fixed
+number of epochs, the epoch count one of the varied hyperparameters. `--design loss_target` (the
+second sweep, Jiang et al. 2019's protocol): the same base point and values without the epochs,
+every model trained until its training loss is <= TARGET_TRAIN_LOSS, at most MAX_EPOCHS epochs
+(generalization --target-train-loss --max-epochs); default --out-dir
+docs/figures/generalization_loss_target.
+
 A run that fails is recorded as <id>.failed.json (return code, command, last lines of stderr) and
 is skipped too unless --retry-failed. Every start and end is appended to sweep.log.jsonl.
 Runs go one at a time, each with one OpenBLAS thread (the machine is shared); the order is seed 1
@@ -34,31 +41,56 @@ FLAGS = {"lr": "--lr", "batch": "--batch", "weight_decay": "--weight-decay", "wi
          "train_size": "--train-size", "epochs": "--epochs"}
 SHORT = {"lr": "lr", "batch": "b", "weight_decay": "wd", "width": "w", "train_size": "n", "epochs": "e"}
 
-
-def settings():
-    """The distinct settings, base point first: each is a dict of every hyperparameter."""
-    out = [dict(BASE)]
-    for name, values in VALUES.items():
-        for v in values:
-            s = dict(BASE, **{name: v})
-            if s not in out:
-                out.append(s)
-    return out
+# The loss-target design: the training cross-entropy every model is trained to and the cap on its
+# epochs (docs/results.md, "Claim 1, second sweep", says why these).
+TARGET_TRAIN_LOSS = 0.01
+MAX_EPOCHS = 300
 
 
-def run_id(s, seed):
-    return "_".join(f"{SHORT[k]}{s[k]:g}" for k in BASE) + f"_s{seed}"
+class Design:
+    """A sweep's base point, varied values, output directory and the flags every run adds."""
+
+    def __init__(self, name, base, values, out_dir, extra=(), tag=""):
+        self.name, self.base, self.values, self.out_dir = name, base, values, out_dir
+        self.extra, self.tag = list(extra), tag  # flags of every run; the run ids' suffix before the seed
+
+    def settings(self):
+        """The distinct settings, base point first: each is a dict of every hyperparameter."""
+        out = [dict(self.base)]
+        for name, values in self.values.items():
+            for v in values:
+                s = dict(self.base, **{name: v})
+                if s not in out:
+                    out.append(s)
+        return out
+
+    def run_id(self, s, seed):
+        return "_".join(f"{SHORT[k]}{s[k]:g}" for k in self.base) + self.tag + f"_s{seed}"
+
+    def plan(self, seeds):
+        return [(self.run_id(s, seed), s, seed) for seed in seeds for s in self.settings()]
+
+    def command(self, exe, s, seed, out):
+        cmd = [exe]
+        for k in self.base:
+            cmd += [FLAGS[k], f"{s[k]:g}"]
+        return cmd + self.extra + ["--seed", str(seed), "--threads", "1", "--out", out]
+
+    def record(self, seeds):
+        """What sweep.json holds for analyze.py."""
+        d = {"base": self.base, "values": self.values, "seeds": seeds, "runs": [r[0] for r in self.plan(seeds)]}
+        if self.name == "loss_target":
+            d.update(target_train_loss=TARGET_TRAIN_LOSS, max_epochs=MAX_EPOCHS)
+        return d
 
 
-def plan(seeds):
-    return [(run_id(s, seed), s, seed) for seed in seeds for s in settings()]
-
-
-def command(exe, s, seed, out):
-    cmd = [exe]
-    for k in BASE:
-        cmd += [FLAGS[k], f"{s[k]:g}"]
-    return cmd + ["--seed", str(seed), "--threads", "1", "--out", out]
+DESIGNS = {
+    "epochs": Design("epochs", BASE, VALUES, "docs/figures/generalization"),
+    "loss_target": Design("loss_target", {k: v for k, v in BASE.items() if k != "epochs"},
+                          {k: v for k, v in VALUES.items() if k != "epochs"}, "docs/figures/generalization_loss_target",
+                          ["--target-train-loss", f"{TARGET_TRAIN_LOSS:g}", "--max-epochs", str(MAX_EPOCHS)],
+                          f"_L{TARGET_TRAIN_LOSS:g}"),
+}
 
 
 def run_pending(out_dir, pending, hours):
@@ -91,11 +123,16 @@ def run_pending(out_dir, pending, hours):
             print(f"sweep: {rid} done in {wall:.1f} s ({cpu:.1f} CPU s)", flush=True)
 
 
+def finished(out_dir, rid):
+    """Whether run `rid` of a sweep in out_dir is done (its <id>.json, written atomically, exists)."""
+    return os.path.exists(os.path.join(out_dir, rid + ".json"))
+
+
 def drive(a, runs):
     """The resumable part both sweeps share: counts what of `runs` ((id, command) pairs) is done
     (<id>.json) or failed (<id>.failed.json), prints the plan with --list, else runs the rest
     (failed ones again only with --retry-failed) within --hours."""
-    done = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".json"))
+    done = lambda rid: finished(a.out_dir, rid)
     failed = lambda rid: os.path.exists(os.path.join(a.out_dir, rid + ".failed.json"))
     pending = [r for r in runs if not done(r[0]) and (a.retry_failed or not failed(r[0]))]
     print(f"sweep: {len(runs)} runs planned, {sum(done(r[0]) for r in runs)} done, "
@@ -109,10 +146,10 @@ def drive(a, runs):
 
 
 def parser(description, out_dir, seeds):
-    """The command line both sweeps take."""
+    """The command line both sweeps take (out_dir None: the caller sets the default)."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--exe", default="build/examples/generalization/generalization")
-    ap.add_argument("--out-dir", default=out_dir)
+    ap.add_argument("--out-dir", default=out_dir, help=f"default {out_dir}" if out_dir else None)
     ap.add_argument("--hours", type=float, default=2.0, help="start no run after this much wall time")
     ap.add_argument("--seeds", default=",".join(map(str, seeds)))
     ap.add_argument("--retry-failed", action="store_true")
@@ -121,10 +158,15 @@ def parser(description, out_dir, seeds):
 
 
 def main(argv=None):
-    a = parser(__doc__, "docs/figures/generalization", SEEDS).parse_args(argv)
+    ap = parser(__doc__, None, SEEDS)
+    ap.add_argument("--design", choices=list(DESIGNS), default="epochs",
+                    help="epochs: a fixed number of epochs (the first sweep); loss_target: trained to a training loss")
+    a = ap.parse_args(argv)
+    design = DESIGNS[a.design]
+    a.out_dir = a.out_dir or design.out_dir
     seeds = [int(x) for x in a.seeds.split(",") if x]
     os.makedirs(a.out_dir, exist_ok=True)
-    runs = plan(seeds)
+    runs = design.plan(seeds)
     if a.list:
         return drive(a, [(rid, None) for rid, _, _ in runs])
     if not os.access(a.exe, os.X_OK):
@@ -136,10 +178,9 @@ def main(argv=None):
         with open(design_path) as f:
             planned |= set(json.load(f)["seeds"])
     with open(design_path, "w") as f:
-        all_seeds = sorted(planned)
-        json.dump({"base": BASE, "values": VALUES, "seeds": all_seeds, "runs": [r[0] for r in plan(all_seeds)]}, f,
-                  indent=1)
-    return drive(a, [(rid, command(a.exe, s, seed, os.path.join(a.out_dir, rid + ".json"))) for rid, s, seed in runs])
+        json.dump(design.record(sorted(planned)), f, indent=1)
+    return drive(a, [(rid, design.command(a.exe, s, seed, os.path.join(a.out_dir, rid + ".json")))
+                     for rid, s, seed in runs])
 
 
 if __name__ == "__main__":

@@ -95,6 +95,43 @@ def main():
     t, p, how = analyze.kendall_tau(x, x + rng.normal(scale=5, size=60))
     check(how == "normal" and p < 1e-6 and t > 0.5, f"normal p for a strong correlation: tau {t}, p {p}")
     print("kendall tau: all checks passed")
+    check_drop_unreached()
+
+
+def check_drop_unreached():
+    """analyze.py --drop-unreached on a made-up loss-target sweep: the runs that reached the target
+    have IMV in the order of the accuracy gap (tau +1), the two that did not in the reverse order;
+    dropped, tau is +1.00 and the two are listed with their final loss; kept, tau is below 1."""
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        design = {"base": {"lr": 1.0}, "values": {"lr": [1.0, 2.0, 3.0, 4.0]}, "seeds": [1],
+                  "runs": [f"r{i}" for i in range(6)], "target_train_loss": 0.01, "max_epochs": 9}
+        with open(os.path.join(d, "sweep.json"), "w") as f:
+            json.dump(design, f)
+        for i in range(6):
+            reached = i < 4
+            gap = 0.1 * (i + 1)
+            imv = gap if reached else 1.0 - gap  # the unreached ones against the trend
+            run = {"config": {"lr": [1.0, 2.0, 3.0, 4.0, 2.0, 3.0][i], "epochs": 9},
+                   "stop": {"target_train_loss": 0.01, "max_epochs": 9, "epochs_trained": 3 if reached else 9,
+                            "reached": reached},
+                   "train_acc": 1.0, "test_acc": 1.0 - gap, "train_loss": 0.005 if reached else 0.5 + i,
+                   "test_loss": 1.0, "acc_gap": gap, "loss_gap": gap,
+                   "measures": {k: {"value": imv} for k in ("imv", "hessian_top", "hessian_trace", "sam", "average")}}
+            with open(os.path.join(d, f"r{i}.json"), "w") as f:
+                json.dump(run, f)
+        out = os.path.join(d, "tau.md")
+        analyze.main([d, "--drop-unreached", "--md", out])
+        text = open(out).read()
+        check("4 of the 6 finished runs reached it, 2 did not and are left out" in text, f"dropped count:\n{text}")
+        check("| r4 | 9 | 4.5000 |" in text and "| r5 | 9 | 5.5000 |" in text, f"the unreached runs' final loss:\n{text}")
+        check("tau (p) over 4 runs" in text and "| IMV | +1.00 " in text, f"tau without the unreached runs:\n{text}")
+        analyze.main([d, "--md", out])
+        text = open(out).read()
+        check("(still included: no --drop-unreached)" in text and "tau (p) over 6 runs" in text
+              and "| IMV | +1.00 " not in text, f"tau with the unreached runs kept:\n{text}")
+    print("analyze --drop-unreached: all checks passed")
 
 
 if __name__ == "__main__":
