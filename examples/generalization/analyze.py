@@ -220,6 +220,25 @@ def summary(runs, base, values):
     return "\n".join(lines) + "\n"
 
 
+def cost(directory):
+    """The sweep's cost from its sweep.log.jsonl: runs, CPU and wall seconds, the first start and
+    the last end (UTC)."""
+    import datetime
+    with open(os.path.join(directory, "sweep.log.jsonl")) as f:
+        events = [json.loads(line) for line in f if line.strip()]
+    starts = {e["id"]: e["time"] for e in events if e["event"] == "start"}
+    ends = [e for e in events if e["event"] == "end"]
+    if not ends:
+        return "\nCost: no run has ended yet.\n"
+    cpu = sorted(e["cpu_s"] for e in ends)
+    utc = lambda t: datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    last_end = max(starts[e["id"]] + e["wall_s"] for e in ends if e["id"] in starts)
+    return (f"\nCost (sweep.log.jsonl): {len(ends)} runs ended, {sum(cpu):.0f} CPU s in all, "
+            f"{sum(e['wall_s'] for e in ends):.0f} s of wall time summed over runs; per run median "
+            f"{cpu[len(cpu) // 2]:.1f} CPU s, at most {cpu[-1]:.1f}; from {utc(min(starts.values()))} to "
+            f"{utc(last_end)} UTC.\n")
+
+
 def svg(runs, base, values, x_key="imv", y_key="acc_gap"):
     """A scatter plot of one measure against one gap, one colour per varied hyperparameter."""
     g = groups(runs, base, values)
@@ -237,6 +256,7 @@ def main(argv=None):
     ap.add_argument("--svg-loss", help="write the plot of IMV against the loss gap there")
     ap.add_argument("--min-train-acc", type=float, default=0.0,
                     help="keep only the runs that fit their training set at least this well (default: all)")
+    ap.add_argument("--cost", action="store_true", help="add the CPU and wall time of the runs (sweep.log.jsonl)")
     ap.add_argument("--drop-unreached", action="store_true",
                     help="leave out the runs that did not reach their training-loss target within the cap")
     a = ap.parse_args(argv)
@@ -262,7 +282,8 @@ def main(argv=None):
             + (" (PARTIAL: the sweep is not complete)" if finished < planned else "")
             + (f"; {len(runs)} of them with train accuracy >= {a.min_train_acc:g} are used" if a.min_train_acc else "")
             + ".\n" + dropped +
-            table(runs, design["base"], design["values"]) + summary(runs, design["base"], design["values"]))
+            table(runs, design["base"], design["values"]) + summary(runs, design["base"], design["values"])
+            + (cost(a.directory) if a.cost else ""))
     if a.md:
         with open(a.md, "w") as f:
             f.write(text)

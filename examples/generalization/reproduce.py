@@ -41,7 +41,7 @@ def pieces(exe, hours):
                                      "--svg-loss", f"{C1}/imv_loss_gap.svg"], ids("epochs"), C1),
         ("analyze_claim1_fitted", analyze, [C1, "--min-train-acc", "0.99", "--md", f"{C1}/tau_fitted.md"],
          ids("epochs"), C1),
-        ("analyze_claim1_loss_target", analyze, [LT, "--drop-unreached", "--md", f"{LT}/tau.md",
+        ("analyze_claim1_loss_target", analyze, [LT, "--drop-unreached", "--cost", "--md", f"{LT}/tau.md",
                                                  "--svg", f"{LT}/imv_acc_gap.svg", "--svg-loss", f"{LT}/imv_loss_gap.svg"],
          ids("loss_target"), LT),
         ("analyze_claim2", analyze_claim2, [C2, "--md", f"{C2}/claim2.md", "--svg-acc", f"{C2}/acc_vs_push.svg",
