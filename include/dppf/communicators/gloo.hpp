@@ -13,8 +13,8 @@
 //   unusable: every later operation on it raises at once (start_all_reduce has a context of its
 //   own, below). The broken Gloo context is leaked deliberately, since closing pairs whose peer is
 //   hung can block.
-// * Before every buffer collective, one all-reduce of 11 integers (detail/agreement.hpp, the
-//   encoding dppf::mpi_communicator uses) makes all ranks agree that they call the same
+// * Before every buffer collective, one all-to-all of 11 integers (detail/agreement.hpp, the
+//   encoding dppf::mpi_communicator uses; one message latency) makes all ranks agree that they call the same
 //   collective with the same sizes, element types, reduce_op and root and that no rank rejected
 //   its arguments, so bad input raises invalid_argument_error on every rank.
 // * All-reduce picks Gloo's algorithm by size (detail::gloo_algorithm): ring (bandwidth-optimal)
@@ -486,9 +486,14 @@ class gloo_communicator {
     }
   }
 
-  // One all-reduce (max) of the arguments' encoding (detail/agreement.hpp): every rank learns
-  // whether any rank rejected its arguments and whether the rest agree, and all raise together.
-  // Only on a mismatch, an all-gather of the encodings names the ranks that differ.
+  // One all-to-all of the arguments' encoding (detail/agreement.hpp): every rank sends its own
+  // to every other and so learns every rank's, whether any rank rejected its arguments and
+  // whether the rest agree, and all raise together. Gloo's all-to-all posts every send and
+  // receive at once, so it costs one message latency where an all-reduce of the same 11
+  // integers costs 2 log2 M dependent steps (bcube) (measured: the agreement was most of dppf's
+  // gap to Gloo's bare ring below 2^20 floats, docs/performance.md "Across hosts"); its M - 1
+  // messages per rank are cheap for the group sizes Gloo over TCP serves. A mismatch is named
+  // from the same exchange, without a second one.
   void agree_on_arguments(const char* operation, detail::collective_args args, const std::string& error) {
     if (!options_.check_arguments || size_ == 1) {
       if (!error.empty()) detail::throw_invalid(error);
@@ -496,22 +501,18 @@ class gloo_communicator {
     }
     const std::string who = std::string("gloo_communicator::") + operation;
     args.rejected = !error.empty();
-    const detail::agreement_vector mine = detail::encode(args, rank_);
-    detail::agreement_vector max = mine;
-    run(operation, [&] { reduce_raw(max.data(), max.data(), max.size(), detail::gloo_max<std::int64_t>); });
-    detail::raise_unless_agreed(who.c_str(), rank_, error, detail::verdict(max), [&] {
-      std::vector<detail::agreement_vector> all(static_cast<std::size_t>(size_));
-      run(operation, [&] {
-        ::gloo::AllgatherOptions o(state_->context);
-        o.setInput(const_cast<std::int64_t*>(mine.data()), mine.size());
-        o.setOutput(all.front().data(), all.size() * mine.size());
-        o.setTimeout(options_.timeout);
-        ::gloo::allgather(o);
-      });
-      std::vector<detail::collective_args> args_of(all.size());
-      for (std::size_t r = 0; r < all.size(); ++r) args_of[r] = detail::decode(all[r]);
-      return args_of;
+    const auto ranks = static_cast<std::size_t>(size_);
+    std::vector<detail::agreement_vector> sent(ranks, detail::encode(args, rank_)), all(ranks);
+    run(operation, [&] {
+      ::gloo::AlltoallOptions o(state_->context);
+      o.setInput(sent.front().data(), ranks * detail::agreement_words);
+      o.setOutput(all.front().data(), ranks * detail::agreement_words);
+      o.setTimeout(options_.timeout);
+      ::gloo::alltoall(o);
     });
+    std::vector<detail::collective_args> args_of(ranks);
+    for (std::size_t r = 0; r < ranks; ++r) args_of[r] = detail::decode(all[r]);
+    detail::raise_unless_agreed(who.c_str(), rank_, error, detail::agree(args_of), [&] { return args_of; });
   }
 
   friend class detail::gloo_async_engine;  // shares group_failed with the thread's communicator
