@@ -252,6 +252,81 @@ TEST_CASE("compressed sync: a non-finite worker gives a non-finite mean on every
   });
 }
 
+namespace {
+
+// thread_communicator whose exchange collectives raise (on every rank, before any data moves) at
+// the listed calls: a sync that fails half-way, after its all-to-all or before it.
+struct exchange_failing_at : dppf::thread_communicator {
+  int fail_all_to_all = -1, fail_all_gather = -1;
+  int all_to_alls = 0, all_gathers = 0;
+  using dppf::thread_communicator::all_gather;
+  void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    if (all_to_alls++ == fail_all_to_all) throw dppf::communication_error("injected all_to_all failure");
+    dppf::thread_communicator::all_to_all(in, out);
+  }
+  void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    if (all_gathers++ == fail_all_gather) throw dppf::communication_error("injected all_gather failure");
+    dppf::thread_communicator::all_gather(in, out);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("compressed sync: a sync whose exchange raises leaves the residuals and reference as they were") {
+  // Each run: 6 syncs of fresh random parameters; the faulty run's sync 2 raises in its
+  // all-to-all or in its all-gather, and is then repeated with the same input. Its means and
+  // final state must be the fault-free run's bit for bit: the failed sync changed nothing.
+  constexpr std::size_t m = 3, syncs = 6, n = 257;
+  constexpr int failed = 2;
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  std::vector<std::vector<std::vector<float>>> x(syncs + 1, std::vector<std::vector<float>>(m));
+  for (std::size_t s = 0; s <= syncs; ++s)
+    for (std::size_t i = 0; i < m; ++i) x[s][i] = dppf_test::random_vector<float>(n, seed + 31 * s + i);
+  const auto run = [&](int fail_a2a, int fail_gather) {
+    std::vector<std::vector<float>> out(m);  // every mean, then r, e and g, concatenated
+    std::vector<int> raised(m, 0);
+    dppf::thread_group group(static_cast<int>(m), {.timeout = std::chrono::seconds(60)});
+    group.run([&](dppf::thread_communicator comm) {
+      const auto i = static_cast<std::size_t>(comm.rank());
+      exchange_failing_at faulty{comm, fail_a2a, fail_gather};
+      dppf::compressed_mean<float> cm(faulty, std::span<const float>(x[0][i]), {.precision = dppf::sync_precision::bf16});
+      for (std::size_t s = 1; s <= syncs; ++s) {
+        std::vector<float> mean(n, -1.0f);
+        const auto sync = [&] { return cm(faulty, std::span<const float>(x[s][i]), std::span<float>(mean)); };
+        bool finite = false;  // outside CHECK, which would catch the injected error itself
+        try {
+          finite = sync();
+        } catch (const dppf::communication_error& e) {
+          CHECK(std::string(e.what()).find("injected") != std::string::npos);
+          ++raised[i];
+          finite = sync();  // the same sync again, on the unchanged state
+        }
+        CHECK(finite);
+        out[i].insert(out[i].end(), mean.begin(), mean.end());
+      }
+      for (auto part : {cm.reference(), cm.residual(), cm.owner_residual()}) out[i].insert(out[i].end(), part.begin(), part.end());
+    });
+    return std::pair{out, raised};
+  };
+  const auto [clean, none] = run(-1, -1);
+  for (int r : none) CHECK(r == 0);
+  for (const auto& [a2a, gather] : {std::pair{failed - 1, -1}, std::pair{-1, failed - 1}}) {
+    CAPTURE(a2a);
+    CAPTURE(gather);
+    const auto [faulty, raised] = run(a2a, gather);
+    for (std::size_t i = 0; i < m; ++i) {
+      CHECK(raised[i] == 1);
+      REQUIRE(faulty[i].size() == clean[i].size());
+      for (std::size_t k = 0; k < clean[i].size(); ++k) {
+        CAPTURE(i);
+        CAPTURE(k);
+        REQUIRE(std::memcmp(&faulty[i][k], &clean[i][k], sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("compressed sync: all_to_all and all_gather of words on thread_group, single and counting") {
   for (int m : {1, 2, 3, 4}) {
     CAPTURE(m);

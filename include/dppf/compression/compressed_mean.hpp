@@ -103,26 +103,42 @@ class compressed_mean {
     std::uint16_t* const sent = words_.data();
     std::uint16_t* const received = sent + m * chunk_;
     std::uint16_t* const owned = received + m * chunk_;
+    // The residuals change only once both collectives have succeeded: a sync that raises (a
+    // timeout, a peer lost) leaves the state as it was, so the next sync sends what this one
+    // failed to. Each pass below therefore quantizes with a copy of its residual, and the last
+    // pass recomputes the same words to update them (deterministic, so the same bits).
     const quantize_difference_fn<Format> quantize{options_.error_feedback};
-    for (std::size_t k = 0; k < n; ++k) quantize(x[k], reference[k], residual[k], sent[k]);
+    for (std::size_t k = 0; k < n; ++k) {
+      T e = residual[k];
+      quantize(x[k], reference[k], e, sent[k]);
+    }
     std::fill(sent + n, sent + m * chunk_, std::uint16_t{0});
     comm.all_to_all(std::span<const std::uint16_t>(sent, m * chunk_), std::span<std::uint16_t>(received, m * chunk_));
 
     const quantize_mean_fn<Format> owner{1.0 / static_cast<double>(m), options_.error_feedback};
     const std::size_t begin = rank * chunk_, mine = begin < n ? std::min(chunk_, n - begin) : 0;
-    for (std::size_t t = 0; t < chunk_; ++t) {
+    const auto owner_sum = [&](std::size_t t) {
       double sum = 0.0;
       for (std::size_t j = 0; j < m; ++j) sum += static_cast<double>(Format::decode(received[j * chunk_ + t]));
+      return sum;
+    };
+    for (std::size_t t = 0; t < chunk_; ++t) {
+      T g = owner_residual[t];
       if (t < mine)
-        owner(sum, owner_residual[t], owned[t]);
+        owner(owner_sum(t), g, owned[t]);
       else
         owned[t] = 0;  // padding past N
     }
     comm.all_gather(std::span<const std::uint16_t>(owned, chunk_), std::span<std::uint16_t>(sent, m * chunk_));
 
+    // Both collectives succeeded: commit the residuals (x[k] is read before mean[k] is written,
+    // so x and mean may be one buffer), then the mean and the reference.
+    std::uint16_t word;
+    for (std::size_t t = 0; t < mine; ++t) owner(owner_sum(t), owner_residual[t], word);
     const dequantize_onto_fn<Format> dequantize;
     bool finite = true;
     for (std::size_t k = 0; k < n; ++k) {
+      quantize(x[k], reference[k], residual[k], word);
       dequantize(reference[k], sent[k], mean[k]);
       finite = finite && std::isfinite(mean[k]);
     }
