@@ -18,7 +18,10 @@ in-place sum):
   pytorch gloo   torch.distributed.all_reduce, gloo backend (bench/cluster/torch_peer.py)
   gloo ring / gloo bcube   Gloo's own algorithms on dppf's context, no argument agreement
                  (small sizes: the evidence for dppf's choice of algorithm by size)
-Each is the median of --repeats repeats (see allreduce.cpp for how a repeat is timed). algbw =
+Each is the median of --repeats repeats (see allreduce.cpp for how a repeat is timed); with
+--rounds R every engine is launched R times, the order reversed every other round, and the
+dppf / PyTorch ratio is the median of the R paired ratios (drift of the shared cores' load
+weighs on both sides). --allreduce-engines picks the runs. algbw =
 4 N bytes / time, busbw = algbw * 2 (M - 1) / M (nccl-tests), MB = 10^6 bytes. The link rate is
 tc's: tbf counts every ethernet frame (14-byte header + IP + TCP headers + payload), SI units
 (1gbit = 10^9 bit/s = 125 MB/s). With a 1500-byte MTU a full TCP segment carries 1448 payload
@@ -125,14 +128,19 @@ def allreduce_runs(a, cluster, rate, bench):
     """[(label, launcher, cmd, extra_env)] for one rate; None in cmd: a fresh TCPStore address."""
     sizes = a.sizes if rate == a.rates[0] else a.sizes_slow
     common = ["--sizes", sizes, "--repeats", str(a.repeats)]
-    runs = [("dppf gloo", "gloo", [bench, "--engine", "gloo", *common], None)]
-    runs.append(("pytorch gloo", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "allreduce",
-                                          "--master", None, "--sizes", sizes, "--repeats", str(a.repeats)], None))
-    runs.append(("dppf mpi", "mpirun", [bench, "--engine", "mpi", *common], None))
-    algorithms = a.mpi_algorithms if rate == a.rates[0] else a.mpi_algorithms[:1]
-    for k in algorithms:
-        runs.append((f"dppf mpi alg{k}", "mpirun", ["--mca", "coll_tuned_use_dynamic_rules", "1", "--mca",
-                                                    "coll_tuned_allreduce_algorithm", str(k), bench, "--engine", "mpi", *common], None))
+    runs = []
+    if "gloo" in a.allreduce_engines:
+        runs.append(("dppf gloo", "gloo", [bench, "--engine", "gloo", *common], None))
+    if "pytorch" in a.allreduce_engines:
+        runs.append(("pytorch gloo", "gloo", ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "allreduce",
+                                              "--master", None, "--sizes", sizes, "--repeats", str(a.repeats)], None))
+    if "mpi" in a.allreduce_engines:
+        runs.append(("dppf mpi", "mpirun", [bench, "--engine", "mpi", *common], None))
+        algorithms = a.mpi_algorithms if rate == a.rates[0] else a.mpi_algorithms[:1]
+        for k in algorithms:
+            runs.append((f"dppf mpi alg{k}", "mpirun", ["--mca", "coll_tuned_use_dynamic_rules", "1", "--mca",
+                                                        "coll_tuned_allreduce_algorithm", str(k), bench, "--engine", "mpi",
+                                                        *common], None))
     if a.gloo_variants and rate == a.rates[0]:
         for impl in a.gloo_variants:
             runs.append((f"gloo {impl}", "gloo", [bench, "--engine", "gloo", "--impl", impl, "--sizes", a.variant_sizes,
@@ -141,22 +149,27 @@ def allreduce_runs(a, cluster, rate, bench):
 
 
 def measure_allreduce(a, cluster, rate, bench, results):
-    for label, launcher, cmd, extra in allreduce_runs(a, cluster, rate, bench):
-        cmd = [cluster.master() if c is None else c for c in cmd]
-        t0 = time.time()
-        try:
-            out, _ = cluster.run(launcher, cmd, timeout=a.timeout, extra_env=extra)
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            log(f"  {label} at {rate}: FAILED: {e}")
-            results.append({"kind": "allreduce", "rate": rate, "label": label, "error": str(e)[-500:]})
-            continue
-        for r in json_lines(out):
-            med = statistics.median(r["times_s"])
-            busbw = r["bytes"] / med * 2 * (r["ranks"] - 1) / r["ranks"]
-            results.append({"kind": "allreduce", "rate": rate, "label": label, "n": r["n"], "bytes": r["bytes"],
-                            "ranks": r["ranks"], "iterations": r["iterations"], "times_s": r["times_s"],
-                            "median_s": med, "busbw_MBps": busbw / 1e6, "link_fraction": busbw * 8 / rate_bits(rate)})
-        log(f"  {label} at {rate}: {time.time() - t0:.0f} s")
+    """Every run once per round; odd rounds in reverse order, so that a drift of the machine's
+    load between rounds weighs on both sides of a pair alike."""
+    runs = allreduce_runs(a, cluster, rate, bench)
+    for rnd in range(a.rounds):
+        for label, launcher, cmd, extra in (runs if rnd % 2 == 0 else runs[::-1]):
+            cmd = [cluster.master() if c is None else c for c in cmd]
+            t0 = time.time()
+            try:
+                out, _ = cluster.run(launcher, cmd, timeout=a.timeout, extra_env=extra)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"  {label} at {rate}: FAILED: {e}")
+                results.append({"kind": "allreduce", "rate": rate, "label": label, "round": rnd, "error": str(e)[-500:]})
+                continue
+            for r in json_lines(out):
+                med = statistics.median(r["times_s"])
+                busbw = r["bytes"] / med * 2 * (r["ranks"] - 1) / r["ranks"]
+                results.append({"kind": "allreduce", "rate": rate, "label": label, "round": rnd, "n": r["n"],
+                                "bytes": r["bytes"], "ranks": r["ranks"], "iterations": r["iterations"],
+                                "times_s": r["times_s"], "median_s": med, "busbw_MBps": busbw / 1e6,
+                                "link_fraction": busbw * 8 / rate_bits(rate)})
+            log(f"  {label} at {rate}{f' (round {rnd + 1}/{a.rounds})' if a.rounds > 1 else ''}: {time.time() - t0:.0f} s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,18 +322,31 @@ def allreduce_table(results, rate):
     rows = [r for r in results if r["kind"] == "allreduce" and r["rate"] == rate and "n" in r]
     labels = list(dict.fromkeys(r["label"] for r in rows))
     ns = sorted({r["n"] for r in rows})
-    cell = {(r["label"], r["n"]): r for r in rows}
-    head = f"| N | " + " | ".join(labels) + " | dppf gloo / pytorch |"
-    lines = [f"All-reduce at {rate}: busbw MB/s (fraction of the link rate); median of the repeats.", "", head,
-             "| ---: " * (len(labels) + 2) + "|"]
+    rounds = max((r.get("round", 0) for r in rows), default=0) + 1
+    cell = {}  # (label, n) -> {round: row}
+    for r in rows:
+        cell.setdefault((r["label"], r["n"]), {})[r.get("round", 0)] = r
+    paired = rounds > 1
+    head = f"| N | " + " | ".join(labels) + " | dppf gloo / pytorch |" + (" min .. max over rounds |" if paired else "")
+    what = (f"median over {rounds} rounds of each launch's median of the repeats; the ratio is the median of the "
+            "rounds' paired ratios" if paired else "median of the repeats")
+    lines = [f"All-reduce at {rate}: busbw MB/s (fraction of the link rate); {what}.", "", head,
+             "| ---: " * (len(labels) + 2 + paired) + "|"]
     for n in ns:
         cells = []
         for lab in labels:
-            r = cell.get((lab, n))
-            cells.append(f"{r['busbw_MBps']:.1f} ({r['link_fraction']:.2f})" if r else "")
-        g, t = cell.get(("dppf gloo", n)), cell.get(("pytorch gloo", n))
-        ratio = f"{g['busbw_MBps'] / t['busbw_MBps']:.2f}" if g and t else ""
-        lines.append(f"| 2^{n.bit_length() - 1} | " + " | ".join(cells) + f" | {ratio} |")
+            rs = cell.get((lab, n), {})
+            if rs:
+                bw = statistics.median(r["busbw_MBps"] for r in rs.values())
+                frac = statistics.median(r["link_fraction"] for r in rs.values())
+                cells.append(f"{bw:.1f} ({frac:.2f})")
+            else:
+                cells.append("")
+        g, t = cell.get(("dppf gloo", n), {}), cell.get(("pytorch gloo", n), {})
+        ratios = [g[k]["busbw_MBps"] / t[k]["busbw_MBps"] for k in sorted(g.keys() & t.keys())]
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else ""
+        spread = f" | {min(ratios):.2f} .. {max(ratios):.2f}" if paired and ratios else (" | " if paired else "")
+        lines.append(f"| 2^{n.bit_length() - 1} | " + " | ".join(cells) + f" | {ratio}{spread} |")
     return "\n".join(lines)
 
 
@@ -422,6 +448,10 @@ def main():
     p.add_argument("--sizes-slow", default="16,18,20,22,24",
                    help="exponents of N at the later (slower) rates: every other one keeps the run near 15 min")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="all-reduce launches per engine, alternating the engines' order (paired ratios)")
+    p.add_argument("--allreduce-engines", default="gloo,pytorch,mpi",
+                   help="comma list of the all-reduce runs: gloo (dppf), pytorch, mpi (dppf, with --mpi-algorithms)")
     p.add_argument("--mpi-algorithms", default="4,5,6",
                    help="coll_tuned_allreduce_algorithm values at the first rate; later rates run only the first")
     p.add_argument("--gloo-variants", default="ring,bcube", help="Gloo's own algorithms (first rate only); empty: none")
@@ -446,6 +476,9 @@ def main():
     a.rates = a.rates.split(",")
     a.mpi_algorithms = [int(k) for k in a.mpi_algorithms.split(",") if k]
     a.gloo_variants = [v for v in a.gloo_variants.split(",") if v]
+    a.allreduce_engines = set(a.allreduce_engines.split(","))
+    if not a.allreduce_engines <= {"gloo", "pytorch", "mpi", ""} or a.rounds < 1:
+        raise SystemExit("run.py: --allreduce-engines takes gloo, pytorch, mpi; --rounds must be >= 1")
     skip = set(a.skip.split(","))
     a.sync_variants = [v for v in a.sync_variants.split(",") if v]
     for v in a.sync_variants:
@@ -467,7 +500,8 @@ def main():
     if "sync" not in skip and not has_gloo:
         raise SystemExit("run.py: the sync part runs over --comm gloo, which this fashion_mnist lacks (--skip sync)")
 
-    info = {"machine": machine(), "hosts": M, "rates": a.rates, "repeats": a.repeats, "train_repeats": a.train_repeats,
+    info = {"machine": machine(), "hosts": M, "rates": a.rates, "repeats": a.repeats, "rounds": a.rounds,
+            "train_repeats": a.train_repeats,
             "quick": a.quick, "argv": sys.argv[1:]}
     results = []
     cluster = Cluster(a.cluster)
