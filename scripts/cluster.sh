@@ -211,11 +211,11 @@ case $cmd in
     n=$1
     shift
     need_host "$n"
-    pids=""
+    pids=""  # pid:rank pairs
     k=1
     while [ "$k" -le "$n" ]; do
       ip netns exec "$(host "$k")" env RANK=$((k - 1)) WORLD_SIZE="$n" DPPF_GLOO_ADDR="$NET.$k" "$@" &
-      pids="$pids $!"
+      pids="$pids $!:$((k - 1))"
       k=$((k + 1))
     done
     # Like mpirun: the first rank that fails ends the others. They get DPPF_GLOO_GRACE seconds
@@ -226,15 +226,21 @@ case $cmd in
     deadline=""
     while [ -n "$pids" ]; do
       left=""
-      for p in $pids; do
+      for pr in $pids; do
+        p=${pr%:*}
         state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || echo Z)
         if [ "$state" = Z ]; then
-          if wait "$p"; then :; else r=$?; [ $rc -ne 0 ] || rc=$r; fi
+          if wait "$p"; then :; else
+            r=$?
+            [ $rc -ne 0 ] || rc=$r
+            # a rank that died by a signal printed nothing itself: say so here
+            [ "$r" -le 128 ] || echo "cluster.sh: rank ${pr#*:} ended by signal $((r - 128)) ($(kill -l $((r - 128)) 2>/dev/null))" >&2
+          fi
         elif [ -n "$deadline" ] && { [ "$state" = T ] || [ "$(date +%s)" -ge "$deadline" ]; }; then
           kill -KILL "$p" 2>/dev/null || true
-          left="$left $p"
+          left="$left $pr"
         else
-          left="$left $p"
+          left="$left $pr"
         fi
       done
       pids=$left

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -67,8 +68,10 @@ struct replay_result {
 };
 
 // delay = false: the blocking rule (the correction applied at the sync step itself), to show the
-// delayed runs differ from it by far more than the tolerance.
-inline replay_result replay(const problem& p, const rule_spec& rule, const schedule_spec& sch, bool delay = true) {
+// delayed runs differ from it by far more than the tolerance. mean_of_snapshots: how the
+// snapshots' mean is computed (empty: exactly; a compressed sync's reference otherwise).
+inline replay_result replay(const problem& p, const rule_spec& rule, const schedule_spec& sch, bool delay = true,
+                            const std::function<std::vector<double>(const matrix&)>& mean_of_snapshots = {}) {
   const auto m = static_cast<std::size_t>(p.workers);
   replay_result out;
   matrix& x = out.x;
@@ -148,7 +151,7 @@ inline replay_result replay(const problem& p, const rule_spec& rule, const sched
       pending.clear();
     }
     if (!due) continue;
-    pending.push_back({x, mean_of(x), steps + (delay ? sch.d : 0), warm});
+    pending.push_back({x, mean_of_snapshots ? mean_of_snapshots(x) : mean_of(x), steps + (delay ? sch.d : 0), warm});
     ++out.started;
     if (!delay) {
       apply(pending[0]);

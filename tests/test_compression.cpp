@@ -146,11 +146,17 @@ TEST_CASE("compressed sync: fp16 rounds to nearest even, subnormals, saturates a
 
 namespace {
 
+// How the mean is taken: operator() (blocking), or start / gather / finish (what an overlapped
+// sync does), or start / finish (gather left to finish, as at d = 1).
+enum class staging { blocking, three_calls, two_calls };
+
 template <class T>
-void check_compressed_mean(dppf::sync_precision precision, const dppf_test::reference_format& format, int m, std::size_t n) {
+void check_compressed_mean(dppf::sync_precision precision, const dppf_test::reference_format& format, int m, std::size_t n,
+                           staging how = staging::blocking) {
   const std::uint64_t seed = dppf_test::compression_seed();
   CAPTURE(m);
   CAPTURE(n);
+  CAPTURE(static_cast<int>(how));
   INFO("seed = " << seed);
   constexpr int syncs = 6;
   // x[s][i]: rank i's parameters at sync s: a common walk plus each rank's own spread, so the
@@ -186,7 +192,18 @@ void check_compressed_mean(dppf::sync_precision precision, const dppf_test::refe
     dppf::compressed_mean<T> cm(counted, std::span<const T>(x[0][i]), {.precision = precision});
     for (int s = 0; s < syncs; ++s) {
       std::vector<T> mean(n, T(-1));
-      CHECK(cm(counted, std::span<const T>(x[static_cast<std::size_t>(s) + 1][i]), std::span<T>(mean)));
+      const std::span<const T> xs(x[static_cast<std::size_t>(s) + 1][i]);
+      if (how == staging::blocking) {
+        CHECK(cm(counted, xs, std::span<T>(mean)));
+      } else {
+        auto flight = cm.start(counted, xs);
+        if (how == staging::three_calls) {
+          CHECK_FALSE(flight.gathering());
+          cm.gather(counted, flight);
+          CHECK(flight.gathering());
+        }
+        CHECK(cm.finish(counted, flight, xs, std::span<T>(mean)));
+      }
       got[static_cast<std::size_t>(s)][i] = mean;
     }
     residual[i].assign(cm.residual().begin(), cm.residual().end());
@@ -232,6 +249,9 @@ TEST_CASE("compressed sync: the mean equals an independent replay with error fee
       check_compressed_mean<float>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n);
       check_compressed_mean<float>(dppf::sync_precision::fp16, dppf_test::reference_fp16(), m, n);
       check_compressed_mean<double>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n);
+      check_compressed_mean<float>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n, staging::three_calls);
+      check_compressed_mean<float>(dppf::sync_precision::fp16, dppf_test::reference_fp16(), m, n, staging::two_calls);
+      check_compressed_mean<double>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n, staging::three_calls);
     }
 }
 
@@ -311,7 +331,8 @@ TEST_CASE("compressed sync: a sync whose exchange raises leaves the residuals an
   };
   const auto [clean, none] = run(-1, -1);
   for (int r : none) CHECK(r == 0);
-  for (const auto& [a2a, gather] : {std::pair{failed - 1, -1}, std::pair{-1, failed - 1}}) {
+  for (const auto& faults : {std::pair{failed - 1, -1}, std::pair{-1, failed - 1}}) {
+    const int a2a = faults.first, gather = faults.second;  // not a structured binding: CAPTURE's lambda (clang 14)
     CAPTURE(a2a);
     CAPTURE(gather);
     const auto [faulty, raised] = run(a2a, gather);
@@ -327,9 +348,11 @@ TEST_CASE("compressed sync: a sync whose exchange raises leaves the residuals an
   }
 }
 
-TEST_CASE("compressed sync: all_to_all and all_gather of words on thread_group, single and counting") {
+TEST_CASE("compressed sync: all_to_all and all_gather of words on thread_group, single and counting, blocking and started") {
+  for (const bool started : {false, true})
   for (int m : {1, 2, 3, 4}) {
     CAPTURE(m);
+    CAPTURE(started);
     const std::size_t block = 5;
     dppf::thread_group group(m, {.timeout = std::chrono::seconds(60)});
     group.run([&](dppf::thread_communicator comm) {
@@ -337,12 +360,19 @@ TEST_CASE("compressed sync: all_to_all and all_gather of words on thread_group, 
       dppf::counting_communicator<dppf::thread_communicator> c(comm);
       std::vector<std::uint16_t> in(block * static_cast<std::size_t>(m)), out(in.size());
       for (std::size_t k = 0; k < in.size(); ++k) in[k] = static_cast<std::uint16_t>(1000 * r + k);
-      c.all_to_all(in, out);
-      for (std::size_t j = 0; j < static_cast<std::size_t>(m); ++j)
-        for (std::size_t t = 0; t < block; ++t) CHECK(out[j * block + t] == 1000 * j + r * block + t);
       std::vector<std::uint16_t> mine(block), all(block * static_cast<std::size_t>(m));
       for (std::size_t t = 0; t < block; ++t) mine[t] = static_cast<std::uint16_t>(100 * r + t);
-      c.all_gather(mine, all);
+      if (started) {  // both outstanding at once, waited in the reverse order
+        auto a = c.start_all_to_all(in, out);
+        auto b = c.start_all_gather(mine, all);
+        b.wait();
+        a.wait();
+      } else {
+        c.all_to_all(in, out);
+        c.all_gather(mine, all);
+      }
+      for (std::size_t j = 0; j < static_cast<std::size_t>(m); ++j)
+        for (std::size_t t = 0; t < block; ++t) CHECK(out[j * block + t] == 1000 * j + r * block + t);
       for (std::size_t j = 0; j < static_cast<std::size_t>(m); ++j)
         for (std::size_t t = 0; t < block; ++t) CHECK(all[j * block + t] == 100 * j + t);
       const auto mm = static_cast<std::uint64_t>(m);
@@ -356,12 +386,18 @@ TEST_CASE("compressed sync: all_to_all and all_gather of words on thread_group, 
   std::vector<std::uint16_t> in{1, 2, 3}, out(3);
   one.all_to_all(in, out);
   CHECK(out == in);
+  std::vector<std::uint16_t> out2(3);
+  one.start_all_gather(in, out2).wait();
+  CHECK(out2 == in);
   volatile std::size_t two = 2;  // opaque to the optimizer, which would warn about the copy the check prevents
   std::vector<std::uint16_t> wrong(two);
   check_throws_with<dppf::invalid_argument_error>([&] { one.all_gather(in, wrong); }, "expected 3");
   static_assert(dppf::exchange_communicator<dppf::thread_communicator>);
   static_assert(dppf::exchange_communicator<dppf::single_communicator>);
   static_assert(dppf::exchange_communicator<dppf::counting_communicator<dppf::thread_communicator>>);
+  static_assert(dppf::async_exchange_communicator<dppf::thread_communicator>);
+  static_assert(dppf::async_exchange_communicator<dppf::single_communicator>);
+  static_assert(dppf::async_exchange_communicator<dppf::counting_communicator<dppf::thread_communicator>>);
 }
 
 TEST_CASE("compressed sync: bad exchange arguments raise on every rank, no hang") {
@@ -383,9 +419,25 @@ TEST_CASE("compressed sync: bad exchange arguments raise on every rank, no hang"
     // Sizes that differ across ranks (each valid alone): every rank names the mismatch.
     std::vector<std::uint16_t> mine(r == 2 ? 4 : 3), all(mine.size() * 3);
     check_throws_with<dppf::invalid_argument_error>([&] { comm.all_gather(mine, all); }, "buffer sizes differ across ranks");
+    // Started: the same complaint, raised by wait() on every rank.
+    std::vector<std::uint16_t> bad_in(r == 0 ? 5 : 6), bad_out(bad_in.size());
+    auto h = comm.start_all_to_all(bad_in, bad_out);
+    std::string what;
+    try {
+      h.wait();
+    } catch (const dppf::invalid_argument_error& e) {
+      what = std::string("invalid: ") + e.what();
+    } catch (const dppf::communication_error& e) {
+      what = std::string("communication: ") + e.what();
+    }
+    CAPTURE(what);
+    CHECK(what.find(r == 0 ? "invalid: " : "communication: ") == 0);
+    CHECK(what.find(r == 0 ? "not a multiple of the group size 3" : "rank 0 rejected its arguments") != std::string::npos);
     // The group still works afterwards.
     std::vector<std::uint16_t> ok_in(3, static_cast<std::uint16_t>(r)), ok_out(3);
     comm.all_to_all(ok_in, ok_out);
+    CHECK(ok_out == std::vector<std::uint16_t>{0, 1, 2});
+    comm.start_all_to_all(ok_in, ok_out).wait();
     CHECK(ok_out == std::vector<std::uint16_t>{0, 1, 2});
   });
   CHECK(raised == std::vector<int>{2, 1, 2});
@@ -588,12 +640,22 @@ TEST_CASE("compressed sync: bad options and rules that cannot compress are refus
         dppf::trainer tr{dppf::sgd{}, dppf::data_parallel{}, one, dppf::host_executor{}, {.sync_precision = dppf::sync_precision::fp16}};
       },
       "averages gradients");
+  // A communicator with blocking exchanges only: compressed, yes; compressed and overlapped, no.
+  struct no_started_exchanges : dppf::single_communicator {
+    void start_all_to_all(std::span<const std::uint16_t>, std::span<std::uint16_t>) = delete;
+    void start_all_gather(std::span<const std::uint16_t>, std::span<std::uint16_t>) = delete;
+  };
+  static_assert(dppf::exchange_communicator<no_started_exchanges> && dppf::async_communicator<no_started_exchanges>);
+  static_assert(!dppf::async_exchange_communicator<no_started_exchanges>);
+  dppf::trainer blocking{dppf::sgd{}, dppf::local_sgd{}, no_started_exchanges{}, dppf::host_executor{},
+                         {.tau = 4, .sync_precision = dppf::sync_precision::bf16}};
+  CHECK(blocking.options().sync_precision == dppf::sync_precision::bf16);
   check_throws_with<dppf::invalid_argument_error>(
       [&] {
-        dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, one, dppf::host_executor{},
+        dppf::trainer tr{dppf::sgd{}, dppf::local_sgd{}, no_started_exchanges{}, dppf::host_executor{},
                          {.tau = 4, .overlap_steps = 2, .sync_precision = dppf::sync_precision::bf16}};
       },
-      "cannot overlap yet");
+      "needs a communicator that can start its exchanges");
   std::vector<float> x(4, 1.0f);
   check_throws_with<dppf::invalid_argument_error>(
       [&] { dppf::compressed_mean<float> cm(one, std::span<const float>(x), {.precision = dppf::sync_precision::full}); },

@@ -24,6 +24,7 @@
 namespace {
 
 static_assert(dppf::exchange_communicator<dppf::gloo_communicator>);
+static_assert(dppf::async_exchange_communicator<dppf::gloo_communicator>);
 
 // Runs f(comm) on m threads, one rank each; fails the test with any rank's exception.
 void run_gloo_group(int m, const std::function<void(dppf::gloo_communicator&)>& f) {
@@ -46,7 +47,22 @@ TEST_CASE("compressed sync over Gloo: all_to_all, all_gather and their errors on
       std::vector<std::uint16_t> mine(block, static_cast<std::uint16_t>(r)), all(block * mm);
       comm.all_gather(mine, all);
       for (std::size_t k = 0; k < all.size(); ++k) CHECK(all[k] == k / block);
+      // Started, both outstanding at once: the same results.
+      std::vector<std::uint16_t> out2(out.size()), all2(all.size());
+      auto exchanging = comm.start_all_to_all(in, out2);
+      auto gathering = comm.start_all_gather(mine, all2);
+      gathering.wait();
+      exchanging.wait();
+      CHECK(out2 == out);
+      CHECK(all2 == all);
       if (m == 1) return;
+      // A started exchange's bad argument raises at wait, on every rank.
+      std::vector<std::uint16_t> odd(r == 0 ? mm + 1 : mm), odd_out(odd.size());
+      auto bad = comm.start_all_to_all(odd, odd_out);
+      if (r == 0)
+        dppf_test::check_throws_with<dppf::invalid_argument_error>([&] { bad.wait(); }, "start_all_to_all");
+      else
+        dppf_test::check_throws_with<dppf::communication_error>([&] { bad.wait(); }, "rank 0 rejected");
       // Rank 0's output is too short: it raises invalid_argument, the others communication_error.
       std::vector<std::uint16_t> short_out(r == 0 ? all.size() - 1 : all.size());
       if (r == 0)
@@ -82,7 +98,14 @@ TEST_CASE("compressed sync over Gloo: the mean equals the independent replay, ev
       r0[i].assign(cm.reference().begin(), cm.reference().end());
       for (int s = 1; s <= syncs; ++s) {
         std::vector<float> mean(n);
-        CHECK(cm(comm, std::span<const float>(x[static_cast<std::size_t>(s)][i]), std::span<float>(mean)));
+        const std::span<const float> xs(x[static_cast<std::size_t>(s)][i]);
+        if (s % 2 == 0) {  // started on the communication thread (an overlapped sync's way)
+          auto flight = cm.start(comm, xs);
+          cm.gather(comm, flight);
+          CHECK(cm.finish(comm, flight, xs, std::span<float>(mean)));
+        } else {
+          CHECK(cm(comm, xs, std::span<float>(mean)));
+        }
         means[i * syncs + static_cast<std::size_t>(s) - 1] = mean;
       }
       residual[i].assign(cm.residual().begin(), cm.residual().end());

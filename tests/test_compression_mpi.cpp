@@ -13,6 +13,7 @@
 #include <dppf/optimizers.hpp>
 #include <dppf/trainer.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <span>
@@ -52,6 +53,16 @@ TEST_CASE("compressed sync over MPI: all_to_all and all_gather of words") {
   std::vector<std::uint16_t> mine(block, static_cast<std::uint16_t>(r)), all(block * m);
   comm.all_gather(mine, all);
   for (std::size_t k = 0; k < all.size(); ++k) CHECK(all[k] == k / block);
+  // Started (MPI_Ialltoall, MPI_Iallgather), both outstanding at once: the same results.
+  std::vector<std::uint16_t> out2(out.size()), all2(all.size());
+  auto a = comm.start_all_to_all(in, out2);
+  auto g = comm.start_all_gather(mine, all2);
+  while (!a.test()) {
+  }
+  g.wait();
+  CHECK(out2 == out);
+  CHECK(all2 == all);
+  static_assert(dppf::async_exchange_communicator<dppf::mpi_communicator>);
 }
 
 TEST_CASE("compressed sync over MPI: bad arguments raise on every rank") {
@@ -100,7 +111,15 @@ TEST_CASE("compressed sync over MPI: the mean equals the independent replay, eve
     dppf_test::compressed_sync_reference<float> ref(dppf_test::reference_bf16(), static_cast<std::size_t>(m), r0);
     for (int s = 1; s <= syncs; ++s) {
       std::vector<float> mean(n);
-      CHECK(cm(comm, std::span<const float>(x[static_cast<std::size_t>(s)][i]), std::span<float>(mean)));
+      const std::span<const float> xs(x[static_cast<std::size_t>(s)][i]);
+      if (s % 2 == 0) {  // started (an overlapped sync's way)
+        auto flight = cm.start(comm, xs);
+        (void)flight.test();  // progress, as the trainer's poll makes it
+        cm.gather(comm, flight);
+        CHECK(cm.finish(comm, flight, xs, std::span<float>(mean)));
+      } else {
+        CHECK(cm(comm, xs, std::span<float>(mean)));
+      }
       const std::vector<float> want = ref.sync(x[static_cast<std::size_t>(s)]);
       for (std::size_t k = 0; k < n; ++k) {
         CAPTURE(k);
@@ -128,4 +147,36 @@ TEST_CASE("compressed sync over MPI: LocalSGD with fp16 through the trainer, sam
   std::vector<float> root = x;
   MPI_Bcast(root.data(), static_cast<int>(root.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
   CHECK(root == x);
+}
+
+TEST_CASE("compressed sync over MPI: overlapped (d = 2) with fp16, the same sync as the blocking one applied 2 steps later") {
+  // Gradients that do not depend on x: local progress is the same whatever the syncs did, so the
+  // overlapped run's parameters after the last due step are the blocking run's plus the
+  // progress of the 2 steps since the snapshot, and every rank's snapshot mean is the same.
+  dppf::mpi_communicator comm(MPI_COMM_WORLD);
+  const auto r = static_cast<std::uint64_t>(comm.rank());
+  const auto g = dppf_test::random_vector<float>(40, 7 + r);
+  const auto x0 = dppf_test::random_vector<float>(40, 3 + r);
+  const auto train = [&](std::int64_t d, int steps) {
+    std::vector<float> x = x0;
+    dppf::trainer tr{dppf::sgd{{.lr = 0.125}}, dppf::local_sgd{}, comm, dppf::host_executor{},
+                     {.tau = 4, .overlap_steps = d, .sync_precision = dppf::sync_precision::fp16}};
+    for (int t = 0; t < steps; ++t) tr.step(x, g);
+    CHECK_FALSE(tr.sync_in_flight());
+    CHECK(tr.comm().counts().all_to_alls == static_cast<std::uint64_t>(steps / 4));
+    return x;
+  };
+  const std::vector<float> blocking = train(0, 40), overlapped = train(2, 42);
+  // local_sgd delayed: x <- mean(s) + (x - s) = the blocking result + 2 more steps of -lr g, up
+  // to the fp16 rounding the two runs' residuals still hold (about 1e-3 here; the delay itself
+  // moves x by 0.25 |g|).
+  for (std::size_t k = 0; k < g.size(); ++k) {
+    CAPTURE(k);
+    CHECK(std::fabs(overlapped[k] - (blocking[k] - 2 * 0.125f * g[k])) < 5e-3);
+  }
+  std::vector<float> root = overlapped;
+  for (std::size_t k = 0; k < g.size(); ++k) root[k] += 2 * 0.125f * g[k];
+  std::vector<float> root0 = root;
+  MPI_Bcast(root0.data(), static_cast<int>(root0.size()), MPI_FLOAT, 0, MPI_COMM_WORLD);
+  for (std::size_t k = 0; k < g.size(); ++k) CHECK(root0[k] == doctest::Approx(root[k]).epsilon(1e-5));
 }

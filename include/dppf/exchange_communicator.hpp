@@ -10,6 +10,11 @@
 //   of rank j's in. in.size() == out.size() must be a multiple of M.
 // * all_gather(in, out): out holds M blocks of in.size() words; block j is rank j's in.
 // in and out must not overlap.
+//
+// The asynchronous exchange communicator refines both: start_all_to_all(in, out) and
+// start_all_gather(in, out) start the same exchanges and return a handle with the contract of
+// async_communicator.hpp (in and out belong to the collective until wait() returned or threw;
+// errors surface at test() / wait()). An overlapped compressed sync runs on them.
 
 #include <concepts>
 #include <cstddef>
@@ -17,6 +22,7 @@
 #include <span>
 #include <string>
 
+#include "async_communicator.hpp"
 #include "communicator.hpp"
 
 namespace dppf {
@@ -26,6 +32,14 @@ concept exchange_communicator =
     communicator<C> && requires(C& c, std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
       c.all_to_all(in, out);
       c.all_gather(in, out);
+    };
+
+template <class C>
+concept async_exchange_communicator =
+    exchange_communicator<C> && async_communicator<C> &&
+    requires(C& c, std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+      { c.start_all_to_all(in, out) } -> collective_handle;
+      { c.start_all_gather(in, out) } -> collective_handle;
     };
 
 namespace detail {

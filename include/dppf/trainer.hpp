@@ -15,6 +15,14 @@
 // by compression/compressed_mean.hpp (16-bit differences from a shared reference, with error
 // feedback) into the scratch buffer before the rule's sync runs; the parameters stay in their
 // own type. Costs the reference and the residual (2 N parameters) and about 2 N words of scratch.
+//
+// Both (overlap_steps = d > 0 and a compressed sync, over an async_exchange_communicator): the
+// snapshot's compressed mean runs in three parts; the all-to-all starts at the sync step, the
+// owners' reduction and the all-gather at the step (d + 1) / 2 steps later (when that is before
+// the due step; else at the due step), the mean is written at the due step. Every rank passes
+// those points at the same step, so the collectives start in the same order everywhere (which
+// MPI requires) whatever each rank's test() saw. The same mean, the same bits, as the blocking
+// compressed sync of the snapshot.
 
 #include <cmath>
 #include <concepts>
@@ -57,8 +65,8 @@ struct trainer_options {
   std::int64_t overlap_steps = 0;
   /// The format the sync's mean travels in: full (the parameters' own type, today's all-reduce
   /// bit for bit), bf16 or fp16 (compressed_mean.hpp). Compressed needs an exchange_communicator,
-  /// host memory, a rule whose sync reads the others only through the mean (the overlappable
-  /// ones) and overlap_steps = 0.
+  /// host memory and a rule whose sync reads the others only through the mean (the overlappable
+  /// ones); with overlap_steps > 0 an async_exchange_communicator.
   dppf::sync_precision sync_precision = dppf::sync_precision::full;
   /// Error feedback of a compressed sync; off only to measure the drift it prevents.
   bool sync_error_feedback = true;
@@ -102,6 +110,16 @@ template <class C, class Space, class T>
 struct sync_handle<C, Space, T, true> {
   using type = decltype(std::declval<C&>().start_all_reduce(std::declval<span_for<Space, const T>>(),
                                                             std::declval<span_for<Space, T>>(), reduce_op::avg));
+};
+
+// An overlapped compressed mean of T in flight (a placeholder where C cannot start exchanges).
+template <class C, class T, bool = async_exchange_communicator<C>>
+struct compressed_flight {
+  using type = std::monostate;
+};
+template <class C, class T>
+struct compressed_flight<C, T, true> {
+  using type = typename compressed_mean<T>::template in_flight<C>;
 };
 }  // namespace detail
 
@@ -247,6 +265,9 @@ class trainer {
     struct in_flight_sync {
       std::optional<typename detail::sync_handle<counting_communicator<Comm>, typename Exec::memory_space, T>::type>
           reduction;                ///< until the mean is known to be in scratch
+      /// A compressed sync's exchanges instead, until the mean is written into scratch.
+      std::optional<typename detail::compressed_flight<counting_communicator<Comm>, T>::type> compressed;
+      std::int64_t gather_at = 0;   ///< the step that starts a compressed sync's all-gather
       std::int64_t due = 0;         ///< applied by the step that makes steps() == due
       double lr_ratio = 1.0;        ///< the sync step's lr(step) / lr(0) ...
       double loss = std::numeric_limits<double>::quiet_NaN();  ///< ... mean loss ...
@@ -319,10 +340,12 @@ class trainer {
       ++steps_;
       // An overlapped sync is applied at its due step, before a sync due at the same step takes
       // its snapshot (d = tau), or earlier when the next sync comes due first (warm-up syncs).
-      if (ws.pending && (steps_ >= ws.pending->due || due))
+      if (ws.pending && (steps_ >= ws.pending->due || due)) {
         finish_delayed<T>(params, ws);
-      else
+      } else {
+        if (ws.pending && steps_ == ws.pending->gather_at) start_gather<T>(ws);
         (void)poll(workspace_slot<T>());
+      }
       if (!due) return;
       const auto before = comm_.counts().bytes;
       ctx.loss = loss_count_ ? loss_sum_ / static_cast<double>(loss_count_) : std::numeric_limits<double>::quiet_NaN();
@@ -372,15 +395,60 @@ class trainer {
     if constexpr (overlap_possible) {
       using cview = typename ctx_type<T>::const_view_type;
       dppf::copy(ex_, cview(ctx.params), view(ws.snapshot));
-      auto h = comm_.start_all_reduce(cview(view(ws.snapshot)), view(ws.scratch), reduce_op::avg);
       ws.pending.emplace();
-      ws.pending->reduction.emplace(std::move(h));
+      if constexpr (overlap_compression_possible) {
+        if (ws.compressed) ws.pending->compressed.emplace(ws.compressed->start(comm_, cview(view(ws.snapshot))));
+      }
+      if (!ws.pending->compressed) ws.pending->reduction.emplace(comm_.start_all_reduce(cview(view(ws.snapshot)), view(ws.scratch), reduce_op::avg));
       ws.pending->due = steps_ + options_.overlap_steps;
+      ws.pending->gather_at = ws.pending->compressed ? steps_ + (options_.overlap_steps + 1) / 2 : -1;
       ws.pending->lr_ratio = ctx.lr_ratio;
       ws.pending->loss = ctx.loss;
       ws.pending->warmup = ctx.warmup;
     } else {
       (void)ctx;
+      (void)ws;
+    }
+  }
+
+  // A compressed overlapped sync's second part, at its step on every rank: the owners' reduction
+  // and the all-gather. An error is kept for the due step, as poll() keeps one.
+  template <class T>
+  void start_gather(workspace<T>& ws) {
+    if constexpr (overlap_compression_possible) {
+      auto& p = *ws.pending;
+      if (!p.compressed || p.error) return;
+      const auto before = comm_.counts().bytes;
+      try {
+        ws.compressed->gather(comm_, *p.compressed);
+      } catch (...) {
+        p.error = std::current_exception();
+        p.compressed.reset();
+      }
+      p.bytes += comm_.counts().bytes - before;
+    } else {
+      (void)ws;
+    }
+  }
+
+  // An in-flight sync's mean into scratch, waiting for it (the due step, or a checkpoint, which
+  // then records it). Throws its error, if any.
+  template <class T>
+  void complete_in_flight(workspace<T>& ws, typename workspace<T>::in_flight_sync& p) {
+    if (p.error) std::rethrow_exception(p.error);
+    if (p.reduction) {
+      p.reduction->wait();
+      p.reduction.reset();
+    }
+    if constexpr (overlap_compression_possible) {
+      if (p.compressed) {
+        using cview = typename ctx_type<T>::const_view_type;
+        const auto before = comm_.counts().bytes;
+        (void)ws.compressed->finish(comm_, *p.compressed, cview(view(ws.snapshot)), view(ws.scratch));
+        p.compressed.reset();
+        p.bytes += comm_.counts().bytes - before;
+      }
+    } else {
       (void)ws;
     }
   }
@@ -391,24 +459,19 @@ class trainer {
   void wait_in_flight() {
     auto& slot = workspace_slot<T>();
     if (!slot || !slot->pending) return;
-    if (slot->pending->error) {
-      const std::exception_ptr e = slot->pending->error;
-      slot->pending.reset();
-      std::rethrow_exception(e);
-    }
-    if (!slot->pending->reduction) return;
     try {
-      slot->pending->reduction->wait();
+      complete_in_flight<T>(*slot, *slot->pending);
     } catch (...) {
       slot->pending.reset();
       throw;
     }
-    slot->pending->reduction.reset();
   }
 
   // test() on an in-flight sync's all-reduce; true when there is none or it has settled. An
   // error is kept for the due step: ranks may see it at different local steps, and raising it
   // there, on every rank at the same step, keeps their collectives in the same order.
+  // A compressed sync has arrived once its all-gather's test() turned true (its mean is written
+  // at the due step).
   template <class Slot>
   static bool poll(Slot& slot) {
     if (!slot || !slot->pending) return true;
@@ -422,7 +485,19 @@ class trainer {
       }
       if (p.arrived) p.reduction.reset();
     }
-    return !p.reduction;
+    if constexpr (overlap_compression_possible) {
+      if (p.compressed && !p.arrived) {
+        try {
+          p.arrived = p.compressed->test() && p.compressed->gathering();
+        } catch (...) {
+          p.error = std::current_exception();
+          p.compressed.reset();
+        }
+      }
+      return !p.reduction && (!p.compressed || p.arrived);
+    } else {
+      return !p.reduction;
+    }
   }
 
   // An overlapped sync's end: wait for the mean if needed, then the rule's sync on the snapshot
@@ -433,13 +508,10 @@ class trainer {
     typename workspace<T>::in_flight_sync p = std::move(*ws.pending);
     ws.pending.reset();
     if (p.error) std::rethrow_exception(p.error);
-    const auto before = comm_.counts().bytes;
     if (p.reduction) p.arrived = p.reduction->test();
-    if (p.arrived)
-      ++overlapped_syncs_;
-    else if (p.reduction)
-      p.reduction->wait();
-    p.reduction.reset();
+    if (p.arrived) ++overlapped_syncs_;
+    complete_in_flight<T>(ws, p);  // its bytes go into p.bytes
+    const auto before = comm_.counts().bytes;
     using cview = typename ctx_type<T>::const_view_type;
     ctx_type<T> ctx{ex_, comm_, view(ws.snapshot), view(ws.scratch), cview{}};
     ctx.loss = p.loss;
@@ -460,6 +532,8 @@ class trainer {
 
   static constexpr bool overlap_possible =
       !Consensus::averages_gradients && overlappable_v<Consensus> && async_communicator<Comm>;
+  static constexpr bool overlap_compression_possible =
+      overlap_possible && std::same_as<typename Exec::memory_space, host_space> && async_exchange_communicator<Comm>;
 
   // overlap_steps > 0 needs a rule with a delayed form and a communicator that can start an
   // all-reduce; refused when the trainer is built, naming what is missing.
@@ -505,9 +579,12 @@ class trainer {
                                 "(dppf::exchange_communicator: thread_group, mpi, gloo, single); this one has none");
     else if constexpr (!std::same_as<typename Exec::memory_space, host_space>)
       detail::throw_invalid(p + " needs host memory (the exchange collectives are host collectives)");
-    if (options_.overlap_steps > 0)
-      detail::throw_invalid(p + " with overlap_steps = " + std::to_string(options_.overlap_steps) +
-                            ": a compressed sync cannot overlap yet (use one of them)");
+    if constexpr (!async_exchange_communicator<Comm>)
+      if (options_.overlap_steps > 0)
+        detail::throw_invalid(p + " with overlap_steps = " + std::to_string(options_.overlap_steps) +
+                              " needs a communicator that can start its exchanges (dppf::async_exchange_communicator, "
+                              "with start_all_to_all and start_all_gather: thread_group, mpi, gloo, single); this one "
+                              "cannot (use one of them)");
   }
 
   // The options and the schedule are validated once, here, before the schedule's first call.

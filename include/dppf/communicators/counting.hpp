@@ -29,8 +29,8 @@ struct communication_counts {
   std::uint64_t broadcasts = 0;
   std::uint64_t barriers = 0;
   std::uint64_t async_buffer_all_reduces = 0;  // started with start_all_reduce (not in buffer_all_reduces)
-  std::uint64_t all_to_alls = 0;         // of 16-bit words (exchange_communicator)
-  std::uint64_t buffer_all_gathers = 0;  // of 16-bit words (exchange_communicator)
+  std::uint64_t all_to_alls = 0;         // of 16-bit words (exchange_communicator), blocking or started
+  std::uint64_t buffer_all_gathers = 0;  // of 16-bit words (exchange_communicator), blocking or started
   std::uint64_t exchanged_words = 0;     // words this rank put into all-to-alls and all-gathers
   std::uint64_t buffer_values = 0;  // elements all-reduced or broadcast
   std::uint64_t bytes = 0;          // all payload bytes, scalars included
@@ -119,6 +119,24 @@ class counting_communicator {
     inner_.all_gather(in, out);
     ++counts_.buffer_all_gathers;
     record_words(in.size(), in.size() * static_cast<std::size_t>(size() - 1));
+  }
+
+  /// Started exchanges, when C has them; counted like the blocking ones, when started.
+  template <class X = C>
+    requires async_exchange_communicator<X>
+  auto start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    auto h = inner_.start_all_to_all(in, out);
+    ++counts_.all_to_alls;
+    record_words(in.size(), in.size() - in.size() / static_cast<std::size_t>(size()));
+    return h;
+  }
+  template <class X = C>
+    requires async_exchange_communicator<X>
+  auto start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    auto h = inner_.start_all_gather(in, out);
+    ++counts_.buffer_all_gathers;
+    record_words(in.size(), in.size() * static_cast<std::size_t>(size() - 1));
+    return h;
   }
 
   const communication_counts& counts() const noexcept { return counts_; }

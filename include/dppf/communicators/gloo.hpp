@@ -23,7 +23,8 @@
 //   element reduced on one rank and copied to the others, so every rank gets the same bits; the
 //   choice depends only on N, the element size and M, which the ranks agreed on. avg scales the
 //   sum by 1/M afterwards. Scalars (double) support sum, avg, min and max.
-// * start_all_reduce (the async_communicator concept) runs on a communication thread that owns a
+// * start_all_reduce (the async_communicator concept), and start_all_to_all / start_all_gather
+//   (async_exchange_communicator), run on a communication thread that owns a
 //   second Gloo context, made from the same store under the prefix "<prefix>/async": blocking
 //   collectives on the main context and asynchronous ones never share a context, so they never
 //   interleave on one. The thread starts at the first start_all_reduce and connects its context
@@ -42,6 +43,7 @@
 // * One thread at a time per communicator, and every rank calls the collectives in the same order.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -230,6 +232,15 @@ inline ::gloo::AllreduceOptions::Algorithm gloo_algorithm(std::size_t n, std::si
 }  // namespace detail
 
 namespace detail {
+// Gloo writes to its sockets with writev, which raises SIGPIPE when the peer is gone (killed,
+// or it gave up on us): the default action would kill this rank silently instead of letting it
+// raise and name the operation. Ignored unless the program installed its own disposition.
+// (Python ignores SIGPIPE at start-up, which is why PyTorch's gloo never meets this.)
+inline void gloo_ignore_sigpipe() {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+}
+
 // Which context a gloo_communicator is: the main one (with the communication thread for
 // start_all_reduce, when size > 1) or that thread's own.
 enum class gloo_context_role { main, asynchronous };
@@ -257,6 +268,7 @@ class gloo_communicator {
     detail::require(store.file_dir.empty() != store.redis_host.empty(),
                     "gloo_communicator: give exactly one of gloo_store::file_dir and gloo_store::redis_host");
     detail::require(!store.prefix.empty(), "gloo_communicator: gloo_store::prefix must not be empty");
+    detail::gloo_ignore_sigpipe();
     detail::gloo_claim_rank(store, rank, std::to_string(::getpid()), options_.timeout);
     const auto start = std::chrono::steady_clock::now();
     try {
@@ -399,6 +411,11 @@ class gloo_communicator {
   template <host_buffer B>
   gloo_all_reduce_handle start_all_reduce(B&& inout, reduce_op op);
 
+  /// Start all_to_all / all_gather on the communication thread (the same thread and order as
+  /// start_all_reduce) and return at once, with the same handle.
+  gloo_all_reduce_handle start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out);
+  gloo_all_reduce_handle start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out);
+
  private:
   [[noreturn]] void fail(const char* operation, std::chrono::steady_clock::time_point start, const std::string& what) {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
@@ -522,6 +539,9 @@ class gloo_communicator {
 
   template <class T>
   gloo_all_reduce_handle start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op);
+  // Runs `run` (a blocking collective) on the communication thread's communicator, or here with
+  // size 1.
+  gloo_all_reduce_handle start_on_thread(const char* operation, std::function<void(gloo_communicator&)> run);
 
   gloo_options options_;
   std::shared_ptr<detail::gloo_state> state_;
@@ -534,12 +554,12 @@ class gloo_communicator {
 
 namespace detail {
 
-// Runs f; an error comes back (not thrown) with its message naming start_all_reduce and its
-// type kept, so that test() / wait() raise what the blocking all_reduce would have.
+// Runs f; an error comes back (not thrown) with its message naming the started operation and
+// its type kept, so that test() / wait() raise what the blocking collective would have.
 template <class F>
-std::exception_ptr gloo_run_started(F&& f) {
-  const auto named = [](const std::exception& e) {
-    return std::string("dppf::gloo_communicator::start_all_reduce (asynchronous): ") + e.what();
+std::exception_ptr gloo_run_started(const char* operation, F&& f) {
+  const auto named = [operation](const std::exception& e) {
+    return std::string("dppf::gloo_communicator::") + operation + " (asynchronous): " + e.what();
   };
   try {
     f();
@@ -555,9 +575,10 @@ std::exception_ptr gloo_run_started(F&& f) {
   return nullptr;
 }
 
-// One started all-reduce: the work the thread runs and, once done, its error (null: the result
+// One started collective: the work the thread runs and, once done, its error (null: the result
 // is in the output). done and error are guarded by the engine's mutex.
 struct gloo_async_op {
+  const char* operation = "start_all_reduce";
   std::function<void(gloo_communicator&)> run;
   bool done = false;
   std::exception_ptr error;
@@ -603,14 +624,12 @@ class gloo_async_engine {
 
  private:
   void serve() {
-    // A failed connect fails every all-reduce with its error; it may be a hung peer, so the main
-    // context is leaked too when it goes.
+    // A failed connect fails every started collective with its error (named after each); it may
+    // be a hung peer, so the main context is leaked too when it goes.
     std::exception_ptr connect_error;
     try {
-      connect_error = gloo_run_started([&] {
-        comm_.emplace(store_, rank_, size_, options_, gloo_context_role::asynchronous);
-        comm_->state_->group_failed = group_failed_;
-      });
+      comm_.emplace(store_, rank_, size_, options_, gloo_context_role::asynchronous);
+      comm_->state_->group_failed = group_failed_;
     } catch (...) {
       connect_error = std::current_exception();
     }
@@ -624,7 +643,10 @@ class gloo_async_engine {
       lock.unlock();
       std::exception_ptr error;
       try {
-        error = connect_error ? connect_error : gloo_run_started([&] { op->run(*comm_); });
+        error = gloo_run_started(op->operation, [&] {
+          if (connect_error) std::rethrow_exception(connect_error);
+          op->run(*comm_);
+        });
       } catch (...) {  // naming the error ran out of memory
         error = std::current_exception();
       }
@@ -648,7 +670,8 @@ class gloo_async_engine {
 
 }  // namespace detail
 
-/// The handle of gloo_communicator::start_all_reduce (see async_communicator.hpp). The
+/// The handle of gloo_communicator's started collectives (start_all_reduce, start_all_to_all,
+/// start_all_gather; see async_communicator.hpp). The
 /// communication thread makes the progress; test() and wait() only look at what it delivered.
 /// The destructor waits (errors swallowed), so no buffer is written after the handle is gone.
 class gloo_all_reduce_handle {
@@ -738,10 +761,22 @@ gloo_all_reduce_handle gloo_communicator::start_all_reduce(B&& inout, reduce_op 
 // there is no thread: the blocking one runs here (a copy, and the argument checks).
 template <class T>
 gloo_all_reduce_handle gloo_communicator::start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
-  if (!async_)
-    return gloo_all_reduce_handle(nullptr, nullptr, detail::gloo_run_started([&] { reduce_buffer<T>(in, out, n_in, n_out, op); }));
+  return start_on_thread("start_all_reduce", [=](gloo_communicator& c) { c.reduce_buffer<T>(in, out, n_in, n_out, op); });
+}
+
+inline gloo_all_reduce_handle gloo_communicator::start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+  return start_on_thread("start_all_to_all", [=](gloo_communicator& c) { c.all_to_all(in, out); });
+}
+
+inline gloo_all_reduce_handle gloo_communicator::start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+  return start_on_thread("start_all_gather", [=](gloo_communicator& c) { c.all_gather(in, out); });
+}
+
+inline gloo_all_reduce_handle gloo_communicator::start_on_thread(const char* operation, std::function<void(gloo_communicator&)> run) {
+  if (!async_) return gloo_all_reduce_handle(nullptr, nullptr, detail::gloo_run_started(operation, [&] { run(*this); }));
   auto started = std::make_shared<detail::gloo_async_op>();
-  started->run = [=](gloo_communicator& c) { c.reduce_buffer<T>(in, out, n_in, n_out, op); };
+  started->operation = operation;
+  started->run = std::move(run);
   async_->submit(started);
   return gloo_all_reduce_handle(async_, std::move(started), nullptr);
 }

@@ -183,7 +183,8 @@ struct mpi_comm_handle {
 }  // namespace detail
 
 /// The handle of mpi_communicator::start_all_reduce: MPI_Iallreduce requests (one per chunk of
-/// at most max_elements_per_call elements). MPI makes progress on them inside MPI calls: test()
+/// at most max_elements_per_call elements); also of start_all_to_all / start_all_gather (one
+/// MPI_Ialltoall / MPI_Iallgather request, T = std::uint16_t). MPI makes progress on them inside MPI calls: test()
 /// calls MPI_Testall, so calling it between local steps moves the reduction forward while they
 /// run (no progress thread, so MPI_THREAD_FUNNELED suffices). For avg, the 1/M scaling runs when
 /// test() or wait() first sees the requests complete. The destructor waits (MPI_Waitall). A
@@ -205,6 +206,7 @@ class mpi_all_reduce_handle {
       size_ = o.size_;
       rank_ = o.rank_;
       average_ = o.average_;
+      operation_ = o.operation_;
     }
     return *this;
   }
@@ -215,7 +217,7 @@ class mpi_all_reduce_handle {
       int flag = 0;
       const int code = MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE);
       if (code != MPI_SUCCESS) requests_.clear();  // MPI frees failed requests
-      detail::mpi_check(code, "start_all_reduce", "MPI_Testall", rank_);
+      detail::mpi_check(code, operation_, "MPI_Testall", rank_);
       if (!flag) return false;
       complete();
     }
@@ -228,11 +230,11 @@ class mpi_all_reduce_handle {
     if (!requests_.empty()) {
       int code = MPI_SUCCESS;
       {
-        detail::mpi_watch watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
+        detail::mpi_watch watch(watchdog(), operation_, "MPI_Waitall", n_ * sizeof(T));
         code = MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
       }
       requests_.clear();
-      detail::mpi_check(code, "start_all_reduce", "MPI_Waitall", rank_);
+      detail::mpi_check(code, operation_, "MPI_Waitall", rank_);
       complete();
     }
     raise();
@@ -259,7 +261,7 @@ class mpi_all_reduce_handle {
   void wait_noexcept() noexcept {
     int finalized = 1;
     if (requests_.empty() || MPI_Finalized(&finalized) != MPI_SUCCESS || finalized) return;
-    detail::mpi_watch watch(watchdog(), "start_all_reduce", "MPI_Waitall", n_ * sizeof(T));
+    detail::mpi_watch watch(watchdog(), operation_, "MPI_Waitall", n_ * sizeof(T));
     MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
     requests_.clear();
   }
@@ -271,6 +273,7 @@ class mpi_all_reduce_handle {
   std::size_t n_ = 0;
   int size_ = 1, rank_ = -1;
   bool average_ = false;
+  const char* operation_ = "start_all_reduce";  // or start_all_to_all, start_all_gather (words)
 };
 
 /// The communicator over an MPI intra-communicator, e.g. `dppf::mpi_communicator{MPI_COMM_WORLD}`. MPI must
@@ -408,6 +411,15 @@ class mpi_communicator {
                       "MPI_Allgather", rank_);
   }
 
+  /// Start all_to_all / all_gather with MPI_Ialltoall / MPI_Iallgather and return (the same
+  /// agreement and progress as start_all_reduce).
+  mpi_all_reduce_handle<std::uint16_t> start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    return start_exchange("start_all_to_all", true, in, out);
+  }
+  mpi_all_reduce_handle<std::uint16_t> start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    return start_exchange("start_all_gather", false, in, out);
+  }
+
   /// Starts out = sum (or average) over ranks of in with MPI_Iallreduce and returns. The
   /// argument agreement (options.check_arguments) is still one small blocking all-reduce at the
   /// start, so a mismatch is known on every rank before any payload moves; it is raised, like
@@ -449,6 +461,29 @@ class mpi_communicator {
     if (error.empty() && std::max(in.size(), out.size()) > static_cast<std::size_t>(INT_MAX))
       error = std::string(who) + ": " + std::to_string(std::max(in.size(), out.size())) + " words exceed one MPI call (INT_MAX)";
     return error;
+  }
+
+  mpi_all_reduce_handle<std::uint16_t> start_exchange(const char* operation, bool all_to_all, std::span<const std::uint16_t> in,
+                                                      std::span<std::uint16_t> out) {
+    mpi_all_reduce_handle<std::uint16_t> h(handle_, out.data(), out.size(), size_, rank_, false);
+    h.operation_ = operation;
+    try {
+      const std::string error = exchange_error((std::string("mpi::") + operation).c_str(), all_to_all, in, out);
+      agree_on_arguments(operation,
+                         {.kind = all_to_all ? detail::collective::all_to_all : detail::collective::buffer_all_gather,
+                          .n = in.size(),
+                          .element_size = 2},
+                         error);
+      MPI_Request request = MPI_REQUEST_NULL;
+      const int count = static_cast<int>(all_to_all ? in.size() / static_cast<std::size_t>(size_) : in.size());
+      const int code = all_to_all ? MPI_Ialltoall(in.data(), count, MPI_UINT16_T, out.data(), count, MPI_UINT16_T, comm(), &request)
+                                  : MPI_Iallgather(in.data(), count, MPI_UINT16_T, out.data(), count, MPI_UINT16_T, comm(), &request);
+      detail::mpi_check(code, operation, all_to_all ? "MPI_Ialltoall" : "MPI_Iallgather", rank_);
+      h.requests_.push_back(request);
+    } catch (...) {
+      h.error_ = std::current_exception();
+    }
+    return h;
   }
 
   template <class T>

@@ -43,7 +43,7 @@ struct single_communicator {
   void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) { exchange(true, in, out, "single::all_to_all"); }
   void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) { exchange(false, in, out, "single::all_gather"); }
 
-  /// The all-reduce runs at once; its error, if any, is raised by the handle's test() / wait().
+  /// The collective runs at once; its error, if any, is raised by the handle's test() / wait().
   template <host_buffer In, host_buffer Out>
   completed_handle start_all_reduce(const In& in, Out&& out, reduce_op op) {
     return run_now([&] { all_reduce(in, out, op); });
@@ -51,6 +51,12 @@ struct single_communicator {
   template <host_buffer B>
   completed_handle start_all_reduce(B&& inout, reduce_op op) {
     return run_now([&] { all_reduce(inout, op); });
+  }
+  completed_handle start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    return run_now([&] { all_to_all(in, out); });
+  }
+  completed_handle start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    return run_now([&] { all_gather(in, out); });
   }
 
  private:

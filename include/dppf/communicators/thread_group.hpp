@@ -43,13 +43,15 @@ struct thread_slot {
   double scalar = 0.0;
 };
 
-// One asynchronous all-reduce: every rank posts into it at its start; the last to post judges
-// the arguments and, if they agree, reduces every rank's buffer outside the lock.
+// One started collective (an all-reduce or an exchange): every rank posts into it at its start;
+// the last to post judges the arguments and, if they agree, does every rank's part of the work
+// (reduces or copies into every rank's output) outside the lock.
 struct thread_async_op {
   enum class phase { posting, reducing, done, rejected };
-  explicit thread_async_op(std::size_t m) : args(m), slots(m) {}
+  thread_async_op(std::size_t m, const char* w) : args(m), slots(m), who(w) {}
   std::vector<collective_args> args;
   std::vector<thread_slot> slots;
+  const char* who;  // "thread_group::start_all_reduce", ...
   int posted = 0;
   phase state = phase::posting;
   agreement verdict;
@@ -80,6 +82,14 @@ void reduce_slots(const std::vector<thread_slot>& slots, std::size_t begin, std:
       for (std::size_t i = 0; i < len; ++i) y[i] = static_cast<T>(acc[i]);
     }
   }
+}
+
+// Rank r's output of an exchange from every rank's input, in blocks of `block` words: for an
+// all-to-all, block j is block r of rank j's input; for an all-gather, rank j's whole input.
+inline void exchange_into(const std::vector<thread_slot>& slots, std::size_t r, std::size_t block, bool all_to_all) {
+  for (std::size_t j = 0; j < slots.size(); ++j)
+    std::copy_n(static_cast<const std::uint16_t*>(slots[j].in) + (all_to_all ? r * block : 0), block,
+                static_cast<std::uint16_t*>(slots[r].out) + j * block);
 }
 
 struct thread_group_state {
@@ -187,8 +197,9 @@ class thread_group {
   std::shared_ptr<detail::thread_group_state> state_;
 };
 
-/// The handle of a thread_communicator's asynchronous all-reduce (see async_communicator.hpp).
-/// The last rank to start the all-reduce reduces every rank's buffer, so the others' test()
+/// The handle of a thread_communicator's started collective (see async_communicator.hpp): an
+/// all-reduce, an all-to-all or an all-gather. The last rank to start it does every rank's work
+/// (reduces, or copies into every rank's output), so the others' test()
 /// turns true without their taking part. wait() is bounded by the group's timeout: on expiry
 /// this rank raises timeout_error and aborts the group (the others raise communication_error).
 /// The destructor waits (bounded the same way), so no buffer is written after the handle is gone.
@@ -231,7 +242,7 @@ class thread_all_reduce_handle {
     if (!in_time && !settled()) {
       const int posted = op_->posted;
       const std::string why = "rank " + std::to_string(rank_) + " timed out after " + std::to_string(state_->options.timeout.count()) +
-                              " ms waiting for an asynchronous all_reduce (" + std::to_string(posted) + " of " +
+                              " ms waiting for " + op_->who + " (" + std::to_string(posted) + " of " +
                               std::to_string(state_->size) + " ranks had started it)";
       if (!state_->aborted) state_->abort_reason = why;
       state_->aborted = true;
@@ -260,7 +271,7 @@ class thread_all_reduce_handle {
     const std::shared_ptr<detail::thread_async_op> op = std::move(op_);
     if (op->state == detail::thread_async_op::phase::done) return;
     if (op->state == detail::thread_async_op::phase::rejected)
-      detail::raise_unless_agreed("thread_group::start_all_reduce", rank_, problem_, op->verdict, [&] { return op->args; });
+      detail::raise_unless_agreed(op->who, rank_, problem_, op->verdict, [&] { return op->args; });
     state_->raise_aborted();
   }
 
@@ -349,10 +360,7 @@ class thread_communicator {
         detail::exchange_problem("thread_group::all_to_all", true, in.size(), out.size(), size(), in.data(), out.data());
     post({.kind = detail::collective::all_to_all, .n = in.size(), .element_size = sizeof(std::uint16_t)},
          {.in = in.data(), .out = out.data()}, "thread_group::all_to_all", problem);
-    const std::size_t block = in.size() / static_cast<std::size_t>(size());
-    for (std::size_t j = 0; j < static_cast<std::size_t>(size()); ++j)
-      std::copy_n(static_cast<const std::uint16_t*>(state_->slots[j].in) + static_cast<std::size_t>(rank_) * block, block,
-                  out.data() + j * block);
+    detail::exchange_into(state_->slots, static_cast<std::size_t>(rank_), in.size() / static_cast<std::size_t>(size()), true);
     state_->barrier(false);  // no rank's input changes before every rank has copied from it
   }
 
@@ -362,8 +370,7 @@ class thread_communicator {
         detail::exchange_problem("thread_group::all_gather", false, in.size(), out.size(), size(), in.data(), out.data());
     post({.kind = detail::collective::buffer_all_gather, .n = in.size(), .element_size = sizeof(std::uint16_t)},
          {.in = in.data(), .out = out.data()}, "thread_group::all_gather", problem);
-    for (std::size_t j = 0; j < static_cast<std::size_t>(size()); ++j)
-      std::copy_n(static_cast<const std::uint16_t*>(state_->slots[j].in), in.size(), out.data() + j * in.size());
+    detail::exchange_into(state_->slots, static_cast<std::size_t>(rank_), in.size(), false);
     state_->barrier(false);
   }
 
@@ -382,6 +389,29 @@ class thread_communicator {
     using T = std::remove_cv_t<buffer_element_t<B>>;
     T* p = std::ranges::data(inout);
     return start_reduce<T>(p, p, std::ranges::size(inout), std::ranges::size(inout), op);
+  }
+
+  /// Starts all_to_all / all_gather and returns at once, except on the last rank to start it,
+  /// which copies every rank's blocks (the same copies as the blocking ones).
+  thread_all_reduce_handle start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    const char* who = "thread_group::start_all_to_all";
+    const std::size_t n = in.size();
+    return start_collective({.kind = detail::collective::all_to_all, .n = n, .element_size = sizeof(std::uint16_t)},
+                            {.in = in.data(), .out = out.data()}, who,
+                            detail::exchange_problem(who, true, n, out.size(), size(), in.data(), out.data()),
+                            [n](const std::vector<detail::thread_slot>& slots) {
+                              for (std::size_t r = 0; r < slots.size(); ++r) detail::exchange_into(slots, r, n / slots.size(), true);
+                            });
+  }
+  thread_all_reduce_handle start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    const char* who = "thread_group::start_all_gather";
+    const std::size_t n = in.size();
+    return start_collective({.kind = detail::collective::buffer_all_gather, .n = n, .element_size = sizeof(std::uint16_t)},
+                            {.in = in.data(), .out = out.data()}, who,
+                            detail::exchange_problem(who, false, n, out.size(), size(), in.data(), out.data()),
+                            [n](const std::vector<detail::thread_slot>& slots) {
+                              for (std::size_t r = 0; r < slots.size(); ++r) detail::exchange_into(slots, r, n, false);
+                            });
   }
 
  private:
@@ -424,10 +454,21 @@ class thread_communicator {
 
   template <class T>
   thread_all_reduce_handle start_reduce(const T* in, T* out, std::size_t n_in, std::size_t n_out, reduce_op op) {
+    const char* who = "thread_group::start_all_reduce";
+    return start_collective({.kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op},
+                            {.in = in, .out = out}, who, detail::buffer_all_reduce_problem(who, n_in, n_out, op),
+                            [n_in, op](const std::vector<detail::thread_slot>& slots) {
+                              detail::reduce_slots<T>(slots, 0, n_in, op == reduce_op::avg);
+                            });
+  }
+
+  // Posts this rank's part of the next started collective; the last rank to post judges the
+  // arguments and, if they agree, runs work on every rank's slot.
+  template <class Work>
+  thread_all_reduce_handle start_collective(detail::collective_args args, detail::thread_slot slot, const char* who,
+                                            std::string problem, Work work) {
     using phase = detail::thread_async_op::phase;
-    std::string problem = detail::buffer_all_reduce_problem("thread_group::start_all_reduce", n_in, n_out, op);
-    const detail::collective_args args{
-        .kind = detail::collective::buffer_all_reduce, .n = n_in, .element_size = sizeof(T), .op = op, .rejected = !problem.empty()};
+    args.rejected = !problem.empty();
     std::shared_ptr<detail::thread_async_op> o;
     bool last = false;
     {
@@ -435,10 +476,10 @@ class thread_communicator {
       if (state_->aborted) state_->raise_aborted();
       const std::uint64_t seq = state_->async_started[static_cast<std::size_t>(rank_)]++;
       auto& open = state_->async_open[seq];
-      if (!open) open = std::make_shared<detail::thread_async_op>(static_cast<std::size_t>(size()));
+      if (!open) open = std::make_shared<detail::thread_async_op>(static_cast<std::size_t>(size()), who);
       o = open;
       o->args[static_cast<std::size_t>(rank_)] = args;
-      o->slots[static_cast<std::size_t>(rank_)] = {.in = in, .out = out};
+      o->slots[static_cast<std::size_t>(rank_)] = slot;
       if (++o->posted == size()) {
         last = true;
         state_->async_open.erase(seq);
@@ -448,7 +489,7 @@ class thread_communicator {
     }
     if (last) {
       if (o->state == phase::reducing) {
-        detail::reduce_slots<T>(o->slots, 0, n_in, op == reduce_op::avg);
+        work(o->slots);
         std::lock_guard lock(state_->mutex);
         o->state = phase::done;
       }

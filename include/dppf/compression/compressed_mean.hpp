@@ -26,8 +26,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../buffer.hpp"
@@ -69,11 +71,61 @@ class compressed_mean {
   /// whether the mean is finite (the same answer on every rank).
   template <exchange_communicator C>
   bool operator()(C& comm, std::span<const T> x, std::span<T> mean) {
-    detail::require_same_size(x.size(), n_, "compressed_mean: parameters");
-    detail::require_same_size(mean.size(), n_, "compressed_mean: output");
-    detail::require(static_cast<std::size_t>(comm.size()) * chunk_ * 2 + chunk_ == words_.size(),
-                    "compressed_mean: the group size differs from the one the state was built for");
-    return options_.precision == sync_precision::bf16 ? run<bf16_format>(comm, x, mean) : run<fp16_format>(comm, x, mean);
+    check(comm, x, mean);
+    quantize_sent(x);
+    comm.all_to_all(sent(), received());
+    reduce_owned(comm.rank());
+    comm.all_gather(owned(), gathered());
+    return commit(comm.rank(), x, mean);
+  }
+
+  /// The same mean in three calls, so that the exchanges run while the caller computes (an
+  /// overlapped sync): start() quantizes x and starts the all-to-all; gather() waits for it,
+  /// reduces this rank's chunk and starts the all-gather; finish() waits for that (after
+  /// gather() if it was not called) and writes the mean as operator() does, the same bits.
+  /// Every rank makes the same calls in the same order. Between start() and finish() x must not
+  /// change and this object must be left alone; the state changes only when finish() returns,
+  /// so a sync that raises (at any of the three, or at in_flight::test()) leaves it as it was.
+  template <async_exchange_communicator C>
+  class in_flight {
+    using exchange_handle = decltype(std::declval<C&>().start_all_to_all(std::span<const std::uint16_t>{}, std::span<std::uint16_t>{}));
+    using gather_handle = decltype(std::declval<C&>().start_all_gather(std::span<const std::uint16_t>{}, std::span<std::uint16_t>{}));
+
+   public:
+    /// test() on the collective in progress (true once it is done); raises its error.
+    bool test() { return gather_ ? gather_->test() : exchange_->test(); }
+    bool gathering() const noexcept { return gather_.has_value(); }
+
+   private:
+    friend class compressed_mean;
+    explicit in_flight(exchange_handle h) : exchange_(std::move(h)) {}
+    std::optional<exchange_handle> exchange_;
+    std::optional<gather_handle> gather_;
+  };
+
+  template <async_exchange_communicator C>
+  in_flight<C> start(C& comm, std::span<const T> x) {
+    check(comm, x, x);
+    quantize_sent(x);
+    return in_flight<C>(comm.start_all_to_all(sent(), received()));
+  }
+
+  template <async_exchange_communicator C>
+  void gather(C& comm, in_flight<C>& f) {
+    detail::require(!f.gather_, "compressed_mean::gather: the all-gather was already started");
+    f.exchange_->wait();
+    f.exchange_.reset();
+    reduce_owned(comm.rank());
+    f.gather_.emplace(comm.start_all_gather(owned(), gathered()));
+  }
+
+  template <async_exchange_communicator C>
+  bool finish(C& comm, in_flight<C>& f, std::span<const T> x, std::span<T> mean) {
+    check(comm, x, mean);
+    if (!f.gather_) gather(comm, f);
+    f.gather_->wait();
+    f.gather_.reset();
+    return commit(comm.rank(), x, mean);
   }
 
   const compressed_mean_options& options() const noexcept { return options_; }
@@ -94,59 +146,106 @@ class compressed_mean {
 
  private:
   std::span<T> reference_span() noexcept { return {values_.data(), n_}; }
-  template <class Format, class C>
-  bool run(C& comm, std::span<const T> x, std::span<T> mean) {
-    const std::size_t n = x.size(), m = static_cast<std::size_t>(comm.size()), rank = static_cast<std::size_t>(comm.rank());
-    T* const reference = values_.data();
-    T* const residual = reference + n;
-    T* const owner_residual = residual + n;
-    std::uint16_t* const sent = words_.data();
-    std::uint16_t* const received = sent + m * chunk_;
-    std::uint16_t* const owned = received + m * chunk_;
-    // The residuals change only once both collectives have succeeded: a sync that raises (a
-    // timeout, a peer lost) leaves the state as it was, so the next sync sends what this one
-    // failed to. Each pass below therefore quantizes with a copy of its residual, and the last
-    // pass recomputes the same words to update them (deterministic, so the same bits).
-    const quantize_difference_fn<Format> quantize{options_.error_feedback};
-    for (std::size_t k = 0; k < n; ++k) {
-      T e = residual[k];
-      quantize(x[k], reference[k], e, sent[k]);
-    }
-    std::fill(sent + n, sent + m * chunk_, std::uint16_t{0});
-    comm.all_to_all(std::span<const std::uint16_t>(sent, m * chunk_), std::span<std::uint16_t>(received, m * chunk_));
+  // The words: sent (M c), received (M c), owned (c); the all-gather lands in sent's place.
+  std::span<std::uint16_t> sent() noexcept { return block(0); }
+  std::span<std::uint16_t> received() noexcept { return block(1); }
+  std::span<std::uint16_t> gathered() noexcept { return block(0); }
+  std::span<std::uint16_t> owned() noexcept { return {words_.data() + words_.size() - chunk_, chunk_}; }
+  std::span<std::uint16_t> block(std::size_t k) noexcept {
+    const std::size_t mc = (words_.size() - chunk_) / 2;
+    return {words_.data() + k * mc, mc};
+  }
 
-    const quantize_mean_fn<Format> owner{1.0 / static_cast<double>(m), options_.error_feedback};
-    const std::size_t begin = rank * chunk_, mine = begin < n ? std::min(chunk_, n - begin) : 0;
-    const auto owner_sum = [&](std::size_t t) {
-      double sum = 0.0;
-      for (std::size_t j = 0; j < m; ++j) sum += static_cast<double>(Format::decode(received[j * chunk_ + t]));
-      return sum;
-    };
-    for (std::size_t t = 0; t < chunk_; ++t) {
-      T g = owner_residual[t];
-      if (t < mine)
-        owner(owner_sum(t), g, owned[t]);
+  template <class C>
+  void check(C& comm, std::span<const T> x, std::span<const T> mean) const {
+    detail::require_same_size(x.size(), n_, "compressed_mean: parameters");
+    detail::require_same_size(mean.size(), n_, "compressed_mean: output");
+    detail::require(static_cast<std::size_t>(comm.size()) * chunk_ * 2 + chunk_ == words_.size(),
+                    "compressed_mean: the group size differs from the one the state was built for");
+  }
+
+  // The format's functor types, chosen at run time from the options.
+  template <class F>
+  decltype(auto) with_format(F&& f) const {
+    return options_.precision == sync_precision::bf16 ? f(bf16_format{}) : f(fp16_format{});
+  }
+
+  // The residuals change only once both collectives have succeeded (commit): a sync that raises
+  // (a timeout, a peer lost) leaves the state as it was, so the next sync sends what this one
+  // failed to. The passes before it therefore quantize with a copy of their residual, and
+  // commit recomputes the same words to update them (deterministic, so the same bits).
+  void quantize_sent(std::span<const T> x) {
+    with_format([&]<class Format>(Format) {
+      const quantize_difference_fn<Format> quantize{options_.error_feedback};
+      const T* reference = values_.data();
+      const T* residual = reference + n_;
+      std::uint16_t* out = sent().data();
+      for (std::size_t k = 0; k < n_; ++k) {
+        T e = residual[k];
+        quantize(x[k], reference[k], e, out[k]);
+      }
+      std::fill(out + n_, out + sent().size(), std::uint16_t{0});
+      return 0;
+    });
+  }
+
+  std::size_t owned_count(int rank) const noexcept {
+    const std::size_t begin = static_cast<std::size_t>(rank) * chunk_;
+    return begin < n_ ? std::min(chunk_, n_ - begin) : 0;
+  }
+
+  // Element t of this rank's chunk: the sum over ranks of what they sent for it, in double.
+  template <class Format>
+  double owner_sum(std::size_t t) noexcept {
+    const std::uint16_t* in = received().data();
+    double sum = 0.0;
+    for (std::size_t j = 0; j < received().size() / chunk_; ++j) sum += static_cast<double>(Format::decode(in[j * chunk_ + t]));
+    return sum;
+  }
+
+  void reduce_owned(int rank) {
+    with_format([&]<class Format>(Format) {
+      const std::size_t m = received().size() / chunk_, mine = owned_count(rank);
+      const quantize_mean_fn<Format> owner{1.0 / static_cast<double>(m), options_.error_feedback};
+      const T* owner_residual = values_.data() + 2 * n_;
+      std::uint16_t* out = owned().data();
+      for (std::size_t t = 0; t < chunk_; ++t) {
+        T g = owner_residual[t];
+        if (t < mine)
+          owner(owner_sum<Format>(t), g, out[t]);
+        else
+          out[t] = 0;  // padding past N
+      }
+      return 0;
+    });
+  }
+
+  // Both collectives succeeded: commit the residuals (x[k] is read before mean[k] is written, so
+  // x and mean may be one buffer), then the mean and the reference.
+  bool commit(int rank, std::span<const T> x, std::span<T> mean) {
+    return with_format([&]<class Format>(Format) {
+      const std::size_t m = received().size() / chunk_, mine = owned_count(rank);
+      T* const reference = values_.data();
+      T* const residual = reference + n_;
+      T* const owner_residual = residual + n_;
+      const quantize_difference_fn<Format> quantize{options_.error_feedback};
+      const quantize_mean_fn<Format> owner{1.0 / static_cast<double>(m), options_.error_feedback};
+      const dequantize_onto_fn<Format> dequantize;
+      const std::uint16_t* all = gathered().data();
+      std::uint16_t word;
+      for (std::size_t t = 0; t < mine; ++t) owner(owner_sum<Format>(t), owner_residual[t], word);
+      bool finite = true;
+      for (std::size_t k = 0; k < n_; ++k) {
+        quantize(x[k], reference[k], residual[k], word);
+        dequantize(reference[k], all[k], mean[k]);
+        finite = finite && std::isfinite(mean[k]);
+      }
+      if (finite)
+        std::copy(mean.begin(), mean.end(), reference);
       else
-        owned[t] = 0;  // padding past N
-    }
-    comm.all_gather(std::span<const std::uint16_t>(owned, chunk_), std::span<std::uint16_t>(sent, m * chunk_));
-
-    // Both collectives succeeded: commit the residuals (x[k] is read before mean[k] is written,
-    // so x and mean may be one buffer), then the mean and the reference.
-    std::uint16_t word;
-    for (std::size_t t = 0; t < mine; ++t) owner(owner_sum(t), owner_residual[t], word);
-    const dequantize_onto_fn<Format> dequantize;
-    bool finite = true;
-    for (std::size_t k = 0; k < n; ++k) {
-      quantize(x[k], reference[k], residual[k], word);
-      dequantize(reference[k], sent[k], mean[k]);
-      finite = finite && std::isfinite(mean[k]);
-    }
-    if (finite)
-      std::copy(mean.begin(), mean.end(), reference);
-    else
-      std::fill(residual, owner_residual + chunk_, T(0));  // e and g, adjacent
-    return finite;
+        std::fill(residual, owner_residual + chunk_, T(0));  // e and g, adjacent
+      return finite;
+    });
   }
 
   compressed_mean_options options_;

@@ -30,7 +30,6 @@
 // * Not survived: the loss of the store (unreachable beyond the timeout), a store that empties
 //   during a regroup, and a failure before a group's first generation formed.
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -136,7 +135,7 @@ class elastic_group {
   elastic_group(const gloo_store& store, int founders, elastic_group_options options)
       : options_(std::move(options)), store_(store, checked(options_).gloo.timeout), founders_(founders) {
     detail::require_option(founders >= 1, "elastic_group", "founders", founders, "must be >= 1");
-    ignore_sigpipe();
+    detail::gloo_ignore_sigpipe();  // also for the store's sockets, before any communicator
     claim_id();
   }
   elastic_group(const elastic_group&) = delete;
@@ -289,13 +288,6 @@ class elastic_group {
   }
 
  private:
-  // A write to a peer that went away (e.g. after SIGCONT, to a socket the others gave up) must
-  // raise EPIPE, not kill the process with SIGPIPE: ignored unless the program installed a handler.
-  static void ignore_sigpipe() {
-    struct sigaction current {};
-    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
-  }
-
   static const elastic_group_options& checked(const elastic_group_options& o) {
     o.validate();
     return o;
