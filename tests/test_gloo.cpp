@@ -6,7 +6,12 @@
 #include <dppf/communicators/thread_group.hpp>
 #include <dppf/dppf.hpp>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -201,6 +206,48 @@ TEST_CASE("gloo_communicator bad construction arguments") {
   both.redis_host = "127.0.0.1";
   dppf_test::check_throws_with<dppf::invalid_argument_error>([&] { dppf::gloo_communicator(both, 0, 1, loopback()); }, "exactly one of");
   std::filesystem::remove_all(s.file_dir);
+}
+
+// Run in a child process: the signal disposition is process-wide. Returns the child's wait status.
+static int in_child(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(body());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+TEST_CASE("gloo_communicator SIGPIPE: a write to a vanished peer raises EPIPE instead of killing the rank") {
+  const dppf::gloo_store store = fresh_store();
+  // The default disposition (terminate) is replaced by "ignore" once a communicator exists: a
+  // write to a closed pipe then fails with EPIPE and the process lives to report it.
+  const int status = in_child([&] {
+    ::signal(SIGPIPE, SIG_DFL);
+    dppf::gloo_communicator c(store, 0, 1, loopback());
+    int fds[2];
+    if (::pipe(fds) != 0) return 2;
+    ::close(fds[0]);
+    const char byte = 1;
+    return ::write(fds[1], &byte, 1) == -1 && errno == EPIPE ? 0 : 3;
+  });
+  CHECK_FALSE(WIFSIGNALED(status));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // A handler the program installed is left alone.
+  const dppf::gloo_store store2 = fresh_store();
+  const int kept = in_child([&] {
+    ::signal(SIGPIPE, [](int) {});
+    const auto mine = ::signal(SIGPIPE, SIG_DFL);
+    ::signal(SIGPIPE, mine);
+    dppf::gloo_communicator c(store2, 0, 1, loopback());
+    struct sigaction now {};
+    ::sigaction(SIGPIPE, nullptr, &now);
+    return now.sa_handler == mine ? 0 : 4;
+  });
+  CHECK(WIFEXITED(kept));
+  CHECK(WEXITSTATUS(kept) == 0);
+  std::filesystem::remove_all(store.file_dir);
+  std::filesystem::remove_all(store2.file_dir);
 }
 
 TEST_CASE("gloo_communicator two processes claiming one rank: the second raises at once") {
