@@ -394,24 +394,10 @@ class thread_communicator {
   /// Starts all_to_all / all_gather and returns at once, except on the last rank to start it,
   /// which copies every rank's blocks (the same copies as the blocking ones).
   thread_all_reduce_handle start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
-    const char* who = "thread_group::start_all_to_all";
-    const std::size_t n = in.size();
-    return start_collective({.kind = detail::collective::all_to_all, .n = n, .element_size = sizeof(std::uint16_t)},
-                            {.in = in.data(), .out = out.data()}, who,
-                            detail::exchange_problem(who, true, n, out.size(), size(), in.data(), out.data()),
-                            [n](const std::vector<detail::thread_slot>& slots) {
-                              for (std::size_t r = 0; r < slots.size(); ++r) detail::exchange_into(slots, r, n / slots.size(), true);
-                            });
+    return start_exchange("thread_group::start_all_to_all", true, in, out);
   }
   thread_all_reduce_handle start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
-    const char* who = "thread_group::start_all_gather";
-    const std::size_t n = in.size();
-    return start_collective({.kind = detail::collective::buffer_all_gather, .n = n, .element_size = sizeof(std::uint16_t)},
-                            {.in = in.data(), .out = out.data()}, who,
-                            detail::exchange_problem(who, false, n, out.size(), size(), in.data(), out.data()),
-                            [n](const std::vector<detail::thread_slot>& slots) {
-                              for (std::size_t r = 0; r < slots.size(); ++r) detail::exchange_into(slots, r, n, false);
-                            });
+    return start_exchange("thread_group::start_all_gather", false, in, out);
   }
 
  private:
@@ -459,6 +445,18 @@ class thread_communicator {
                             {.in = in, .out = out}, who, detail::buffer_all_reduce_problem(who, n_in, n_out, op),
                             [n_in, op](const std::vector<detail::thread_slot>& slots) {
                               detail::reduce_slots<T>(slots, 0, n_in, op == reduce_op::avg);
+                            });
+  }
+
+  thread_all_reduce_handle start_exchange(const char* who, bool all_to_all, std::span<const std::uint16_t> in,
+                                          std::span<std::uint16_t> out) {
+    const std::size_t n = in.size();
+    const auto kind = all_to_all ? detail::collective::all_to_all : detail::collective::buffer_all_gather;
+    return start_collective({.kind = kind, .n = n, .element_size = sizeof(std::uint16_t)}, {.in = in.data(), .out = out.data()},
+                            who, detail::exchange_problem(who, all_to_all, n, out.size(), size(), in.data(), out.data()),
+                            [n, all_to_all](const std::vector<detail::thread_slot>& slots) {
+                              const std::size_t block = all_to_all ? n / slots.size() : n;
+                              for (std::size_t r = 0; r < slots.size(); ++r) detail::exchange_into(slots, r, block, all_to_all);
                             });
   }
 
