@@ -1,7 +1,7 @@
 #!/bin/sh
 # A fault mid-training, during a sync, on 3 emulated hosts (fashion_mnist --comm gloo, ddp over
 # 50 Mbit/s links, so nearly all the time is the gradient all-reduce; 3 s timeout): host 3's rank
-# SIGKILLed, SIGSTOPped, or its link cut, once every rank has saved the checkpoints of step 3.
+# SIGKILLed, SIGSTOPped, or its link cut, once every rank's checkpoint file of step 3 exists.
 # Every other rank (for a cut, host 3's too) must exit non-zero with its error within the timeout
 # + 10 s, and nothing may be left. Then on fresh hosts --resume must continue from the newest
 # step of which every rank has a checkpoint and finish with exactly the uninterrupted run's numbers.
@@ -15,6 +15,14 @@ args="--method ddp --epochs 1 --train-limit 3000 --test-limit 1000 --sharpness-s
 "$C" up 3 50mbit >/dev/null || fail "up"
 for k in 1 2 3; do rank "a$k" $k $((k - 1)) 3 --prefix first $args; done
 wait_for "$dir/a1.err" "saved the checkpoints of step 3" 60
+# Rank 0 reports its own save; each rank writes its file itself (a temporary renamed at the end),
+# so the fault waits for all three files or it may hit host 3 mid-write.
+i=0
+until [ -f "$ckpt/ddp.step3.rank1.safetensors" ] && [ -f "$ckpt/ddp.step3.rank2.safetensors" ]; do
+  i=$((i + 1))
+  [ $i -le 600 ] || fail "ranks 1 and 2 did not save step 3 within 30 s of rank 0: $(ls "$ckpt")"
+  sleep 0.05
+done
 grep -q "saved the checkpoints of step 15" "$dir/a1.err" && fail "training ended before the fault"
 t0=$(now)
 "$C" "$fault" 3
