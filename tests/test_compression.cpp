@@ -6,6 +6,8 @@
 // without); wire bytes against the fp32 ring; full = today's bits; errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -209,10 +211,11 @@ void check_compressed_mean(dppf::sync_precision precision, const dppf_test::refe
     residual[i].assign(cm.residual().begin(), cm.residual().end());
     owner[i].assign(cm.owner_residual().begin(), cm.owner_residual().end());
     reference[i].assign(cm.reference().begin(), cm.reference().end());
-    // One all-reduce for r0, then an all-to-all and an all-gather per sync.
+    // The ranks start apart: the fingerprints' all-gather and one all-reduce for r0, then an
+    // all-to-all and an all-gather per sync.
     CHECK(counted.counts().buffer_all_reduces == 1);
     CHECK(counted.counts().all_to_alls == syncs);
-    CHECK(counted.counts().buffer_all_gathers == syncs);
+    CHECK(counted.counts().buffer_all_gathers == syncs + 1);
   });
   const std::size_t chunk = (n + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
   for (int s = 0; s < syncs; ++s)
@@ -253,6 +256,83 @@ TEST_CASE("compressed sync: the mean equals an independent replay with error fee
       check_compressed_mean<float>(dppf::sync_precision::fp16, dppf_test::reference_fp16(), m, n, staging::two_calls);
       check_compressed_mean<double>(dppf::sync_precision::bf16, dppf_test::reference_bf16(), m, n, staging::three_calls);
     }
+}
+
+TEST_CASE("compressed sync: the fingerprint tells apart buffers one bit, one element or the length apart") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  std::mt19937_64 gen(seed);
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{33}}) {
+    CAPTURE(n);
+    const std::vector<float> x = dppf_test::random_vector<float>(n, seed + n);
+    const auto base = dppf::detail::fingerprint(std::span<const float>(x));
+    CHECK(dppf::detail::fingerprint(std::span<const float>(std::vector<float>(x))) == base);
+    // Every bit of every element, flipped alone, changes it (the tail word included).
+    for (std::size_t k = 0; k < n; ++k)
+      for (int bit = 0; bit < 32; ++bit) {
+        std::vector<float> y = x;
+        std::uint32_t w;
+        std::memcpy(&w, &y[k], 4);
+        w ^= std::uint32_t{1} << bit;
+        std::memcpy(&y[k], &w, 4);
+        CHECK(dppf::detail::fingerprint(std::span<const float>(y)) != base);
+      }
+    // A zero appended (what the tail is padded with) changes it too: the length is mixed in.
+    std::vector<float> longer = x;
+    longer.push_back(0.0f);
+    CHECK(dppf::detail::fingerprint(std::span<const float>(longer)) != base);
+  }
+  // Random buffers of one length do not collide in any of the 8 words' 16 bits more often than
+  // chance: 2000 fingerprints, each word's values spread (a constant word would be a dead lane).
+  std::vector<std::array<std::uint16_t, 8>> seen;
+  for (int t = 0; t < 2000; ++t)
+    seen.push_back(dppf::detail::fingerprint(std::span<const float>(dppf_test::random_vector<float>(64, gen()))));
+  for (std::size_t w = 0; w < 8; ++w) {
+    std::vector<std::uint16_t> words;
+    for (const auto& f : seen) words.push_back(f[w]);
+    std::sort(words.begin(), words.end());
+    const auto distinct = static_cast<std::size_t>(std::unique(words.begin(), words.end()) - words.begin());
+    CHECK(distinct > 1900);  // 2000 draws of 65536 values: about 1970 distinct expected
+  }
+}
+
+TEST_CASE("compressed sync: the reference starts as the parameters when every rank holds them, else as their exact mean") {
+  const std::uint64_t seed = dppf_test::compression_seed();
+  INFO("seed = " << seed);
+  constexpr int m = 3;  // x + x + x rounds: a mean all-reduce would not give x back exactly
+  constexpr std::size_t n = 1001;
+  const std::vector<float> common = dppf_test::random_vector<float>(n, seed);
+  std::mt19937_64 gen(seed + 1);
+  const std::size_t at = std::uniform_int_distribution<std::size_t>(0, n - 1)(gen);
+  const int odd_rank = std::uniform_int_distribution<int>(0, m - 1)(gen);
+  for (bool apart : {false, true}) {
+    CAPTURE(apart);
+    std::vector<std::vector<float>> x(m, common);
+    if (apart) x[static_cast<std::size_t>(odd_rank)][at] = std::nextafter(common[at], 1e30f);  // one ulp on one rank
+    std::vector<std::vector<float>> reference(m);
+    std::vector<dppf::communication_counts> counts(m);
+    dppf::thread_group group(m, {.timeout = std::chrono::seconds(60)});
+    group.run([&](dppf::thread_communicator comm) {
+      const auto i = static_cast<std::size_t>(comm.rank());
+      dppf::counting_communicator counted(comm);
+      dppf::compressed_mean<float> cm(counted, std::span<const float>(x[i]), {});
+      reference[i].assign(cm.reference().begin(), cm.reference().end());
+      counts[i] = counted.counts();
+    });
+    for (std::size_t i = 0; i < m; ++i) {
+      CAPTURE(i);
+      CHECK(counts[i].buffer_all_gathers == 1);
+      CHECK(counts[i].buffer_all_reduces == (apart ? 1u : 0u));
+      std::size_t wrong = 0;
+      for (std::size_t k = 0; k < n; ++k) {
+        double sum = 0.0;
+        for (std::size_t j = 0; j < m; ++j) sum += static_cast<double>(x[j][k]);
+        const float want = apart ? static_cast<float>(sum * (1.0 / m)) : common[k];
+        wrong += std::memcmp(&reference[i][k], &want, sizeof(float)) != 0;
+      }
+      CHECK(wrong == 0);
+    }
+  }
 }
 
 TEST_CASE("compressed sync: a non-finite worker gives a non-finite mean on every rank and keeps the reference") {
@@ -547,11 +627,13 @@ TEST_CASE("compressed sync: wire bytes per rank are at most 0.55 of the fp32 rin
     for (int r = 0; r < m; ++r) {
       const auto& c = bf16.counts[static_cast<std::size_t>(r)];
       CHECK(c.all_to_alls == syncs);
-      CHECK(c.buffer_all_gathers == syncs);
-      // The one full-precision all-reduce that sets the reference, then only the exchanges and
+      // The workers start from the same parameters: the reference is set by the fingerprints'
+      // all-gather (8 words a rank), no full-precision all-reduce; then only the exchanges and
       // the distance pass's scalar gathers.
-      CHECK(c.buffer_all_reduces == 1);
-      const double per_sync = (static_cast<double>(c.wire_bytes) - ring) / syncs;
+      CHECK(c.buffer_all_gathers == syncs + 1);
+      CHECK(c.buffer_all_reduces == 0);
+      const double fingerprints = 2.0 * 8.0 * (m - 1);
+      const double per_sync = (static_cast<double>(c.wire_bytes) - fingerprints) / syncs;
       CHECK(per_sync <= 0.55 * ring);
       const std::size_t chunk = (n + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
       const double exchange = 2.0 * 2.0 * static_cast<double>(m - 1) * static_cast<double>(chunk);

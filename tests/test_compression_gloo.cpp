@@ -1,4 +1,4 @@
-// Compressed sync over gloo_communicator (gloo::alltoall / gloo::allgather of 16-bit words):
+// Compressed sync over gloo_communicator (all-to-all, Gloo's or pairwise, and gloo::allgather of 16-bit words):
 // groups of threads, one rank each, over loopback TCP. The exchange collectives against
 // closed-form blocks, bad arguments raise on every rank, the compressed mean against the
 // independent replay of compression_reference.hpp, every element, M = 2, 3, 4.
@@ -34,19 +34,25 @@ void run_gloo_group(int m, const std::function<void(dppf::gloo_communicator&)>& 
 }  // namespace
 
 TEST_CASE("compressed sync over Gloo: all_to_all, all_gather and their errors on every rank") {
-  for (int m : {1, 2, 3}) {
+  // Blocks of 6 words go through Gloo's alltoall, blocks of 8195 (16 KiB and more) pairwise.
+  for (std::size_t block : {std::size_t{6}, std::size_t{8195}})
+  for (int m : {1, 2, 3, 4}) {
     CAPTURE(m);
-    run_gloo_group(m, [&](dppf::gloo_communicator& comm) {
+    CAPTURE(block);
+    run_gloo_group(m, [&, block](dppf::gloo_communicator& comm) {
       const auto r = static_cast<std::size_t>(comm.rank()), mm = static_cast<std::size_t>(m);
-      const std::size_t block = 6;
       std::vector<std::uint16_t> in(block * mm), out(in.size());
       for (std::size_t k = 0; k < in.size(); ++k) in[k] = static_cast<std::uint16_t>(1000 * r + k);
       comm.all_to_all(in, out);
+      std::size_t wrong = 0;
       for (std::size_t j = 0; j < mm; ++j)
-        for (std::size_t t = 0; t < block; ++t) CHECK(out[j * block + t] == 1000 * j + r * block + t);
+        for (std::size_t t = 0; t < block; ++t) wrong += out[j * block + t] != static_cast<std::uint16_t>(1000 * j + r * block + t);
+      CHECK(wrong == 0);
       std::vector<std::uint16_t> mine(block, static_cast<std::uint16_t>(r)), all(block * mm);
       comm.all_gather(mine, all);
-      for (std::size_t k = 0; k < all.size(); ++k) CHECK(all[k] == k / block);
+      wrong = 0;
+      for (std::size_t k = 0; k < all.size(); ++k) wrong += all[k] != k / block;
+      CHECK(wrong == 0);
       // Started, both outstanding at once: the same results.
       std::vector<std::uint16_t> out2(out.size()), all2(all.size());
       auto exchanging = comm.start_all_to_all(in, out2);
@@ -79,10 +85,12 @@ TEST_CASE("compressed sync over Gloo: all_to_all, all_gather and their errors on
 TEST_CASE("compressed sync over Gloo: the mean equals the independent replay, every element") {
   const std::uint64_t seed = dppf_test::compression_seed();
   INFO("seed = " << seed);
+  // n = 257: Gloo's alltoall; n = 40001: chunks of 10001 words or more, the pairwise exchange.
+  for (std::size_t n : {std::size_t{257}, std::size_t{40001}})
   for (int m : {2, 3, 4}) {
     CAPTURE(m);
+    CAPTURE(n);
     constexpr int syncs = 4;
-    const std::size_t n = 257;
     std::vector<std::vector<std::vector<float>>> x(syncs + 1);
     for (int s = 0; s <= syncs; ++s)
       for (int i = 0; i < m; ++i) {
@@ -121,5 +129,51 @@ TEST_CASE("compressed sync over Gloo: the mean equals the independent replay, ev
       }
     }
     for (std::size_t i = 0; i < static_cast<std::size_t>(m); ++i) CHECK(residual[i] == ref.residual[i]);
+  }
+}
+
+TEST_CASE("compressed sync over Gloo: a silent peer in the pairwise all_to_all makes the others raise timeout_error") {
+  using namespace std::chrono_literals;
+  const auto timeout = 1500ms;
+  const std::size_t block = 10000;  // 20 KB a block: the pairwise exchange
+  std::vector<std::chrono::steady_clock::duration> took(3);
+  dppf::gloo_options options = dppf_test::gloo_loopback(timeout);
+  options.check_arguments = false;  // no agreement first: the exchange itself meets the silence
+  const auto errors = dppf_test::run_gloo_ranks(
+      "compression_silent", 3,
+      [&](dppf::gloo_communicator& comm) {
+        std::vector<std::uint16_t> in(3 * block, 7), out(in.size());
+        comm.all_to_all(in, out);  // all three take part
+        if (comm.rank() == 2) {
+          std::this_thread::sleep_for(timeout + 1500ms);  // hung past the others' timeout
+          throw std::runtime_error("rank 2 slept");
+        }
+        const auto start = std::chrono::steady_clock::now();
+        try {
+          comm.all_to_all(in, out);
+        } catch (...) {
+          took[static_cast<std::size_t>(comm.rank())] = std::chrono::steady_clock::now() - start;
+          throw;
+        }
+      },
+      options);
+  for (std::size_t r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    REQUIRE(errors[r]);
+    std::string what;
+    bool timed_out = false;
+    try {
+      std::rethrow_exception(errors[r]);
+    } catch (const dppf::timeout_error& e) {
+      timed_out = true;
+      what = e.what();
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    INFO("message: " << what);
+    CHECK(timed_out);
+    CHECK(what.find("all_to_all") != std::string::npos);
+    CHECK(took[r] < timeout + 1000ms);
+    CHECK(took[r] >= timeout - 100ms);
   }
 }

@@ -2,7 +2,7 @@
 // cluster), through dppf::gloo_communicator or dppf::mpi_communicator, or one of Gloo's own
 // algorithms on the same Gloo context (to choose dppf's algorithm by size).
 //
-//   dppf_bench_cluster_allreduce --engine gloo|mpi [--impl dppf|ring|bcube|ring_chunked|halving_doubling]
+//   dppf_bench_cluster_allreduce --engine gloo|mpi [--impl dppf|bf16|exchange|all_to_all|all_gather|ring|bcube|ring_chunked|halving_doubling]
 //                                [--sizes 16-24|16,20,24] [--repeats R] [--bytes-per-repeat B]
 //
 // --engine gloo reads RANK, WORLD_SIZE, DPPF_GLOO_ADDR (scripts/cluster.sh gloo sets them),
@@ -15,6 +15,12 @@
 // slowest rank's. The first all-reduce of every size is a warm-up whose result is checked exactly
 // (rank r contributes r + 1 + i % 7; small integers add exactly in float). Rank 0 prints one JSON
 // line per size: {"engine", "impl", "ranks", "n", "bytes", "iterations", "times_s": [per repeat]}.
+//
+// The compressed sync, split to see where its time goes (N is still the number of floats):
+// --impl bf16 is dppf::compressed_mean (bf16 words, error feedback) as the trainer calls it, its
+// mean checked exactly (the contributions are small integers, exact in bf16); --impl exchange is
+// its two collectives alone, all_to_all + all_gather of the same numbers of 16-bit words, without
+// the quantization and the reductions; --impl all_to_all and --impl all_gather, each alone.
 #include <gloo/allreduce_halving_doubling.h>
 #include <gloo/allreduce_ring.h>
 #include <gloo/allreduce_ring_chunked.h>
@@ -26,12 +32,14 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <dppf/communicators/gloo.hpp>
+#include <dppf/compression/compressed_mean.hpp>
 #if defined(DPPF_BENCH_WITH_MPI)
 #include <dppf/communicators/mpi.hpp>
 #endif
@@ -48,7 +56,7 @@ struct config {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "dppf_bench_cluster_allreduce: %s\nusage: dppf_bench_cluster_allreduce --engine gloo|mpi "
-               "[--impl dppf|ring|bcube|ring_chunked|halving_doubling] [--sizes 16-24|16,20,24] [--repeats R] "
+               "[--impl dppf|bf16|exchange|all_to_all|all_gather|ring|bcube|ring_chunked|halving_doubling] [--sizes 16-24|16,20,24] [--repeats R] "
                "[--bytes-per-repeat B]\n",
                why.c_str());
   std::exit(2);
@@ -90,7 +98,7 @@ config parse(int argc, char** argv) {
     }
   }
   if (c.engine != "gloo" && c.engine != "mpi") usage("--engine must be gloo or mpi");
-  if (c.impl != "dppf" && c.engine != "gloo") usage("--impl " + c.impl + " needs --engine gloo");
+  if (c.impl != "dppf" && c.impl != "bf16" && c.impl.find("all_") != 0 && c.impl != "exchange" && c.engine != "gloo") usage("--impl " + c.impl + " needs --engine gloo");
   if (c.repeats < 1) usage("--repeats must be >= 1");
   return c;
 }
@@ -147,15 +155,37 @@ int run(const config& c, Comm& comm, const std::shared_ptr<::gloo::Context>& ctx
     std::vector<float> x(n);
     for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>(rank + 1 + static_cast<int>(i % 7));
     std::function<void()> op;
-    if (c.impl == "dppf") op = [&] { comm.all_reduce(std::span<float>(x), dppf::reduce_op::sum); };
-    else op = gloo_native(c.impl, ctx, x);
+    std::vector<float> mean;  // bf16: the compressed mean's output (x stays each rank's own)
+    std::optional<dppf::compressed_mean<float>> compressed;
+    const std::size_t chunk = (n + static_cast<std::size_t>(m) - 1) / static_cast<std::size_t>(m);
+    std::vector<std::uint16_t> words_in, words_out;  // exchange: the compressed mean's buffer sizes
+    if (c.impl == "dppf") {
+      op = [&] { comm.all_reduce(std::span<float>(x), dppf::reduce_op::sum); };
+    } else if (c.impl == "bf16") {
+      compressed.emplace(comm, std::span<const float>(x), dppf::compressed_mean_options{});
+      mean.resize(n);
+      op = [&] { (*compressed)(comm, std::span<const float>(x), std::span<float>(mean)); };
+    } else if (c.impl == "exchange" || c.impl == "all_to_all" || c.impl == "all_gather") {
+      words_in.assign(static_cast<std::size_t>(m) * chunk, 1);
+      words_out.assign(words_in.size(), 0);
+      op = [&, a2a = c.impl != "all_gather", ag = c.impl != "all_to_all"] {
+        if (a2a) comm.all_to_all(std::span<const std::uint16_t>(words_in), std::span<std::uint16_t>(words_out));
+        if (ag) comm.all_gather(std::span<const std::uint16_t>(words_in.data(), chunk), std::span<std::uint16_t>(words_out));
+      };
+    } else {
+      op = gloo_native(c.impl, ctx, x);
+    }
 
-    op();  // warm-up, checked
+    op();  // warm-up, checked: the sum (the mean for bf16) of rank + 1 + i % 7 over the ranks
     std::size_t bad = n;
-    for (std::size_t i = 0; i < n && bad == n; ++i)
-      if (static_cast<double>(x[i]) != m * (m + 1) / 2.0 + m * static_cast<double>(i % 7)) bad = i;
+    const std::span<const float> result = c.impl == "bf16" ? std::span<const float>(mean) : std::span<const float>(x);
+    const double scale = c.impl == "bf16" ? 1.0 / m : 1.0;
+    for (std::size_t i = 0; i < n && bad == n && words_out.empty(); ++i)
+      if (static_cast<double>(result[i]) != scale * (m * (m + 1) / 2.0 + m * static_cast<double>(i % 7))) bad = i;
+    for (std::size_t i = 0; i < words_out.size() && bad == n; ++i)
+      if (words_out[i] != 1) bad = i;
     if (comm.all_reduce(bad == n ? 0.0 : 1.0, dppf::reduce_op::max) != 0.0) {
-      if (bad != n) std::fprintf(stderr, "rank %d: %s N=%zu: element %zu is %g\n", rank, c.impl.c_str(), n, bad, double(x[bad]));
+      if (bad != n) std::fprintf(stderr, "rank %d: %s N=%zu: element %zu is wrong\n", rank, c.impl.c_str(), n, bad);
       return 1;
     }
     const std::size_t k = std::clamp<std::size_t>(c.bytes_per_repeat / (n * sizeof(float)), 1, 64);

@@ -8,8 +8,9 @@
 //   3. m = T(sum_i deq(q_i) / M) + g_j (sum in double), w = Q(m), g_j <- m - deq(w)  (owner j)
 //   4. all_gather of the owners' w: every rank holds every chunk
 //   5. x_bar = r + deq(w), then r <- x_bar                              (every rank, same bits)
-// r starts as the exact mean of the parameters (one full-precision all-reduce when the state is
-// built). e_i and g_j are the residuals: what a sync failed to send is sent by the next one, so
+// r starts as the exact mean of the parameters: x itself when every rank holds the same
+// parameters (a run's start: one seed, or a broadcast), found with a 16-byte fingerprint per
+// rank (same_on_every_rank), else one full-precision all-reduce (a sync's worth of traffic). e_i and g_j are the residuals: what a sync failed to send is sent by the next one, so
 // the quantization error does not accumulate over syncs. Q rounds to nearest even with
 // saturation (half_formats.hpp).
 //
@@ -53,7 +54,8 @@ template <parameter_value T>
 class compressed_mean {
  public:
   /// The state for `params` (N elements) on comm's group; r = the exact mean of the parameters.
-  /// Collective (one all-reduce).
+  /// Collective: one all-gather of fingerprints, then an all-reduce unless every rank holds the
+  /// same parameters (their mean is then each rank's own, exactly).
   template <exchange_communicator C>
   compressed_mean(C& comm, std::span<const T> params, compressed_mean_options options) : options_(options) {
     if (options.precision != sync_precision::bf16 && options.precision != sync_precision::fp16)
@@ -64,7 +66,10 @@ class compressed_mean {
     chunk_ = (n_ + m - 1) / m;
     values_.assign(2 * n_ + chunk_, T(0));
     words_.assign(2 * m * chunk_ + chunk_, 0);
-    comm.all_reduce(params, reference_span(), reduce_op::avg);
+    if (same_on_every_rank(comm, params))
+      std::copy(params.begin(), params.end(), reference_span().begin());
+    else
+      comm.all_reduce(params, reference_span(), reduce_op::avg);
   }
 
   /// mean <- x_bar (see the file comment) and r <- x_bar when it is finite. Collective; returns
