@@ -321,28 +321,12 @@ TEST_CASE("overlapped sync: a rank that fails before starting it makes every oth
 
 namespace {
 
-// A thread_communicator whose k-th asynchronous all-reduce fails at test() / wait() on every
-// rank (after the real reduction ended, so no buffer is written later).
-struct failing_async {
+// The communicator concept's blocking collectives, forwarded to `inner`: the wrappers below add
+// (or leave out) the asynchronous ones.
+template <class Inner>
+struct forwarding_communicator {
   using memory_space = dppf::host_space;
-  dppf::thread_communicator inner;
-  int fail_at;
-  int started = 0;
-
-  struct handle {
-    dppf::thread_all_reduce_handle h;
-    bool fail;
-    bool test() {
-      const bool done = h.test();
-      if (done && fail) throw dppf::communication_error("injected failure of the asynchronous all_reduce");
-      return done;
-    }
-    void wait() {
-      h.wait();
-      if (fail) throw dppf::communication_error("injected failure of the asynchronous all_reduce");
-    }
-  };
-
+  Inner inner;
   int rank() const { return inner.rank(); }
   int size() const { return inner.size(); }
   template <class In, class Out>
@@ -360,6 +344,28 @@ struct failing_async {
     inner.broadcast(b, root);
   }
   void barrier() { inner.barrier(); }
+};
+
+// A thread_communicator whose k-th asynchronous all-reduce fails at test() / wait() on every
+// rank (after the real reduction ended, so no buffer is written later).
+struct failing_async : forwarding_communicator<dppf::thread_communicator> {
+  int fail_at;
+  int started = 0;
+
+  struct handle {
+    dppf::thread_all_reduce_handle h;
+    bool fail;
+    bool test() {
+      const bool done = h.test();
+      if (done && fail) throw dppf::communication_error("injected failure of the asynchronous all_reduce");
+      return done;
+    }
+    void wait() {
+      h.wait();
+      if (fail) throw dppf::communication_error("injected failure of the asynchronous all_reduce");
+    }
+  };
+
   template <class In, class Out>
   handle start_all_reduce(const In& in, Out&& out, dppf::reduce_op op) {
     return {inner.start_all_reduce(in, out, op), started++ == fail_at};
@@ -379,7 +385,7 @@ TEST_CASE("overlapped sync: an error at wait raises on every rank, the sync is d
   std::atomic<int> raised{0};
   group.run([&](dppf::thread_communicator comm) {
     std::vector<double> x(300, 1.0 + comm.rank()), g(300, 0.0);
-    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, failing_async{comm, 1}, dppf::host_executor{},
+    dppf::trainer tr{dppf::sgd{{.lr = 0.1}}, dppf::local_sgd{}, failing_async{{comm}, 1}, dppf::host_executor{},
                      {.tau = 2, .overlap_steps = 2}};
     std::vector<double> before_error;
     for (int t = 0; t < 12; ++t) {
@@ -502,27 +508,7 @@ TEST_CASE("a checkpoint with a sync in flight is refused by a blocking trainer o
 
 namespace {
 // A communicator with blocking collectives only (no start_all_reduce).
-struct blocking_only {
-  using memory_space = dppf::host_space;
-  dppf::single_communicator inner;
-  int rank() const { return 0; }
-  int size() const { return 1; }
-  template <class In, class Out>
-  void all_reduce(const In& in, Out&& out, dppf::reduce_op op) {
-    inner.all_reduce(in, out, op);
-  }
-  template <class B>
-  void all_reduce(B&& b, dppf::reduce_op op) {
-    inner.all_reduce(b, op);
-  }
-  double all_reduce(double v, dppf::reduce_op op) { return inner.all_reduce(v, op); }
-  std::vector<double> all_gather(double v) { return inner.all_gather(v); }
-  template <class B>
-  void broadcast(B&& b, int root) {
-    inner.broadcast(b, root);
-  }
-  void barrier() { inner.barrier(); }
-};
+struct blocking_only : forwarding_communicator<dppf::single_communicator> {};
 static_assert(dppf::communicator<blocking_only> && !dppf::async_communicator<blocking_only>);
 }  // namespace
 
