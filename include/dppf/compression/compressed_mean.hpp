@@ -16,7 +16,8 @@
 //
 // Wire bytes per rank: (M - 1) c 2 for the all-to-all + (M - 1) c 2 for the all-gather, about
 // 4 N (M - 1) / M: half of the fp32 ring all-reduce's 8 N (M - 1) / M.
-// Memory: r and e (N elements of T each), g (c elements of T), 2 M c + c words of scratch.
+// Memory: r and e (N elements of T each), g and its scratch copy (c elements of T each), 2 M c + c
+// words of scratch.
 // A mean that is not finite (a worker sent an infinity or a NaN) is written to the output but
 // not kept as the reference; every residual is cleared (on every rank alike: they all hold the
 // same mean), so the next sync starts again from the last finite reference.
@@ -65,6 +66,7 @@ class compressed_mean {
     const std::size_t m = static_cast<std::size_t>(comm.size());
     chunk_ = (n_ + m - 1) / m;
     values_.assign(2 * n_ + chunk_, T(0));
+    owner_pending_.assign(chunk_, T(0));
     words_.assign(2 * m * chunk_ + chunk_, 0);
     if (same_on_every_rank(comm, params))
       std::copy(params.begin(), params.end(), reference_span().begin());
@@ -147,7 +149,9 @@ class compressed_mean {
     f("values", values_);
   }
   /// Bytes of state and scratch this object holds.
-  std::size_t memory_bytes() const noexcept { return values_.size() * sizeof(T) + words_.size() * sizeof(std::uint16_t); }
+  std::size_t memory_bytes() const noexcept {
+    return (values_.size() + owner_pending_.size()) * sizeof(T) + words_.size() * sizeof(std::uint16_t);
+  }
 
  private:
   std::span<T> reference_span() noexcept { return {values_.data(), n_}; }
@@ -177,8 +181,9 @@ class compressed_mean {
 
   // The residuals change only once both collectives have succeeded (commit): a sync that raises
   // (a timeout, a peer lost) leaves the state as it was, so the next sync sends what this one
-  // failed to. The passes before it therefore quantize with a copy of their residual, and
-  // commit recomputes the same words to update them (deterministic, so the same bits).
+  // failed to. The workers' quantization therefore runs on a copy of each residual and commit
+  // recomputes the same words to update e (deterministic, so the same bits; a copy of e would
+  // cost N more elements); the owner's g, c elements, is kept in a scratch copy until commit.
   void quantize_sent(std::span<const T> x) {
     with_format([&]<class Format>(Format) {
       const quantize_difference_fn<Format> quantize{options_.error_feedback};
@@ -199,28 +204,27 @@ class compressed_mean {
     return begin < n_ ? std::min(chunk_, n_ - begin) : 0;
   }
 
-  // Element t of this rank's chunk: the sum over ranks of what they sent for it, in double.
-  template <class Format>
-  double owner_sum(std::size_t t) noexcept {
-    const std::uint16_t* in = received().data();
-    double sum = 0.0;
-    for (std::size_t j = 0; j < received().size() / chunk_; ++j) sum += static_cast<double>(Format::decode(in[j * chunk_ + t]));
-    return sum;
-  }
-
   void reduce_owned(int rank) {
     with_format([&]<class Format>(Format) {
       const std::size_t m = received().size() / chunk_, mine = owned_count(rank);
       const quantize_mean_fn<Format> owner{1.0 / static_cast<double>(m), options_.error_feedback};
-      const T* owner_residual = values_.data() + 2 * n_;
+      // The owner's residuals go to a scratch copy, committed once both collectives succeeded.
+      std::copy_n(values_.data() + 2 * n_, chunk_, owner_pending_.data());
+      T* const g = owner_pending_.data();
       std::uint16_t* out = owned().data();
-      for (std::size_t t = 0; t < chunk_; ++t) {
-        T g = owner_residual[t];
-        if (t < mine)
-          owner(owner_sum<Format>(t), g, out[t]);
-        else
-          out[t] = 0;  // padding past N
+      const std::uint16_t* in = received().data();
+      // By blocks: each element's sum over the ranks (in double, in rank order), then its
+      // quantization; two loops without inner control flow, so both vectorize.
+      constexpr std::size_t block = 256;
+      double sum[block];
+      for (std::size_t b = 0; b < mine; b += block) {
+        const std::size_t len = std::min(block, mine - b);
+        std::fill_n(sum, len, 0.0);
+        for (std::size_t j = 0; j < m; ++j)
+          for (std::size_t t = 0; t < len; ++t) sum[t] += static_cast<double>(Format::decode(in[j * chunk_ + b + t]));
+        for (std::size_t t = 0; t < len; ++t) owner(sum[t], g[b + t], out[b + t]);
       }
+      std::fill(out + mine, out + chunk_, std::uint16_t{0});  // padding past N
       return 0;
     });
   }
@@ -229,21 +233,19 @@ class compressed_mean {
   // x and mean may be one buffer), then the mean and the reference.
   bool commit(int rank, std::span<const T> x, std::span<T> mean) {
     return with_format([&]<class Format>(Format) {
-      const std::size_t m = received().size() / chunk_, mine = owned_count(rank);
       T* const reference = values_.data();
       T* const residual = reference + n_;
       T* const owner_residual = residual + n_;
       const quantize_difference_fn<Format> quantize{options_.error_feedback};
-      const quantize_mean_fn<Format> owner{1.0 / static_cast<double>(m), options_.error_feedback};
       const dequantize_onto_fn<Format> dequantize;
       const std::uint16_t* all = gathered().data();
       std::uint16_t word;
-      for (std::size_t t = 0; t < mine; ++t) owner(owner_sum<Format>(t), owner_residual[t], word);
+      std::copy_n(owner_pending_.data(), owned_count(rank), owner_residual);
       bool finite = true;
       for (std::size_t k = 0; k < n_; ++k) {
         quantize(x[k], reference[k], residual[k], word);
         dequantize(reference[k], all[k], mean[k]);
-        finite = finite && std::isfinite(mean[k]);
+        finite &= std::isfinite(mean[k]);  // not &&: no branch, so the loop vectorizes
       }
       if (finite)
         std::copy(mean.begin(), mean.end(), reference);
@@ -256,6 +258,7 @@ class compressed_mean {
   compressed_mean_options options_;
   std::size_t n_ = 0, chunk_ = 0;
   std::vector<T> values_;              // r (N), e (N), g (c)
+  std::vector<T> owner_pending_;       // g as this sync's reduction left it (c), until commit
   std::vector<std::uint16_t> words_;   // sent (M c), received (M c), owned (c)
 };
 

@@ -34,6 +34,16 @@ DPPF_HOST_DEVICE T nearest(double x) {
     return static_cast<T>(x);
 }
 
+/// A T as the nearest float: itself for a float (no round trip through double, which also keeps
+/// the loops over it vectorizable), nearest_float for a double.
+template <class T>
+DPPF_HOST_DEVICE float as_float(T x) {
+  if constexpr (std::is_same_v<T, float>)
+    return x;
+  else
+    return nearest_float(static_cast<double>(x));
+}
+
 /// With error feedback: d = (x - r) + e (in T), q = Q(d), e <- d - deq(q). The residual e is what
 /// this sync failed to send; the next sync sends it. Without: q = Q(x - r) and e stays as it is.
 template <class Format>
@@ -42,7 +52,7 @@ struct quantize_difference_fn {
   template <class T>
   DPPF_HOST_DEVICE void operator()(const T& x, const T& reference, T& residual, std::uint16_t& word) const {
     const T d = error_feedback ? (x - reference) + residual : x - reference;
-    word = Format::encode(nearest_float(static_cast<double>(d)));
+    word = Format::encode(as_float(d));
     if (error_feedback) residual = d - static_cast<T>(Format::decode(word));
   }
 };
@@ -57,7 +67,7 @@ struct quantize_mean_fn {
   template <class T>
   DPPF_HOST_DEVICE void operator()(double sum, T& residual, std::uint16_t& word) const {
     const T m = error_feedback ? nearest<T>(sum * inverse_size) + residual : nearest<T>(sum * inverse_size);
-    word = Format::encode(nearest_float(static_cast<double>(m)));
+    word = Format::encode(as_float(m));
     if (error_feedback) residual = m - static_cast<T>(Format::decode(word));
   }
 };
