@@ -386,7 +386,7 @@ class gloo_communicator {
   /// r + k and receives from r - k, so each host's link carries one flow each way at a time, as
   /// in a ring. Gloo's alltoall (smaller blocks: one latency instead of M - 1) posts every pair
   /// at once, and the M - 1 flows converging on a host lose to one another: 0.73 of a 100 Mbit/s
-  /// link against 0.95 pairwise (4 emulated hosts, docs/performance.md).
+  /// link against 0.97 pairwise (4 emulated hosts, docs/performance.md).
   void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
     exchange("all_to_all", true, in, out, [&] {
       const std::size_t block_bytes = in.size_bytes() / static_cast<std::size_t>(size_);

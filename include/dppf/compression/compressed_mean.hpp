@@ -10,9 +10,10 @@
 //   5. x_bar = r + deq(w), then r <- x_bar                              (every rank, same bits)
 // r starts as the exact mean of the parameters: x itself when every rank holds the same
 // parameters (a run's start: one seed, or a broadcast), found with a 16-byte fingerprint per
-// rank (same_on_every_rank), else one full-precision all-reduce (a sync's worth of traffic). e_i and g_j are the residuals: what a sync failed to send is sent by the next one, so
-// the quantization error does not accumulate over syncs. Q rounds to nearest even with
-// saturation (half_formats.hpp).
+// rank (same_on_every_rank), else one full-precision all-reduce (a sync's worth of traffic).
+// e_i and g_j are the residuals: what a sync failed to send is sent by the next one, so the
+// quantization error does not accumulate over syncs. Q rounds to nearest even with saturation
+// (half_formats.hpp).
 //
 // Wire bytes per rank: (M - 1) c 2 for the all-to-all + (M - 1) c 2 for the all-gather, about
 // 4 N (M - 1) / M: half of the fp32 ring all-reduce's 8 N (M - 1) / M.
