@@ -576,6 +576,7 @@ run_result train_with(Rule rule, std::int64_t tau, const run_options& o, const d
     const auto save = [&](const progress_state& p) {
       if constexpr (host_params) {
         ckpt.save(tr, rep.params(), p);
+        eval_comm.barrier();  // every rank has written its file: what rank 0's note then says
         if (r == 0 && cb.checkpoint) cb.checkpoint(o, tr.steps(), false);
       }
     };
