@@ -79,6 +79,11 @@ std::vector<int> parse_sizes(const std::string& s) {
   return out;
 }
 
+// The --impl values that time the compressed sync's collectives on 16-bit words alone.
+bool exchanges_words(const std::string& impl) { return impl == "exchange" || impl == "all_to_all" || impl == "all_gather"; }
+// The --impl values that run through dppf's communicator (any engine); the others are Gloo's own.
+bool through_dppf(const std::string& impl) { return impl == "dppf" || impl == "bf16" || exchanges_words(impl); }
+
 config parse(int argc, char** argv) {
   config c;
   c.exponents = parse_sizes("16-24");
@@ -98,7 +103,7 @@ config parse(int argc, char** argv) {
     }
   }
   if (c.engine != "gloo" && c.engine != "mpi") usage("--engine must be gloo or mpi");
-  if (c.impl != "dppf" && c.impl != "bf16" && c.impl.find("all_") != 0 && c.impl != "exchange" && c.engine != "gloo") usage("--impl " + c.impl + " needs --engine gloo");
+  if (!through_dppf(c.impl) && c.engine != "gloo") usage("--impl " + c.impl + " needs --engine gloo");
   if (c.repeats < 1) usage("--repeats must be >= 1");
   return c;
 }
@@ -165,7 +170,7 @@ int run(const config& c, Comm& comm, const std::shared_ptr<::gloo::Context>& ctx
       compressed.emplace(comm, std::span<const float>(x), dppf::compressed_mean_options{});
       mean.resize(n);
       op = [&] { (*compressed)(comm, std::span<const float>(x), std::span<float>(mean)); };
-    } else if (c.impl == "exchange" || c.impl == "all_to_all" || c.impl == "all_gather") {
+    } else if (exchanges_words(c.impl)) {
       words_in.assign(static_cast<std::size_t>(m) * chunk, 1);
       words_out.assign(words_in.size(), 0);
       op = [&, a2a = c.impl != "all_gather", ag = c.impl != "all_to_all"] {
@@ -180,7 +185,7 @@ int run(const config& c, Comm& comm, const std::shared_ptr<::gloo::Context>& ctx
     std::size_t bad = n;
     const std::span<const float> result = c.impl == "bf16" ? std::span<const float>(mean) : std::span<const float>(x);
     const double scale = c.impl == "bf16" ? 1.0 / m : 1.0;
-    for (std::size_t i = 0; i < n && bad == n && words_out.empty(); ++i)
+    for (std::size_t i = 0; i < n && bad == n && !exchanges_words(c.impl); ++i)
       if (static_cast<double>(result[i]) != scale * (m * (m + 1) / 2.0 + m * static_cast<double>(i % 7))) bad = i;
     for (std::size_t i = 0; i < words_out.size() && bad == n; ++i)
       if (words_out[i] != 1) bad = i;

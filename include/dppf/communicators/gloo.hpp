@@ -406,15 +406,15 @@ class gloo_communicator {
       const auto own = static_cast<std::size_t>(rank_) * block_bytes / sizeof(std::uint16_t);
       std::copy_n(in.begin() + static_cast<std::ptrdiff_t>(own), block_bytes / sizeof(std::uint16_t),
                   out.begin() + static_cast<std::ptrdiff_t>(own));
+      // What is left of the timeout, at least 1 ms (-1 ms would mean "the context's default").
+      const auto left = [deadline] {
+        return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          deadline - std::chrono::steady_clock::now()));
+      };
       for (int k = 1; k < size_; ++k) {
         const int to = (rank_ + k) % size_, from = (rank_ + size_ - k) % size_;
         received->recv(from, slot, static_cast<std::size_t>(from) * block_bytes, block_bytes);
         sent->send(to, slot, static_cast<std::size_t>(to) * block_bytes, block_bytes);
-        // -1 ms would mean "the context's default": what is left, at least 1 ms.
-        const auto left = [&] {
-          return std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                            deadline - std::chrono::steady_clock::now()));
-        };
         if (!received->waitRecv(left()) || !sent->waitSend(left()))
           throw ::gloo::IoException("the pairwise exchange with ranks " + std::to_string(from) + " and " +
                                     std::to_string(to) + " was aborted");
