@@ -76,10 +76,11 @@ using trainer_t = dppf::elastic_trainer<dppf::sgd, dppf::local_sgd, dppf::host_e
 // `stall(step)` a sleep to take after it, `after_step(step, group)` anything else.
 void worker(const dppf::gloo_store& store, int founders, dppf::elastic_group_options options, std::int64_t total, outcome& out,
             const std::function<bool(std::int64_t)>& stop_after, const std::function<std::chrono::milliseconds(std::int64_t)>& stall,
-            bool newcomer = false, const std::function<void(std::int64_t, const dppf::elastic_group&)>& after_step = {}) {
+            bool newcomer = false, const std::function<void(std::int64_t, const dppf::elastic_group&)>& after_step = {},
+            const dppf::trainer_options& train = {.tau = tau}) {
   try {
     auto group = std::make_shared<dppf::elastic_group>(store, founders, options);
-    trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau});
+    trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, train);
     std::vector<float> x(n, 0.0f), g(n);
     tr.start(x);
     const auto c = target(group->id());  // final once in (a newcomer may have changed it)
@@ -456,14 +457,20 @@ TEST_CASE("elastic_trainer refuses what is not elastic-safe, naming it") {
       },
       "average_optimizer_state");
   dppf_test::check_throws_with<std::invalid_argument>(
-      [&] { trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .overlap_steps = 1}); },
-      "overlap_steps");
+      [&] { trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, {.tau = tau, .overlap_steps = tau}); },
+      "overlap_steps must be below tau (and warmup_tau): a newcomer is let in between a sync's end and the next sync's start (got 3)");
   dppf_test::check_throws_with<std::invalid_argument>(
       [&] {
         trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{},
-                     {.tau = tau, .sync_precision = dppf::sync_precision::bf16});
+                     {.tau = tau, .warmup_steps = 10, .warmup_tau = 1, .overlap_steps = 1});
       },
-      "sync_precision");
+      "must be below tau (and warmup_tau)");
+  dppf_test::check_throws_with<std::invalid_argument>(
+      [&] {
+        trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{},
+                     {.tau = tau, .overlap_steps = 1, .sync_precision = dppf::sync_precision::bf16});
+      },
+      "must be 0 with a compressed sync");
   using dp_trainer = dppf::elastic_trainer<dppf::sgd, dppf::data_parallel, dppf::host_executor>;
   dppf_test::check_throws_with<std::invalid_argument>(
       [&] { dp_trainer tr(group, dppf::sgd({.lr = lr}), dppf::data_parallel{.gradients_averaged = true}, dppf::host_executor{}); },
@@ -494,7 +501,7 @@ TEST_CASE("gloo_communicator: connecting raises timeout_error within the timeout
 // Without a fault the elastic trainer runs exactly the plain trainer's collectives, so it must
 // give the same bits as dppf::trainer over gloo_communicator, for every elastic-safe rule.
 template <class Rule>
-void same_bits_as_plain_trainer(const Rule& rule) {
+void same_bits_as_plain_trainer(const Rule& rule, const dppf::trainer_options& options = {.tau = tau}) {
   const int m = 3;
   const std::int64_t total = 20;
   std::vector<std::vector<float>> elastic_x(m), plain_x(m);
@@ -513,7 +520,7 @@ void same_bits_as_plain_trainer(const Rule& rule) {
         try {
           auto group = std::make_shared<dppf::elastic_group>(dir.store(), m, fast());
           dppf::elastic_trainer<dppf::sgd, Rule, dppf::host_executor> tr(group, dppf::sgd({.lr = lr, .momentum = 0.9}), rule,
-                                                                         dppf::host_executor{}, {.tau = tau});
+                                                                         dppf::host_executor{}, options);
           std::vector<float> x(n, 0.0f), g(n);
           tr.start(x);
           const int rank = group->rank();
@@ -537,7 +544,7 @@ void same_bits_as_plain_trainer(const Rule& rule) {
       pool.emplace_back([&, r] {
         try {
           dppf::gloo_communicator comm(dir.store(), r, m, fast().gloo);
-          dppf::trainer tr(dppf::sgd({.lr = lr, .momentum = 0.9}), rule, comm, dppf::host_executor{}, {.tau = tau});
+          dppf::trainer tr(dppf::sgd({.lr = lr, .momentum = 0.9}), rule, comm, dppf::host_executor{}, options);
           std::vector<float> x(n, 0.0f), g(n);
           while (tr.steps() < total) {
             grads(r, tr.steps(), x, g);
@@ -566,6 +573,105 @@ TEST_CASE("elastic_trainer with no fault gives the same bits as dppf::trainer ov
   SUBCASE("diloco") { same_bits_as_plain_trainer(dppf::diloco{}); }
   SUBCASE("leader (LSGD)") { same_bits_as_plain_trainer(dppf::leader{}); }
   SUBCASE("grawa") { same_bits_as_plain_trainer(dppf::grawa{}); }
+}
+
+TEST_CASE("elastic_trainer with a compressed sync and no fault gives the same bits as dppf::trainer over gloo_communicator") {
+  SUBCASE("local_sgd, bf16") { same_bits_as_plain_trainer(dppf::local_sgd{}, {.tau = tau, .sync_precision = dppf::sync_precision::bf16}); }
+  SUBCASE("pull_push, fp16") {
+    same_bits_as_plain_trainer(dppf::pull_push({.alpha = 0.3, .lambda = 0.02}), {.tau = tau, .sync_precision = dppf::sync_precision::fp16});
+  }
+}
+
+TEST_CASE("elastic_trainer with an overlapped sync and no fault gives the same bits as dppf::trainer over gloo_communicator") {
+  SUBCASE("local_sgd, d = 1") { same_bits_as_plain_trainer(dppf::local_sgd{}, {.tau = tau, .overlap_steps = 1}); }
+  SUBCASE("pull_push, d = 2") { same_bits_as_plain_trainer(dppf::pull_push({.alpha = 0.3, .lambda = 0.02}), {.tau = tau, .overlap_steps = 2}); }
+}
+
+// An overlapped sync through two losses and a newcomer. One worker dies just before it would
+// start sync 3: the others' all-reduce in flight fails (at test() or the wait), the sync is
+// discarded on all of them and redone over the four survivors, blocking, from their snapshots.
+// Another dies right after starting sync 5: its all-reduce may complete, the sync's commit
+// fails and it is redone over three. A newcomer is let in at a sync's end. Against the
+// double-precision reference of the delayed update over the same membership history.
+TEST_CASE("elastic_trainer with an overlapped sync: workers lost in flight and a newcomer let in; all equal the delayed reference") {
+  fresh_dir dir;
+  const int m = 5;
+  const std::int64_t d = 2, total = 11 * tau + d;
+  std::vector<outcome> out(m + 1);
+  std::vector<std::thread> pool;
+  const dppf::trainer_options overlapped{.tau = tau, .overlap_steps = d};
+  auto slow = [](std::int64_t) { return 30ms; };  // so the newcomer arrives mid-run
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<bool(std::int64_t)> stop;
+      if (r == m - 1) stop = [&](std::int64_t s) { return s == 3 * tau - 2; };  // the step before sync 3's
+      if (r == m - 2) stop = [&](std::int64_t s) { return s == 5 * tau - 1; };  // the step that starts sync 5
+      worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], stop, slow, false, {}, overlapped);
+    });
+  std::this_thread::sleep_for(600ms);
+  pool.emplace_back([&] { worker(dir.store(), m, fast(), total, out[m], {}, slow, true, {}, overlapped); });
+  for (auto& t : pool) t.join();
+  std::vector<outcome*> alive;
+  for (auto& o : out)
+    if (!o.params.empty() || !o.error.empty()) alive.push_back(&o);
+  REQUIRE(alive.size() == 4);
+  for (auto* o : alive) REQUIRE_MESSAGE(o->error.empty(), o->error);
+  for (auto* o : alive) {
+    CHECK(std::memcmp(o->params.data(), alive[0]->params.data(), n * sizeof(float)) == 0);
+    CHECK(o->stats.members == 4);
+    for (const auto& [k, ids] : o->members_of_sync) CHECK(out[0].members_of_sync.at(k) == ids);  // a newcomer's from its first
+  }
+  const auto& history = out[0].members_of_sync;
+  // each loss takes one member from the sync it broke (the newcomer may come in between)
+  CHECK(history.at(2).size() == 5);
+  CHECK(history.at(3).size() == history.at(2).size() - 1);
+  CHECK(history.at(5).size() == history.at(4).size() - 1);
+  CHECK(history.rbegin()->second.size() == 4);
+  CHECK(out[0].stats.overlapped_syncs >= 1);
+  require_close(out[0].params, ref::simulate_delayed(total, history, n, lr, tau, d), 1e-5);
+}
+
+// A compressed sync through a loss (the survivors' sync fails in its exchanges, is discarded
+// and redone over three) and a newcomer: the state starts again over each new generation on
+// every member alike, so all finish with the same bits, within bf16's rounding of the reference
+// (a stale chunk layout or reference would fail a collective or land far from it).
+TEST_CASE("elastic_trainer with a compressed sync: a worker lost and a newcomer let in; all finish equal, near the reference") {
+  fresh_dir dir;
+  const int m = 4;
+  const std::int64_t total = 36, dies_after = 7;
+  std::vector<outcome> out(m + 1);
+  std::vector<std::thread> pool;
+  const dppf::trainer_options bf16{.tau = tau, .sync_precision = dppf::sync_precision::bf16};
+  auto slow = [](std::int64_t) { return 30ms; };  // so the newcomer arrives mid-run
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<bool(std::int64_t)> stop;
+      if (r == m - 1) stop = [&](std::int64_t s) { return s == dies_after; };
+      worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], stop, slow, false, {}, bf16);
+    });
+  std::this_thread::sleep_for(600ms);
+  pool.emplace_back([&] { worker(dir.store(), m, fast(), total, out[m], {}, slow, true, {}, bf16); });
+  for (auto& t : pool) t.join();
+  std::vector<outcome*> alive;
+  for (auto& o : out)
+    if (!o.params.empty() || !o.error.empty()) alive.push_back(&o);
+  REQUIRE(alive.size() == 4);
+  for (auto* o : alive) REQUIRE_MESSAGE(o->error.empty(), o->error);
+  for (auto* o : alive) {
+    CHECK(std::memcmp(o->params.data(), alive[0]->params.data(), n * sizeof(float)) == 0);
+    CHECK(o->stats.members == 4);
+    CHECK(o->stats.generation >= 2);
+  }
+  const auto& history = out[0].members_of_sync;
+  CHECK(history.at(2).size() == 4);
+  CHECK(history.at(3).size() == 3);  // the sync the dead worker missed ran over the survivors
+  CHECK(history.rbegin()->second.size() == 4);
+  REQUIRE(out[m].steps_at_join > 0);
+  const auto want = simulate(total, history);
+  const double worst = ref::worst_error(out[0].params, want);
+  INFO("worst relative error against the exact-mean reference: " << worst);
+  CHECK(worst <= 2e-3);
+  CHECK(worst > 1e-6);  // the syncs were compressed: float's own rounding is below 1e-6
 }
 
 TEST_CASE("elastic_trainer: data_parallel averages each step's gradients over the current members, through a loss and a newcomer") {
@@ -877,4 +983,88 @@ TEST_CASE("elastic checkpoint: records generation and members; another member co
   dppf::safetensors plain = file;
   plain.set_metadata("dppf.checkpoint", "trainer 1");
   dppf_test::check_throws_with<dppf::checkpoint_error>([&] { (void)dppf::elastic_checkpoint_of(plain); }, "not an elastic checkpoint");
+}
+
+// An elastic checkpoint holds none of the saving member's own sync state: a compressed sync's
+// (its chunks and residuals are the saver's, over two members) and an overlapped sync in flight
+// (the save is right after a sync's start). Three members resume from it, start a compressed
+// state again from the loaded mean, and train on alike.
+void resumed_without_own_sync_state(const dppf::trainer_options& options) {
+  const auto run = [&](const dppf::gloo_store& store, int m, std::int64_t until, const std::function<void(trainer_t&, std::vector<float>&)>& begin,
+                       const std::function<void(trainer_t&, std::vector<float>&)>& end) {
+    std::vector<std::string> errors(static_cast<std::size_t>(m));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < m; ++t)
+      pool.emplace_back([&, t] {
+        try {
+          auto group = std::make_shared<dppf::elastic_group>(store, m, fast());
+          trainer_t tr(group, dppf::sgd({.lr = lr}), dppf::local_sgd{}, dppf::host_executor{}, options);
+          std::vector<float> x(n, 0.0f), g(n);
+          tr.start(x);
+          if (begin) begin(tr, x);
+          const auto c = target(group->id());
+          while (tr.steps() < until) {
+            for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(x[i] - c[i]);
+            tr.step(x, g, 1.0);
+          }
+          end(tr, x);
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(t)] = e.what();
+        }
+      });
+    for (auto& t : pool) t.join();
+    for (auto& e : errors) REQUIRE_MESSAGE(e.empty(), e);
+  };
+  fresh_dir dir;
+  const auto path = std::filesystem::path(dir.path) / "group.safetensors";
+  const std::int64_t saved_at = 2 * tau;
+  run(dir.store(), 2, saved_at, {}, [&](trainer_t& tr, std::vector<float>& x) {
+    auto* ws = dppf::detail::trainer_access::workspace<float>(tr.inner());
+    REQUIRE(ws != nullptr);
+    // the live trainer has it; the file must not
+    if (options.sync_precision != dppf::sync_precision::full) REQUIRE(ws->compressed.has_value());
+    if (options.overlap_steps > 0) REQUIRE(ws->pending.has_value());
+    (void)dppf::save_elastic(path, tr, x);
+  });
+  const dppf::safetensors file = dppf::safetensors::load(path);
+  CHECK_FALSE(file.contains("compressed.values"));
+  CHECK_FALSE(file.contains("overlap.snapshot"));
+  CHECK_FALSE(file.metadata().contains("dppf.sync_precision"));
+  std::vector<float> file_x(n);
+  file.read("params", std::span<float>(file_x));
+
+  fresh_dir again;
+  std::vector<std::vector<float>> final_x(3);
+  std::mutex lock;
+  run(
+      again.store(), 3, saved_at + 3 * tau,
+      [&](trainer_t& tr, std::vector<float>& x) {
+        (void)dppf::load_elastic(dppf::safetensors::load(path), tr, x);
+        CHECK(std::memcmp(x.data(), file_x.data(), n * sizeof(float)) == 0);
+        auto* ws = dppf::detail::trainer_access::workspace<float>(tr.inner());
+        REQUIRE(ws != nullptr);
+        CHECK_FALSE(ws->pending.has_value());
+        if (options.sync_precision == dppf::sync_precision::full) return;
+        REQUIRE(ws->compressed.has_value());
+        // started again from the loaded mean, every member alike: r = x, no residual
+        CHECK(std::memcmp(ws->compressed->reference().data(), file_x.data(), n * sizeof(float)) == 0);
+        CHECK(std::ranges::all_of(ws->compressed->residual(), [](float e) { return e == 0.0f; }));
+      },
+      [&](trainer_t& tr, std::vector<float>& x) {
+        // overlapped: the sync in flight at the save was dropped, and the last one is still in flight
+        const std::int64_t syncs = options.overlap_steps > 0 ? saved_at / tau - 1 + 2 : saved_at / tau + 3;
+        CHECK(tr.syncs() == syncs);
+        tr.average(x);
+        const std::lock_guard hold(lock);
+        final_x[static_cast<std::size_t>(tr.group().rank())] = x;
+      });
+  for (auto& x : final_x) {
+    REQUIRE(x.size() == n);
+    CHECK(std::memcmp(x.data(), final_x[0].data(), n * sizeof(float)) == 0);
+  }
+}
+
+TEST_CASE("elastic checkpoint without the saver's own sync state: compressed, or with a sync in flight; resumed by another member count") {
+  SUBCASE("bf16") { resumed_without_own_sync_state({.tau = tau, .sync_precision = dppf::sync_precision::bf16}); }
+  SUBCASE("overlapped, d = 1") { resumed_without_own_sync_state({.tau = tau, .overlap_steps = 1}); }
 }

@@ -106,7 +106,8 @@ const char* usage_text =
     "              each worker starts the all-reduce of a snapshot and applies the rule's correction D steps\n"
     "              later, keeping its progress since (dppf, local_sgd, elastic, diloco; not ddp, leader, grawa)\n"
     "  --sync-precision P  the sync's mean travels as full (default: the fp32 all-reduce), bf16 or fp16 (16-bit\n"
-    "              differences from the last mean, with error feedback; same methods; not with --overlap-steps)\n"
+    "              differences from the last mean, with error feedback; same methods; with --elastic the first sync\n"
+    "              after a change of members is full precision)\n"
     "  --no-sync   the compute-only floor: the same workers and steps with every sync removed, to time against\n"
     "              (train_s); the workers never meet, so the reported accuracy means nothing (local methods)\n"
     "  --checkpoint DIR  every worker saves DIR/<method>.step<K>.rank<R>.safetensors (atomically; its two\n"
@@ -124,7 +125,8 @@ const char* usage_text =
     "              --lost-shard drop (default: a lost worker's shard is no longer trained on) or redeal\n"
     "              (each step's images are split over the workers there); --sync-log: one line per sync.\n"
     "              Every method but single (ddp: each step's gradient average is committed, unbucketed;\n"
-    "              default dppf,local_sgd).\n"
+    "              default dppf,local_sgd). --sync-precision bf16|fp16, or --overlap-steps D below --tau\n"
+    "              (not both).\n"
     "              --checkpoint DIR: one file per step for the group, DIR/<method>.step<K>.elastic.safetensors\n"
     "              (the mean parameters, rank 0's optimizer state, the generation and member count); --resume\n"
     "              loads it on every worker, however many there are now.\n";
@@ -235,11 +237,11 @@ config parse_args(int argc, char** argv) {
       }
     }
 #endif
-  if (c.elastic && c.run.overlap_steps != 0)
-    cli.usage("--elastic: --overlap-steps must be 0 (dppf::elastic_trainer: a sync still in flight is not carried across a change of members)");
-  if (c.elastic && c.run.sync_precision != dppf::sync_precision::full)  // saves and undoes params and rule state only
-    cli.usage("--elastic: --sync-precision must be full (dppf::elastic_trainer undoes a discarded sync's parameters and "
-              "rule state, not a compressed sync's reference and residuals)");
+  if (c.elastic && c.run.overlap_steps >= c.run.tau)  // (elastic_trainer's rule, said in the flags' terms)
+    cli.usage("--elastic: --overlap-steps must be below --tau (a newcomer is let in between a sync's end and the next sync's start)");
+  if (c.elastic && c.run.overlap_steps != 0 && c.run.sync_precision != dppf::sync_precision::full)
+    cli.usage("--elastic: --overlap-steps with --sync-precision " + std::string(dppf::to_string(c.run.sync_precision)) +
+              " is not elastic yet (use one of them)");
   for (const auto& m : c.methods) {  // the sync flags against every method, before any trains
     fmnist::run_options o = c.run;
     o.method = m;

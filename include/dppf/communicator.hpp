@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,6 +42,23 @@ concept communicator = requires(C& c, const C& cc, span_for<typename C::memory_s
   c.broadcast(x, 0);
   c.barrier();
 };
+
+/// A communicator whose members can change between collectives (elastic_communicator):
+/// membership() names the current set of members and changes whenever the set does. State laid
+/// out over one set (a compressed sync's chunks and reference) is rebuilt when it changes.
+template <class C>
+concept changing_membership = requires(const C& c) {
+  { c.membership() } -> std::convertible_to<std::int64_t>;
+};
+
+/// The communicator's membership(), or 0 for one whose members never change.
+template <class C>
+std::int64_t membership_of(const C& comm) {
+  if constexpr (changing_membership<C>)
+    return static_cast<std::int64_t>(comm.membership());
+  else
+    return (void)comm, 0;
+}
 
 /// Raises std::invalid_argument on every rank unless every rank passes the same n. One
 /// all-gather of a scalar, so mismatched sizes never leave a rank waiting in a later collective.

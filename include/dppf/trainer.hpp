@@ -15,6 +15,8 @@
 // by compression/compressed_mean.hpp (16-bit differences from a shared reference, with error
 // feedback) into the scratch buffer before the rule's sync runs; the parameters stay in their
 // own type. Costs the reference and the residual (2 N parameters) and about 2 N words of scratch.
+// Over a communicator whose members change (changing_membership: an elastic group), the first
+// sync over new members is the exact mean in full precision and starts the state again.
 //
 // Both (overlap_steps = d > 0 and a compressed sync, over an async_exchange_communicator): the
 // snapshot's compressed mean runs in three parts; the all-to-all starts at the sync step, the
@@ -24,6 +26,7 @@
 // MPI requires) whatever each rank's test() saw. The same mean, the same bits, as the blocking
 // compressed sync of the snapshot.
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -275,6 +278,7 @@ class trainer {
       bool arrived = false;         ///< test() saw the mean arrive during the local steps
       std::exception_ptr error{};   ///< test() saw the all-reduce fail: raised at the due step
       std::uint64_t bytes = 0;      ///< bytes sent at the sync step
+      std::int64_t membership = 0;  ///< the communicator's membership_of() at the sync step
     };
     decltype(std::declval<const Optimizer&>().template init<T>(std::declval<const Exec&>(), std::size_t{1})) optimizer_state;
     typename Consensus::template state<buffer_type> rule_state{};
@@ -357,8 +361,7 @@ class trainer {
         ws.pending->bytes = comm_.counts().bytes - before;
         (void)poll(workspace_slot<T>());  // MPI: the first test() starts the reduction moving
       } else {
-        compressed_average(ctx, ws);
-        last_ = rule_.sync(ctx, ws.rule_state);
+        last_ = rule_sync(ctx, ws, [&] { compressed_average(ctx, ws); });
         average_with_sync(buffers, ws);
         sync_bytes_ = comm_.counts().bytes - before;
         ++syncs_;
@@ -368,12 +371,38 @@ class trainer {
     }
   }
 
+  // The rule's sync, and before it the trainer's part: `mean` puts what the rule averages with
+  // into scratch when the trainer computes it (a compressed mean, an overlapped sync's arrival).
+  // A rule that takes that part as a third argument runs it inside its own sync (elastic_rule:
+  // inside the committed operation, so that a failure there is undone and redone as the rest is).
+  template <class T, class Mean>
+  sync_report rule_sync(ctx_type<T>& ctx, workspace<T>& ws, const Mean& mean) {
+    if constexpr (requires { rule_.sync(ctx, ws.rule_state, mean); }) {
+      return rule_.sync(ctx, ws.rule_state, mean);
+    } else {
+      mean();
+      return rule_.sync(ctx, ws.rule_state);
+    }
+  }
+
   // A compressed sync's mean into scratch, marked so that the rule's average_into_scratch keeps it.
+  // Over members other than those the state was built for (an elastic group changed), the state
+  // starts again: residuals zero, the reference the exact mean, which is this sync's mean.
   template <class T>
   void compressed_average(ctx_type<T>& ctx, workspace<T>& ws) {
     if constexpr (compression_possible) {
       if (!ws.compressed) return;
-      (*ws.compressed)(comm_, typename ctx_type<T>::const_view_type(ctx.params), ctx.scratch);
+      const std::span<const T> x(ctx.params.data(), ctx.params.size());
+      if (ws.compressed->built_for(comm_)) {
+        (*ws.compressed)(comm_, x, ctx.scratch);
+      } else {
+        // Built aside first: a failure in its collectives leaves the old state (still stale).
+        compressed_mean_type<T> fresh(comm_, x, ws.compressed->options());
+        std::ranges::copy(fresh.reference(), ctx.scratch.data());
+        // a mean that is not finite is no reference: the next sync starts again
+        if (!std::ranges::all_of(fresh.reference(), [](T v) { return std::isfinite(v); })) fresh.invalidate();
+        *ws.compressed = std::move(fresh);
+      }
       ctx.mean_in_scratch = true;
     } else {
       (void)ctx;
@@ -396,6 +425,7 @@ class trainer {
       using cview = typename ctx_type<T>::const_view_type;
       dppf::copy(ex_, cview(ctx.params), view(ws.snapshot));
       ws.pending.emplace();
+      ws.pending->membership = membership_of(comm_);
       if constexpr (overlap_compression_possible) {
         if (ws.compressed) ws.pending->compressed.emplace(ws.compressed->start(comm_, cview(view(ws.snapshot))));
       }
@@ -502,16 +532,14 @@ class trainer {
 
   // An overlapped sync's end: wait for the mean if needed, then the rule's sync on the snapshot
   // with the live parameters in ctx.live (sync_context::live). The sync is dropped (on every
-  // rank alike) if the wait or the rule raises.
+  // rank alike) if the wait or the rule raises. One started over other members than the current
+  // ones (an elastic group changed since, or its mean failed and it is redone over the next
+  // generation) has no mean to wait for: the snapshots' mean is taken now, blocking, over the
+  // current members.
   template <class T, class P>
   void finish_delayed(P& params, workspace<T>& ws) {
     typename workspace<T>::in_flight_sync p = std::move(*ws.pending);
     ws.pending.reset();
-    if (p.error) std::rethrow_exception(p.error);
-    if (p.reduction) p.arrived = p.reduction->test();
-    if (p.arrived) ++overlapped_syncs_;
-    complete_in_flight<T>(ws, p);  // its bytes go into p.bytes
-    const auto before = comm_.counts().bytes;
     using cview = typename ctx_type<T>::const_view_type;
     ctx_type<T> ctx{ex_, comm_, view(ws.snapshot), view(ws.scratch), cview{}};
     ctx.loss = p.loss;
@@ -519,8 +547,25 @@ class trainer {
     ctx.warmup = p.warmup;
     ctx.on_non_finite = options_.on_non_finite;
     ctx.live = view(params);
-    last_ = rule_.sync(ctx, ws.rule_state);
-    sync_bytes_ = p.bytes + (comm_.counts().bytes - before);
+    const auto started = p.bytes;  // at the sync step (and the compressed all-gather's start)
+    const auto before = comm_.counts().bytes;
+    last_ = rule_sync(ctx, ws, [&] {
+      if (p.membership == membership_of(comm_)) {
+        if (p.error) std::rethrow_exception(p.error);
+        if (p.reduction) p.arrived = p.reduction->test();
+        if (p.arrived) ++overlapped_syncs_;
+        complete_in_flight<T>(ws, p);
+      } else {
+        // Its collectives were the old members'. Dropping their handles waits for them (bounded
+        // by the timeout), since they write scratch.
+        p.reduction.reset();
+        p.compressed.reset();
+        p.error = nullptr;
+        compressed_average(ctx, ws);
+        if (!ctx.mean_in_scratch) comm_.all_reduce(cview(view(ws.snapshot)), view(ws.scratch), reduce_op::avg);
+      }
+    });
+    sync_bytes_ = started + (comm_.counts().bytes - before);
     ++syncs_;
   }
 

@@ -20,6 +20,12 @@
 #            the write being atomic, and the survivors do not redo it): each prints the generation and
 #            member count that the file's metadata records (read here from the safetensors
 #            header), and the run finishes with 3
+# With drop every run's sync overlaps the next 2 local steps (--overlap-steps 2): the sync in
+# flight at the kill is discarded and redone over the survivors from their snapshots, and the
+# checkpoints hold no sync in flight. With redeal every run's sync is compressed (--sync-precision
+# bf16): the exchanges of the sync the kill breaks are discarded and redone, the first sync over
+# the survivors is full precision, and the resume starts the compressed state from the
+# checkpoint's mean (which holds none).
 # The time from the fault to the next committed sync is printed and bounded by the timeout + 5 s;
 # nothing may be left behind.
 # Usage: fmnist_elastic.sh <source dir> <cluster id> <fashion_mnist> drop|redeal
@@ -32,6 +38,7 @@ ms() { date +%s%3N; }
 export DPPF_GLOO_TIMEOUT_MS=1500
 timeout_s=2  # DPPF_GLOO_TIMEOUT_MS rounded up
 args="--quick --json --method dppf --sharpness-samples 0"
+if [ "$mode" = drop ]; then args="$args --overlap-steps 2"; else args="$args --sync-precision bf16"; fi
 elastic="--elastic --lost-shard $mode --sync-log"
 
 "$C" up 5 1gbit >/dev/null || fail "up"

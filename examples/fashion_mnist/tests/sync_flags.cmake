@@ -96,8 +96,8 @@ elseif(PART STREQUAL "refused")
     "--method|dppf|--no-sync|--sync-precision|bf16" "--no-sync: there is no sync to overlap or compress")
   if(GLOO)  # (--elastic needs --comm gloo, refused by a build without it)
     list(APPEND cases
-      "--comm|gloo|--elastic|--overlap-steps|1" "--elastic: --overlap-steps must be 0"
-      "--comm|gloo|--elastic|--sync-precision|bf16" "--elastic: --sync-precision must be full")
+      "--comm|gloo|--elastic|--tau|4|--overlap-steps|4" "--elastic: --overlap-steps must be below --tau"
+      "--comm|gloo|--elastic|--overlap-steps|2|--sync-precision|bf16" "--elastic: --overlap-steps with --sync-precision bf16 is not elastic yet")
   endif()
   list(LENGTH cases n)
   math(EXPR last "${n} - 1")

@@ -246,13 +246,13 @@ void agree_on_workspaces(Comm& comm, bool in_file, bool live) {
   }
 }
 
-}  // namespace detail
+// Whether a checkpoint holds the saving worker's own sync state: a compressed sync's reference
+// and residuals and an overlapped sync in flight. An elastic one does not: they are the saving
+// member's, over the saving generation's members.
+enum class own_sync_state { kept, left_out };
 
-/// A checkpoint of one worker of a trainer: its parameters, optimizer and consensus state,
-/// counters and loss accumulator. Add anything else (data-loader position, random engines,
-/// BatchNorm buffers) to the returned set before saving it.
 template <class Trainer, parameter_buffer P>
-safetensors save_trainer(Trainer& tr, const P& params) {
+safetensors save_trainer(Trainer& tr, const P& params, own_sync_state own) {
   using T = std::remove_cv_t<std::ranges::range_value_t<P>>;
   using access = detail::trainer_access;
   static_assert(detail::checkpointable_buffer<P>, "dppf checkpoints hold host buffers; copy device state to the host first");
@@ -269,12 +269,12 @@ safetensors save_trainer(Trainer& tr, const P& params) {
     save_state(out, "optimizer", ws->optimizer_state);
     save_state(out, "consensus", ws->rule_state);
     if constexpr (!std::is_same_v<decltype(detail::compressed_state(*ws)), std::monostate*>)
-      if (auto* c = detail::compressed_state(*ws)) {
+      if (auto* c = detail::compressed_state(*ws); c && own == own_sync_state::kept) {
         out.set_metadata("dppf.sync_precision", to_string(tr.options().sync_precision));
         save_state(out, "compressed", *c);
       }
-    access::wait_in_flight<T>(tr);
-    if (ws->pending) {
+    if (own == own_sync_state::kept) access::wait_in_flight<T>(tr);
+    if (ws->pending && own == own_sync_state::kept) {
       out.add("overlap.snapshot", ws->snapshot);
       out.add("overlap.mean", ws->scratch);
       out.add_scalar("overlap.due", ws->pending->due);
@@ -289,6 +289,16 @@ safetensors save_trainer(Trainer& tr, const P& params) {
   out.add_scalar("trainer.loss_sum", c.loss_sum);
   out.add_scalar("trainer.loss_count", c.loss_count);
   return out;
+}
+
+}  // namespace detail
+
+/// A checkpoint of one worker of a trainer: its parameters, optimizer and consensus state,
+/// counters and loss accumulator. Add anything else (data-loader position, random engines,
+/// BatchNorm buffers) to the returned set before saving it.
+template <class Trainer, parameter_buffer P>
+safetensors save_trainer(Trainer& tr, const P& params) {
+  return detail::save_trainer(tr, params, detail::own_sync_state::kept);
 }
 
 /// Restores a trainer (and `params`) from this rank's checkpoint, so that training continues

@@ -51,6 +51,11 @@ class counting_communicator {
 
   int rank() const { return inner_.rank(); }
   int size() const { return inner_.size(); }
+  std::int64_t membership() const
+    requires changing_membership<C>
+  {
+    return inner_.membership();
+  }
 
   template <class In, class Out>
   void all_reduce(const In& in, Out&& out, reduce_op op) {

@@ -73,7 +73,19 @@ class compressed_mean {
       std::copy(params.begin(), params.end(), reference_span().begin());
     else
       comm.all_reduce(params, reference_span(), reduce_op::avg);
+    membership_ = membership_of(comm);
   }
+
+  /// Whether this state was built over comm's current members (always, unless its members can
+  /// change: changing_membership) and not invalidated since. The chunks and the reference belong
+  /// to one set of members: over another, build the state again.
+  template <communicator C>
+  bool built_for(const C& comm) const noexcept {
+    return membership_ == membership_of(comm);
+  }
+  /// Marks the state as built for no members (built_for() is false from now on): a newcomer's
+  /// reference was not the members'.
+  void invalidate() noexcept { membership_.reset(); }
 
   /// mean <- x_bar (see the file comment) and r <- x_bar when it is finite. Collective; returns
   /// whether the mean is finite (the same answer on every rank).
@@ -261,6 +273,7 @@ class compressed_mean {
   std::vector<T> values_;              // r (N), e (N), g (c)
   std::vector<T> owner_pending_;       // g as this sync's reduction left it (c), until commit
   std::vector<std::uint16_t> words_;   // sent (M c), received (M c), owned (c)
+  std::optional<std::int64_t> membership_;  // comm's membership() when built; none once invalidated
 };
 
 }  // namespace dppf

@@ -6,7 +6,10 @@
 //   state, the rule's state and the counters are those of the designated member, rank 0 of the
 //   current generation (the rule's state is replicated, so any member's is the group's). The
 //   metadata records the generation (dppf.elastic.generation) and its member count
-//   (dppf.elastic.members). Every member returns its set (the same parameters; its own
+//   (dppf.elastic.members). No compressed sync's state and no overlapped sync in flight: they
+//   are the saving member's, over the saving generation; a resumed group starts a compressed
+//   state again from the loaded mean, and goes on from the mean of the live parameters (the
+//   sync in flight is dropped; the members keep it). Every member returns its set (the same parameters; its own
 //   optimizer state): rank 0's is the checkpoint (save_elastic(path, ...) writes it there only).
 // * load_elastic (collective over the current members, after elastic_trainer::start): every
 //   member, however many there are now, loads that one file: the mean parameters and the
@@ -41,7 +44,7 @@ safetensors save_elastic(elastic_trainer<Optimizer, Rule, Exec>& tr, const P& pa
   auto& group = tr.group();
   // Not admitting newcomers: the group must be the same as the one the tensors describe.
   group.run_committed([&] { group.comm().all_reduce(x, std::span<T>(mean), reduce_op::avg); }, [] {}, false);
-  safetensors out = save_trainer(tr.inner(), mean);
+  safetensors out = detail::save_trainer(tr.inner(), mean, detail::own_sync_state::left_out);
   out.set_metadata("dppf.checkpoint", "elastic 1");
   out.set_metadata("dppf.elastic.generation", std::to_string(group.generation().number));
   out.set_metadata("dppf.elastic.members", std::to_string(group.size()));

@@ -14,8 +14,21 @@
 //   data_parallel: every step's gradient average is a committed operation (a redo over the next
 //   generation rewrites the average, so there is nothing to undo); the members' parameters stay
 //   equal, so a newcomer gets the seed's, bit for bit. Refused when the trainer is built:
-//   average_optimizer_state, overlap_steps > 0, a compressed sync, and data_parallel with
-//   gradients_averaged (its average would run outside the committed operation).
+//   average_optimizer_state, and data_parallel with gradients_averaged (its average would run
+//   outside the committed operation).
+// * An overlapped sync (overlap_steps = d, 1 <= d < tau, and d < warmup_tau): its all-reduce is
+//   started at the sync step, as dppf::trainer does; its end at the due step (the wait and the
+//   rule's correction of the live parameters) is the committed operation. A failure, seen by
+//   test() during the local steps or at the wait, discards it on every survivor alike (their live
+//   parameters and rule state put back) and it is redone over the next generation with a
+//   blocking all-reduce of the survivors' snapshots. Newcomers are let in at its end and get
+//   their state before the next sync starts (hence d < tau). Not with a compressed sync yet.
+// * A compressed sync (sync_precision bf16 or fp16): its exchanges run inside the committed
+//   operation. Its chunks and reference belong to one generation, so the first sync over new
+//   members (after a loss, a newcomer, or a discarded sync, on every member alike) is the exact
+//   mean in full precision: the reference becomes that mean and every residual, the newcomer's
+//   included, starts at zero. An elastic checkpoint holds no compressed state (rank 0's residuals
+//   are not the others'); a resumed group starts it from the loaded mean.
 // * Host buffers only (Gloo).
 
 #include <algorithm>
@@ -40,6 +53,9 @@
 namespace dppf {
 
 namespace detail {
+struct nothing {
+  void operator()() const noexcept {}
+};
 template <class S>
 concept has_counters = requires(S& s) { s.for_each_counter([](const char*, std::int64_t&) {}); };
 }  // namespace detail
@@ -53,6 +69,8 @@ template <class Rule>
 class elastic_rule {
  public:
   static constexpr bool averages_gradients = Rule::averages_gradients;
+  /// The rule reads the others only through the mean (a compressed sync can run under it).
+  static constexpr bool overlappable = overlappable_v<Rule>;
 
   /// The rule's own state (what checkpoints see), and a copy of it and of the parameters taken
   /// before each sync, to undo a discarded one (never checkpointed).
@@ -88,18 +106,26 @@ class elastic_rule {
     ctx.comm.inner().group().run_committed([&] { inner_.average_gradients(ctx); }, [] {});
   }
 
-  template <class Ctx, class S>
-  sync_report sync(Ctx& ctx, S& s) const {
+  /// `before`: the trainer's own part of the sync (a compressed sync's mean into scratch), run
+  /// inside the committed operation, so that its exchanges are undone and redone with the rest.
+  /// An overlapped sync's end (ctx.live set): what it writes, and so saves and undoes, is the live
+  /// parameters, not the snapshot.
+  template <class Ctx, class S, class Before = detail::nothing>
+  sync_report sync(Ctx& ctx, S& s, const Before& before = {}) const {
     using T = typename Ctx::value_type;
-    const std::span<const T> params(ctx.params.data(), ctx.params.size());
-    copy(ctx.ex, params, s.saved);
+    const typename Ctx::view_type written = ctx.live.empty() ? ctx.params : ctx.live;
+    copy(ctx.ex, std::span<const T>(written.data(), written.size()), s.saved);
     s.saved_inner = s.inner;  // buffers keep their capacity: no allocation after the first sync
     sync_report report{};
-    ctx.comm.inner().group().run_committed([&] { report = inner_.sync(ctx, s.inner); },
-                                           [&] {
-                                             copy(ctx.ex, s.saved, ctx.params);
-                                             s.inner = s.saved_inner;
-                                           });
+    ctx.comm.inner().group().run_committed(
+        [&] {
+          before();
+          report = inner_.sync(ctx, s.inner);
+        },
+        [&] {
+          copy(ctx.ex, s.saved, written);
+          s.inner = s.saved_inner;
+        });
     return report;
   }
 
@@ -188,6 +214,8 @@ class elastic_trainer {
   void average(P&& params) {
     using T = std::remove_cv_t<buffer_element_t<P&>>;
     detail::require_not_empty(std::ranges::size(params), "elastic_trainer::average: parameters");
+    tr_.finish_sync(params);  // a sync in flight first (committed, as at its due step) ...
+    send_pending(params);     // ... and whoever it let in gets its state, to average with us
     std::vector<T> mean(std::ranges::size(params));
     const std::span<const T> x(std::ranges::data(params), std::ranges::size(params));
     group_->run_committed([&] { tr_.comm().all_reduce(x, std::span<T>(mean), reduce_op::avg); }, [] {}, false);
@@ -213,11 +241,13 @@ class elastic_trainer {
   static trainer_options checked(const trainer_options& o) {
     detail::require_option(!o.average_optimizer_state, "elastic_trainer", "average_optimizer_state", o.average_optimizer_state,
                            "is not elastic-safe yet and must be false");
-    detail::require_option(o.overlap_steps == 0, "elastic_trainer", "overlap_steps", o.overlap_steps,
-                           "must be 0: a sync still in flight is not carried across a change of members");
-    detail::require_option(o.sync_precision == sync_precision::full, "elastic_trainer", "sync_precision",
-                           to_string(o.sync_precision),
-                           "must be full: a compressed sync's reference and residuals are not carried across a change of members");
+    // A newcomer is let in at a sync's commit, its end, and gets its state before the next sync
+    // starts: with d = tau (or d >= warmup_tau) the next one starts at that same step
+    const bool room = o.overlap_steps < o.tau && (o.warmup_steps == 0 || o.warmup_tau == 0 || o.overlap_steps < o.warmup_tau);
+    detail::require_option(o.overlap_steps == 0 || room, "elastic_trainer", "overlap_steps", o.overlap_steps,
+                           "must be below tau (and warmup_tau): a newcomer is let in between a sync's end and the next sync's start");
+    detail::require_option(o.overlap_steps == 0 || o.sync_precision == sync_precision::full, "elastic_trainer", "overlap_steps",
+                           o.overlap_steps, "must be 0 with a compressed sync (its started exchanges are not elastic yet)");
     return o;
   }
   static elastic_trainer_options checked(elastic_trainer_options e) {
@@ -290,6 +320,9 @@ class elastic_trainer {
     if (fresh) detail::trainer_access::set_workspace<T>(tr_, std::optional<decltype(built)>(std::move(built)));
     auto* ws = detail::trainer_access::workspace<T>(tr_);
     if (!ws) throw communication_error("dppf::elastic_trainer: a member has no training state to send (no step yet)");
+    // A compressed sync starts again at the next sync on every participant alike: the newcomer's
+    // state was built from its parameters before they became the mean (the members' is stale).
+    if (ws->compressed) ws->compressed->invalidate();
     // What the broadcasts below send must have one shape everywhere (e.g. sgd's momentum buffer
     // exists only with momentum != 0): a mismatch would crash Gloo's transport.
     require_same_text(comm, layout(*ws), seed, differ);
