@@ -587,6 +587,41 @@ TEST_CASE("elastic_trainer with an overlapped sync and no fault gives the same b
   SUBCASE("pull_push, d = 2") { same_bits_as_plain_trainer(dppf::pull_push({.alpha = 0.3, .lambda = 0.02}), {.tau = tau, .overlap_steps = 2}); }
 }
 
+// m founders train `total` steps with `options`, slowly enough that a newcomer started 600 ms in
+// arrives mid-run; founder r dies right after step dies_after[r]. Checks that every other worker
+// (the newcomer last) finished without error, with the same bits and the same membership history
+// (a newcomer's from its first sync), and returns their outcomes.
+std::vector<outcome> lose_and_admit(int m, std::int64_t total, const dppf::trainer_options& options,
+                                    const std::map<int, std::int64_t>& dies_after) {
+  fresh_dir dir;
+  std::vector<outcome> out(static_cast<std::size_t>(m) + 1);
+  std::vector<std::thread> pool;
+  auto slow = [](std::int64_t) { return 30ms; };
+  for (int r = 0; r < m; ++r)
+    pool.emplace_back([&, r] {
+      std::function<bool(std::int64_t)> stop;
+      if (auto it = dies_after.find(r); it != dies_after.end()) stop = [s_die = it->second](std::int64_t s) { return s == s_die; };
+      worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], stop, slow, false, {}, options);
+    });
+  std::this_thread::sleep_for(600ms);
+  pool.emplace_back([&] { worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(m)], {}, slow, true, {}, options); });
+  for (auto& t : pool) t.join();
+  std::vector<outcome> alive;
+  for (auto& o : out)
+    if (!o.params.empty() || !o.error.empty()) alive.push_back(o);
+  const int members = m - static_cast<int>(dies_after.size()) + 1;
+  REQUIRE(alive.size() == static_cast<std::size_t>(members));
+  for (auto& o : alive) REQUIRE_MESSAGE(o.error.empty(), o.error);
+  for (auto& o : alive) {
+    CHECK(std::memcmp(o.params.data(), alive[0].params.data(), n * sizeof(float)) == 0);
+    CHECK(o.stats.members == members);
+    for (const auto& [k, ids] : o.members_of_sync) CHECK(alive[0].members_of_sync.at(k) == ids);
+  }
+  REQUIRE(alive.back().steps_at_join > 0);  // the newcomer was let in
+  CHECK(alive[0].members_of_sync.rbegin()->second.size() == static_cast<std::size_t>(members));
+  return alive;
+}
+
 // An overlapped sync through two losses and a newcomer. One worker dies just before it would
 // start sync 3: the others' all-reduce in flight fails (at test() or the wait), the sync is
 // discarded on all of them and redone over the four survivors, blocking, from their snapshots.
@@ -594,41 +629,15 @@ TEST_CASE("elastic_trainer with an overlapped sync and no fault gives the same b
 // fails and it is redone over three. A newcomer is let in at a sync's end. Against the
 // double-precision reference of the delayed update over the same membership history.
 TEST_CASE("elastic_trainer with an overlapped sync: workers lost in flight and a newcomer let in; all equal the delayed reference") {
-  fresh_dir dir;
-  const int m = 5;
   const std::int64_t d = 2, total = 11 * tau + d;
-  std::vector<outcome> out(m + 1);
-  std::vector<std::thread> pool;
-  const dppf::trainer_options overlapped{.tau = tau, .overlap_steps = d};
-  auto slow = [](std::int64_t) { return 30ms; };  // so the newcomer arrives mid-run
-  for (int r = 0; r < m; ++r)
-    pool.emplace_back([&, r] {
-      std::function<bool(std::int64_t)> stop;
-      if (r == m - 1) stop = [&](std::int64_t s) { return s == 3 * tau - 2; };  // the step before sync 3's
-      if (r == m - 2) stop = [&](std::int64_t s) { return s == 5 * tau - 1; };  // the step that starts sync 5
-      worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], stop, slow, false, {}, overlapped);
-    });
-  std::this_thread::sleep_for(600ms);
-  pool.emplace_back([&] { worker(dir.store(), m, fast(), total, out[m], {}, slow, true, {}, overlapped); });
-  for (auto& t : pool) t.join();
-  std::vector<outcome*> alive;
-  for (auto& o : out)
-    if (!o.params.empty() || !o.error.empty()) alive.push_back(&o);
-  REQUIRE(alive.size() == 4);
-  for (auto* o : alive) REQUIRE_MESSAGE(o->error.empty(), o->error);
-  for (auto* o : alive) {
-    CHECK(std::memcmp(o->params.data(), alive[0]->params.data(), n * sizeof(float)) == 0);
-    CHECK(o->stats.members == 4);
-    for (const auto& [k, ids] : o->members_of_sync) CHECK(out[0].members_of_sync.at(k) == ids);  // a newcomer's from its first
-  }
-  const auto& history = out[0].members_of_sync;
+  const auto alive = lose_and_admit(5, total, {.tau = tau, .overlap_steps = d}, {{4, 3 * tau - 2}, {3, 5 * tau - 1}});
+  const auto& history = alive[0].members_of_sync;
   // each loss takes one member from the sync it broke (the newcomer may come in between)
   CHECK(history.at(2).size() == 5);
   CHECK(history.at(3).size() == history.at(2).size() - 1);
   CHECK(history.at(5).size() == history.at(4).size() - 1);
-  CHECK(history.rbegin()->second.size() == 4);
-  CHECK(out[0].stats.overlapped_syncs >= 1);
-  require_close(out[0].params, ref::simulate_delayed(total, history, n, lr, tau, d), 1e-5);
+  CHECK(alive[0].stats.overlapped_syncs >= 1);
+  require_close(alive[0].params, ref::simulate_delayed(total, history, n, lr, tau, d), 1e-5);
 }
 
 // A compressed sync through a loss (the survivors' sync fails in its exchanges, is discarded
@@ -636,39 +645,13 @@ TEST_CASE("elastic_trainer with an overlapped sync: workers lost in flight and a
 // every member alike, so all finish with the same bits, within bf16's rounding of the reference
 // (a stale chunk layout or reference would fail a collective or land far from it).
 TEST_CASE("elastic_trainer with a compressed sync: a worker lost and a newcomer let in; all finish equal, near the reference") {
-  fresh_dir dir;
-  const int m = 4;
-  const std::int64_t total = 36, dies_after = 7;
-  std::vector<outcome> out(m + 1);
-  std::vector<std::thread> pool;
-  const dppf::trainer_options bf16{.tau = tau, .sync_precision = dppf::sync_precision::bf16};
-  auto slow = [](std::int64_t) { return 30ms; };  // so the newcomer arrives mid-run
-  for (int r = 0; r < m; ++r)
-    pool.emplace_back([&, r] {
-      std::function<bool(std::int64_t)> stop;
-      if (r == m - 1) stop = [&](std::int64_t s) { return s == dies_after; };
-      worker(dir.store(), m, fast(), total, out[static_cast<std::size_t>(r)], stop, slow, false, {}, bf16);
-    });
-  std::this_thread::sleep_for(600ms);
-  pool.emplace_back([&] { worker(dir.store(), m, fast(), total, out[m], {}, slow, true, {}, bf16); });
-  for (auto& t : pool) t.join();
-  std::vector<outcome*> alive;
-  for (auto& o : out)
-    if (!o.params.empty() || !o.error.empty()) alive.push_back(&o);
-  REQUIRE(alive.size() == 4);
-  for (auto* o : alive) REQUIRE_MESSAGE(o->error.empty(), o->error);
-  for (auto* o : alive) {
-    CHECK(std::memcmp(o->params.data(), alive[0]->params.data(), n * sizeof(float)) == 0);
-    CHECK(o->stats.members == 4);
-    CHECK(o->stats.generation >= 2);
-  }
-  const auto& history = out[0].members_of_sync;
+  const std::int64_t total = 36;
+  const auto alive = lose_and_admit(4, total, {.tau = tau, .sync_precision = dppf::sync_precision::bf16}, {{3, 7}});
+  const auto& history = alive[0].members_of_sync;
   CHECK(history.at(2).size() == 4);
   CHECK(history.at(3).size() == 3);  // the sync the dead worker missed ran over the survivors
-  CHECK(history.rbegin()->second.size() == 4);
-  REQUIRE(out[m].steps_at_join > 0);
-  const auto want = simulate(total, history);
-  const double worst = ref::worst_error(out[0].params, want);
+  CHECK(alive[0].stats.generation >= 2);
+  const double worst = ref::worst_error(alive[0].params, simulate(total, history));
   INFO("worst relative error against the exact-mean reference: " << worst);
   CHECK(worst <= 2e-3);
   CHECK(worst > 1e-6);  // the syncs were compressed: float's own rounding is below 1e-6
