@@ -63,8 +63,8 @@ struct trainer_options {
   bool average_optimizer_state = false;  ///< average momentum / Adam moments at every sync
   non_finite_policy on_non_finite = non_finite_policy::raise;
   /// d: the sync overlaps the next d local steps and its correction, computed on a snapshot
-  /// taken at the sync step, is applied d steps later (0: the blocking sync). 0 <= d <= tau;
-  /// needs an async_communicator and an overlappable rule.
+  /// taken at the sync step, is applied d steps later (0: the blocking sync). 0 <= d <= tau
+  /// (elastic_trainer: d < tau); needs an async_communicator and an overlappable rule.
   std::int64_t overlap_steps = 0;
   /// The format the sync's mean travels in: full (the parameters' own type, today's all-reduce
   /// bit for bit), bf16 or fp16 (compressed_mean.hpp). Compressed needs an exchange_communicator,
