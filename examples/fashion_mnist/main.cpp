@@ -125,8 +125,7 @@ const char* usage_text =
     "              --lost-shard drop (default: a lost worker's shard is no longer trained on) or redeal\n"
     "              (each step's images are split over the workers there); --sync-log: one line per sync.\n"
     "              Every method but single (ddp: each step's gradient average is committed, unbucketed;\n"
-    "              default dppf,local_sgd). --sync-precision bf16|fp16, or --overlap-steps D below --tau\n"
-    "              (not both).\n"
+    "              default dppf,local_sgd). --sync-precision bf16|fp16 and --overlap-steps D below --tau.\n"
     "              --checkpoint DIR: one file per step for the group, DIR/<method>.step<K>.elastic.safetensors\n"
     "              (the mean parameters, rank 0's optimizer state, the generation and member count); --resume\n"
     "              loads it on every worker, however many there are now.\n";
@@ -239,9 +238,6 @@ config parse_args(int argc, char** argv) {
 #endif
   if (c.elastic && c.run.overlap_steps >= c.run.tau)  // (elastic_trainer's rule, said in the flags' terms)
     cli.usage("--elastic: --overlap-steps must be below --tau (a newcomer is let in between a sync's end and the next sync's start)");
-  if (c.elastic && c.run.overlap_steps != 0 && c.run.sync_precision != dppf::sync_precision::full)
-    cli.usage("--elastic: --overlap-steps with --sync-precision " + std::string(dppf::to_string(c.run.sync_precision)) +
-              " is not elastic yet (use one of them)");
   for (const auto& m : c.methods) {  // the sync flags against every method, before any trains
     fmnist::run_options o = c.run;
     o.method = m;

@@ -26,7 +26,6 @@
 // MPI requires) whatever each rank's test() saw. The same mean, the same bits, as the blocking
 // compressed sync of the snapshot.
 
-#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -284,9 +283,11 @@ class trainer {
     typename Consensus::template state<buffer_type> rule_state{};
     buffer_type scratch;
     buffer_type snapshot{};  ///< s_i: N elements when overlap_steps > 0, none otherwise
-    std::optional<in_flight_sync> pending{};
     /// A compressed sync's reference and residuals (sync_precision bf16 or fp16), else empty.
     std::optional<compressed_mean_type<T>> compressed{};
+    /// Declared after every buffer its collectives write (scratch, snapshot, the compressed
+    /// state's words), so that it is destroyed first: its handles wait for them.
+    std::optional<in_flight_sync> pending{};
   };
 
  private:
@@ -396,16 +397,24 @@ class trainer {
       if (ws.compressed->built_for(comm_)) {
         (*ws.compressed)(comm_, x, ctx.scratch);
       } else {
-        // Built aside first: a failure in its collectives leaves the old state (still stale).
-        compressed_mean_type<T> fresh(comm_, x, ws.compressed->options());
-        std::ranges::copy(fresh.reference(), ctx.scratch.data());
-        // a mean that is not finite is no reference: the next sync starts again
-        if (!std::ranges::all_of(fresh.reference(), [](T v) { return std::isfinite(v); })) fresh.invalidate();
-        *ws.compressed = std::move(fresh);
+        comm_.all_reduce(x, ctx.scratch, reduce_op::avg);  // the exact mean, in full precision
+        restart_stale_compression(ws);
       }
       ctx.mean_in_scratch = true;
     } else {
       (void)ctx;
+      (void)ws;
+    }
+  }
+
+  // A compressed state built over other members than the current ones starts again from this
+  // sync's exact mean, in scratch (a failure before leaves it stale, so the redo starts it too).
+  template <class T>
+  void restart_stale_compression(workspace<T>& ws) {
+    if constexpr (compression_possible) {
+      if (ws.compressed && !ws.compressed->built_for(comm_))
+        ws.compressed->restart(comm_, std::span<const T>(ws.scratch.data(), ws.scratch.size()));
+    } else {
       (void)ws;
     }
   }
@@ -426,8 +435,9 @@ class trainer {
       dppf::copy(ex_, cview(ctx.params), view(ws.snapshot));
       ws.pending.emplace();
       ws.pending->membership = membership_of(comm_);
-      if constexpr (overlap_compression_possible) {
-        if (ws.compressed) ws.pending->compressed.emplace(ws.compressed->start(comm_, cview(view(ws.snapshot))));
+      if constexpr (overlap_compression_possible) {  // (over other members: the plain all-reduce, then a restart)
+        if (ws.compressed && ws.compressed->built_for(comm_))
+          ws.pending->compressed.emplace(ws.compressed->start(comm_, cview(view(ws.snapshot))));
       }
       if (!ws.pending->compressed) ws.pending->reduction.emplace(comm_.start_all_reduce(cview(view(ws.snapshot)), view(ws.scratch), reduce_op::avg));
       ws.pending->due = steps_ + options_.overlap_steps;
@@ -555,6 +565,7 @@ class trainer {
         if (p.reduction) p.arrived = p.reduction->test();
         if (p.arrived) ++overlapped_syncs_;
         complete_in_flight<T>(ws, p);
+        restart_stale_compression(ws);
       } else {
         // Its collectives were the old members'. Dropping their handles waits for them (bounded
         // by the timeout), since they write scratch.

@@ -63,17 +63,25 @@ class compressed_mean {
     if (options.precision != sync_precision::bf16 && options.precision != sync_precision::fp16)
       detail::throw_invalid(std::string("compressed_mean: precision ") + to_string(options.precision) +
                             " is not a compressed format (bf16 or fp16)");
-    n_ = params.size();
-    const std::size_t m = static_cast<std::size_t>(comm.size());
-    chunk_ = (n_ + m - 1) / m;
-    values_.assign(2 * n_ + chunk_, T(0));
-    owner_pending_.assign(chunk_, T(0));
-    words_.assign(2 * m * chunk_ + chunk_, 0);
+    lay_out(params.size(), comm.size());
     if (same_on_every_rank(comm, params))
       std::copy(params.begin(), params.end(), reference_span().begin());
     else
       comm.all_reduce(params, reference_span(), reduce_op::avg);
     membership_ = membership_of(comm);
+  }
+
+  /// Starts the state again over comm's current members from `mean`, their exact mean, which
+  /// every rank holds bit for bit: r = mean, every residual zero, the chunks of comm.size() ranks.
+  /// No communication. A mean that is not finite is no reference: the state stays invalid.
+  template <communicator C>
+  void restart(const C& comm, std::span<const T> mean) {
+    lay_out(mean.size(), comm.size());
+    std::copy(mean.begin(), mean.end(), reference_span().begin());
+    if (std::all_of(mean.begin(), mean.end(), [](T v) { return std::isfinite(v); }))
+      membership_ = membership_of(comm);
+    else
+      membership_.reset();
   }
 
   /// Whether this state was built over comm's current members (always, unless its members can
@@ -167,6 +175,15 @@ class compressed_mean {
   }
 
  private:
+  // N elements over m ranks: chunks, zeroed state and scratch.
+  void lay_out(std::size_t n, int ranks) {
+    n_ = n;
+    const std::size_t m = static_cast<std::size_t>(ranks);
+    chunk_ = (n_ + m - 1) / m;
+    values_.assign(2 * n_ + chunk_, T(0));
+    owner_pending_.assign(chunk_, T(0));
+    words_.assign(2 * m * chunk_ + chunk_, 0);
+  }
   std::span<T> reference_span() noexcept { return {values_.data(), n_}; }
   // The words: sent (M c), received (M c), owned (c); the all-gather lands in sent's place.
   std::span<std::uint16_t> sent() noexcept { return block(0); }

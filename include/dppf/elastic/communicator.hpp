@@ -64,12 +64,19 @@ class elastic_communicator {
   /// The exchanges of a compressed sync (exchange_communicator).
   void all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) { group_->comm().all_to_all(in, out); }
   void all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) { group_->comm().all_gather(in, out); }
+  /// ... and started, for an overlapped compressed sync (async_exchange_communicator).
+  gloo_all_reduce_handle start_all_to_all(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    return group_->comm().start_all_to_all(in, out);
+  }
+  gloo_all_reduce_handle start_all_gather(std::span<const std::uint16_t> in, std::span<std::uint16_t> out) {
+    return group_->comm().start_all_gather(in, out);
+  }
 
  private:
   std::shared_ptr<elastic_group> group_;
 };
 
-static_assert(exchange_communicator<elastic_communicator> && async_communicator<elastic_communicator> &&
+static_assert(async_exchange_communicator<elastic_communicator> &&
               changing_membership<elastic_communicator>);
 
 }  // namespace dppf

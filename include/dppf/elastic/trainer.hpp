@@ -22,7 +22,9 @@
 //   test() during the local steps or at the wait, discards it on every survivor alike (their live
 //   parameters and rule state put back) and it is redone over the next generation with a
 //   blocking all-reduce of the survivors' snapshots. Newcomers are let in at its end and get
-//   their state before the next sync starts (hence d < tau). Not with a compressed sync yet.
+//   their state before the next sync starts (hence d < tau). Compressed too: a sync started over
+//   members its compressed state was not built for is the plain all-reduce, and its arrival
+//   starts the state again (as the first blocking sync over new members does).
 // * A compressed sync (sync_precision bf16 or fp16): its exchanges run inside the committed
 //   operation. Its chunks and reference belong to one generation, so the first sync over new
 //   members (after a loss, a newcomer, or a discarded sync, on every member alike) is the exact
@@ -246,8 +248,6 @@ class elastic_trainer {
     const bool room = o.overlap_steps < o.tau && (o.warmup_steps == 0 || o.warmup_tau == 0 || o.overlap_steps < o.warmup_tau);
     detail::require_option(o.overlap_steps == 0 || room, "elastic_trainer", "overlap_steps", o.overlap_steps,
                            "must be below tau (and warmup_tau): a newcomer is let in between a sync's end and the next sync's start");
-    detail::require_option(o.overlap_steps == 0 || o.sync_precision == sync_precision::full, "elastic_trainer", "overlap_steps",
-                           o.overlap_steps, "must be 0 with a compressed sync (its started exchanges are not elastic yet)");
     return o;
   }
   static elastic_trainer_options checked(elastic_trainer_options e) {
