@@ -29,8 +29,9 @@
 //   operation. Its chunks and reference belong to one generation, so the first sync over new
 //   members (after a loss, a newcomer, or a discarded sync, on every member alike) is the exact
 //   mean in full precision: the reference becomes that mean and every residual, the newcomer's
-//   included, starts at zero. An elastic checkpoint holds no compressed state (rank 0's residuals
-//   are not the others'); a resumed group starts it from the loaded mean.
+//   included, starts at zero. An elastic checkpoint holds no compressed state and no sync in
+//   flight (rank 0's residuals and snapshot are not the others'); a resumed group starts a
+//   compressed state from the loaded mean.
 // * Host buffers only (Gloo).
 
 #include <algorithm>
@@ -71,7 +72,7 @@ template <class Rule>
 class elastic_rule {
  public:
   static constexpr bool averages_gradients = Rule::averages_gradients;
-  /// The rule reads the others only through the mean (a compressed sync can run under it).
+  /// The rule reads the others only through the mean (an overlapped or compressed sync can run under it).
   static constexpr bool overlappable = overlappable_v<Rule>;
 
   /// The rule's own state (what checkpoints see), and a copy of it and of the parameters taken
