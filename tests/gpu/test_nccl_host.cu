@@ -5,6 +5,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <dppf/async_communicator.hpp>
 #include <dppf/communicators/nccl.cuh>
 
 #include <cstdint>
@@ -21,6 +22,9 @@ static_assert(nccl_op(reduce_op::sum) == ncclSum);
 static_assert(nccl_op(reduce_op::avg) == ncclAvg);
 static_assert(nccl_type<float>() == ncclFloat32);
 static_assert(nccl_type<double>() == ncclFloat64);
+// The overlapped sync needs the asynchronous refinement (start_all_reduce and its handle).
+static_assert(dppf::async_communicator<dppf::nccl_communicator>);
+static_assert(dppf::collective_handle<dppf::nccl_all_reduce_handle>);
 
 TEST_CASE("nccl: every reduce_op maps to the NCCL reduction of the same meaning, and no two share one") {
   CHECK(nccl_op(reduce_op::sum) == ncclSum);
