@@ -44,7 +44,10 @@ sync blocking, overlapped with the next d = 1 and d = tau local steps (--overlap
 bf16 (--sync-precision), overlapped and bf16 together (reported as refused where the example
 refuses the combination), the compute-only floor (--no-sync: the same workers and steps, no
 sync) and PyTorch's PeriodicModelAverager (torch_peer.py train, and its pull-push variant).
---sync-variants picks among them. Each row's ratio to the floor is printed against the 1.1
+--sync-variants picks among them; --sync-engines threads runs them (PyTorch's aside) over
+--comm threads too, 4 worker threads in one process here, once. --batch and --train-limit set
+the timed epoch (both parts): longer steps make the target's condition, a sync shorter than d
+local steps, hold. Each row's ratio to the floor is printed against the 1.1
 target of the overlapped rows, and bf16's sync speed-up, (blocking - floor) / (bf16 - floor),
 against the 1.8 target at 100 Mbit/s.
 """
@@ -100,9 +103,16 @@ class Cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def run(self, launcher, cmd, timeout, extra_env=None):
-        """cmd on every host (launcher gloo: one process per host; mpirun: MPI ranks). Returns
+        """cmd on every host (launcher gloo: one process per host; mpirun: MPI ranks; local: one
+        process on this machine, outside the hosts). Returns
         (stdout, stderr); raises on a failure or a timeout."""
         self.runs += 1
+        if launcher == "local":  # one process here, off the hosts (--comm threads)
+            p = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"), timeout=timeout,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if p.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd[:3])}... exited {p.returncode}:\n{p.stderr[-2000:]}")
+            return p.stdout, p.stderr
         env = dict(self.env, **(extra_env or {}))
         env.update(DPPF_GLOO_STORE=f"file:{self.tmp}", DPPF_GLOO_PREFIX=f"run{self.runs}", GLOO_SOCKET_IFNAME="eth0",
                    OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -205,13 +215,13 @@ def example_has_gloo(example):
 def example_flags(a, methods):
     """fashion_mnist's flags of a timed training run of `methods` (a comma list)."""
     return ["--method", methods, "--quick", "--json", "--sharpness-samples", "0", "--test-limit", "1000",
-            "--tau", str(a.tau), "--batch", str(a.batch)]
+            "--tau", str(a.tau), "--batch", str(a.batch), "--train-limit", str(a.train_limit)]
 
 
 def torch_train_cmd(a, methods):
     """torch_peer.py's side of the same run (None: a fresh TCPStore address)."""
     return ["/usr/bin/python3", os.path.join(HERE, "torch_peer.py"), "train", "--master", None, "--method", methods,
-            "--tau", str(a.tau), "--batch", str(a.batch), "--train-limit", "12000"]
+            "--tau", str(a.tau), "--batch", str(a.batch), "--train-limit", str(a.train_limit)]
 
 
 def run_training_jobs(a, cluster, rate, jobs, per_launch, results, kind="train"):
@@ -295,12 +305,19 @@ def example_refuses(example, flags):
     return p.stderr.splitlines()[0] if p.returncode == 2 and p.stderr else None
 
 
+THREADS = "threads"  # the sync part's "rate" of its --sync-engines threads runs (no link)
+
+
 def measure_sync(a, cluster, rate, example, results):
+    """The sync variants over --comm gloo on the hosts at `rate`, or over --comm threads in one
+    process here when rate is THREADS (PyTorch has no such peer: its row is left out)."""
     methods = ",".join(list(SYNC_METHODS) * a.train_repeats)
+    comm, launcher = ("threads", "local") if rate == THREADS else ("gloo", "gloo")
     jobs = []
     for v in a.sync_variants:
         if v == "pytorch":
-            jobs.append((PYTORCH_SYNC_LABEL, "gloo", torch_train_cmd(a, methods)))
+            if rate != THREADS:
+                jobs.append((PYTORCH_SYNC_LABEL, "gloo", torch_train_cmd(a, methods)))
             continue
         label, extra = sync_variant_flags(a, v)
         flags = [*example_flags(a, methods), *extra]
@@ -309,8 +326,8 @@ def measure_sync(a, cluster, rate, example, results):
             log(f"  sync {label} at {rate}: refused by the example: {refused}")
             results.append({"kind": "sync", "rate": rate, "label": label, "refused": refused})
             continue
-        jobs.append((label, "gloo", [example, "--comm", "gloo", *flags]))
-    if rate != a.rates[0]:
+        jobs.append((label, launcher, [example, "--comm", comm, *flags]))
+    if rate not in (a.rates[0], THREADS):
         jobs.reverse()
     run_training_jobs(a, cluster, rate, jobs, len(SYNC_METHODS) * a.train_repeats, results, kind="sync")
 
@@ -381,7 +398,7 @@ def sync_labels(a):
     return [PYTORCH_SYNC_LABEL if v == "pytorch" else sync_variant_flags(a, v)[0] for v in a.sync_variants]
 
 
-def sync_table(results, rate, order):
+def sync_table(results, rate, order, epoch):
     rows = [r for r in results if r["kind"] == "sync" and r["rate"] == rate]
     seen = {r["label"] for r in rows}
     labels = [lab for lab in order if lab in seen]
@@ -395,8 +412,9 @@ def sync_table(results, rate, order):
     floor = {m: med.get(("no-sync floor", m)) for m in SYNC_METHODS}
     refused = {r["label"]: r["refused"] for r in rows if "refused" in r}
     labels = [lab for lab in labels if lab not in refused] + [lab for lab in labels if lab in refused]
-    slow = rate_bits(rate) <= 100e6
-    lines = [f"Sync at {rate}: seconds of training per epoch (median of the repeats, train_s, one --quick epoch); "
+    slow = rate != THREADS and rate_bits(rate) <= 100e6
+    where = f"over {M} worker threads in one process" if rate == THREADS else f"at {rate}"
+    lines = [f"Sync {where}: seconds of training per epoch (median of the repeats, train_s, {epoch}); "
              "ratio to the no-sync floor (target <= 1.1 for the overlapped rows); test accuracy (median; "
              "meaningless for the floor, whose workers never meet).", "",
              "| variant | " + " | ".join(f"{m} s | {m} / floor | {m} test acc" for m in SYNC_METHODS) + " |",
@@ -459,6 +477,10 @@ def main():
     p.add_argument("--train-repeats", type=int, default=3)
     p.add_argument("--tau", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--train-limit", type=int, default=12000,
+                   help="training images of the timed epoch (default 12000, the example's --quick)")
+    p.add_argument("--sync-engines", default="gloo",
+                   help="comma list of the sync part's engines: gloo (on the hosts, at each rate), threads (one process here)")
     p.add_argument("--skip", default="", help="comma list of allreduce, train, sync")
     p.add_argument("--sync-variants", default=",".join(SYNC_VARIANTS),
                    help="comma list of the sync part's runs: " + ", ".join(SYNC_VARIANTS))
@@ -481,6 +503,9 @@ def main():
         raise SystemExit("run.py: --allreduce-engines takes gloo, pytorch, mpi; --rounds must be >= 1")
     skip = set(a.skip.split(","))
     a.sync_variants = [v for v in a.sync_variants.split(",") if v]
+    a.sync_engines = set(a.sync_engines.split(","))
+    if not a.sync_engines <= {"gloo", THREADS}:
+        raise SystemExit("run.py: --sync-engines takes gloo, threads")
     for v in a.sync_variants:
         if v not in SYNC_VARIANTS:
             raise SystemExit(f"run.py: --sync-variants: unknown variant '{v}' ({', '.join(SYNC_VARIANTS)})")
@@ -507,6 +532,9 @@ def main():
     cluster = Cluster(a.cluster)
     start = time.time()
     try:
+        if "sync" not in skip and THREADS in a.sync_engines:
+            log(f"run.py: the sync part over {M} threads, here")
+            measure_sync(a, cluster, THREADS, example, results)
         cluster.up(a.rates[0])
         for rate in a.rates:
             cluster.rate(rate)
@@ -515,7 +543,7 @@ def main():
                 measure_allreduce(a, cluster, rate, bench, results)
             if "train" not in skip:
                 measure_training(a, cluster, rate, example, has_gloo, results)
-            if "sync" not in skip:
+            if "sync" not in skip and "gloo" in a.sync_engines:
                 measure_sync(a, cluster, rate, example, results)
     finally:
         cluster.down()
@@ -523,13 +551,16 @@ def main():
     info["load_average_end"] = os.getloadavg()
 
     tables = []
+    epoch = f"one epoch of {a.train_limit} images, batch {a.batch} per worker" + (" (--quick)" if a.train_limit == 12000 else "")
+    if "sync" not in skip and THREADS in a.sync_engines:
+        tables.append(sync_table(results, THREADS, sync_labels(a), epoch))
     for rate in a.rates:
         if "allreduce" not in skip:
             tables.append(allreduce_table(results, rate))
         if "train" not in skip:
             tables.append(train_table(results, rate))
         if "sync" not in skip:
-            tables.append(sync_table(results, rate, sync_labels(a)))
+            tables.append(sync_table(results, rate, sync_labels(a), epoch))
     m = info["machine"]
     md = (f"Measured {m['date_utc']} UTC on {m['cpu']} ({m['cores']} cores), load average "
           f"{m['load_average'][0]:.1f} at the start and {info['load_average_end'][0]:.1f} at the end, "
